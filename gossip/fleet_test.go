@@ -1,0 +1,205 @@
+package gossip_test
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/murmur-edge/murmur/gossip"
+	"github.com/murmur-edge/murmur/gossip/gossiptest"
+)
+
+const wait = 20 * time.Second
+
+func startFleet(t *testing.T, net *gossiptest.Network, n int, mutate func(*gossip.Config)) []*gossiptest.Node {
+	t.Helper()
+	nodes := make([]*gossiptest.Node, 0, n)
+	seed := gossiptest.Start(t, net, "n00", mutate)
+	nodes = append(nodes, seed)
+	for i := 1; i < n; i++ {
+		nodes = append(nodes, gossiptest.Start(t, net, fmt.Sprintf("n%02d", i), mutate, seed.Addr()))
+	}
+	for _, nd := range nodes {
+		gossiptest.Eventually(t, wait, nd.Name+" sees every node alive", func() bool {
+			return gossiptest.CountStatus(nd.Gossip, gossip.StatusAlive) == n
+		})
+	}
+	return nodes
+}
+
+func TestFleetConvergesAndSpreadsLoad(t *testing.T) {
+	net := gossiptest.NewNetwork()
+	nodes := startFleet(t, net, 10, nil)
+	for i, nd := range nodes {
+		nd.SetLoad(gossip.Load{CPU: float64(i) / 100, Memory: 0.5}, i, gossip.HealthOK)
+		nd.SetState("probe", fmt.Sprintf("v%d", i))
+	}
+	for _, nd := range nodes {
+		gossiptest.Eventually(t, wait, nd.Name+" has every node's load record", func() bool {
+			for i, m := range nd.Members() {
+				if m.Load.CPU != float64(i)/100 || m.Instances != i || m.State["probe"] != fmt.Sprintf("v%d", i) {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	got := nodes[3].Members()[7]
+	if got.Name != "n07" || got.Region != "default" || got.ID != "id-n07" || !got.Eligible {
+		t.Errorf("member n07 as seen by n03 = %+v, want name n07, region default, id id-n07, eligible", got)
+	}
+}
+
+func TestKilledNodeBecomesDeadAndLeavingNodeLeft(t *testing.T) {
+	net := gossiptest.NewNetwork()
+	nodes := startFleet(t, net, 10, nil)
+	nodes[4].Kill(t)
+	nodes[7].Stop(t)
+	for i, nd := range nodes {
+		if i == 4 || i == 7 {
+			continue
+		}
+		gossiptest.Eventually(t, wait, nd.Name+" sees n04 dead and n07 left", func() bool {
+			return gossiptest.StatusOf(nd.Gossip, "n04") == gossip.StatusDead &&
+				gossiptest.StatusOf(nd.Gossip, "n07") == gossip.StatusLeft
+		})
+	}
+	// A killed node that comes back with the same name is alive again everywhere.
+	net.SetDown("n04", false)
+	back := gossiptest.Start(t, net, "n04", nil, nodes[0].Addr())
+	for _, nd := range append(nodes[:4:4], back) {
+		gossiptest.Eventually(t, wait, nd.Name+" sees n04 alive again", func() bool {
+			return gossiptest.StatusOf(nd.Gossip, "n04") == gossip.StatusAlive
+		})
+	}
+}
+
+func TestWrongKeyNeverJoins(t *testing.T) {
+	net := gossiptest.NewNetwork()
+	key := []byte("0123456789abcdef")
+	nodes := startFleet(t, net, 10, func(c *gossip.Config) { c.SecretKey = key })
+
+	wrong := gossiptest.Start(t, net, "intruder-key", func(c *gossip.Config) { c.SecretKey = []byte("fedcba9876543210") }, nodes[0].Addr())
+	plain := gossiptest.Start(t, net, "intruder-plain", nil, nodes[1].Addr())
+	for _, in := range []*gossiptest.Node{wrong, plain} {
+		gossiptest.Eventually(t, wait, in.Name+" has failed to join twice", func() bool {
+			return metricValue(t, in, "murmur_gossip_join_failures_total") >= 2
+		})
+	}
+	for _, nd := range nodes {
+		for _, m := range nd.Members() {
+			if m.Name == "intruder-key" || m.Name == "intruder-plain" {
+				t.Errorf("%s lists %s (%s): a node without the fleet's key joined", nd.Name, m.Name, m.Status)
+			}
+		}
+		if n := gossiptest.CountStatus(nd.Gossip, gossip.StatusAlive); n != 10 {
+			t.Errorf("%s sees %d alive members, want 10", nd.Name, n)
+		}
+	}
+	for _, in := range []*gossiptest.Node{wrong, plain} {
+		if n := len(in.Members()); n != 1 {
+			t.Errorf("%s sees %d members, want only itself", in.Name, n)
+		}
+	}
+}
+
+type recorder struct {
+	mu     sync.Mutex
+	msgs   map[string]string // from -> payload
+	merged map[string]string // from -> state
+	local  string
+}
+
+func newRecorder(local string) *recorder {
+	return &recorder{msgs: map[string]string{}, merged: map[string]string{}, local: local}
+}
+
+func (r *recorder) handle(from string, p []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs[from] = string(p)
+}
+func (r *recorder) LocalState() []byte { return []byte(r.local) }
+func (r *recorder) MergeRemoteState(from string, s []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.merged[from] = string(s)
+}
+func (r *recorder) get(m map[string]string, from string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return m[from]
+}
+
+func TestExtensionsBroadcastReliableAndPushPull(t *testing.T) {
+	net := gossiptest.NewNetwork()
+	recs := map[string]*recorder{}
+	nodes := make([]*gossiptest.Node, 0, 10)
+	for i := 0; i < 10; i++ {
+		name := fmt.Sprintf("n%02d", i)
+		r := newRecorder("state-of-" + name)
+		recs[name] = r
+		var seeds []string
+		if i > 0 {
+			seeds = []string{nodes[0].Addr()}
+		}
+		nodes = append(nodes, gossiptest.StartWithSetup(t, net, name, nil, func(g *gossip.Gossip) {
+			g.Register(gossip.KindIntents, r.handle, r)
+		}, seeds...))
+	}
+	for _, nd := range nodes {
+		gossiptest.Eventually(t, wait, nd.Name+" sees 10 alive", func() bool {
+			return gossiptest.CountStatus(nd.Gossip, gossip.StatusAlive) == 10
+		})
+	}
+	if err := nodes[2].Broadcast(gossip.KindIntents, "vision", []byte("announce v1")); err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 1<<20)
+	for i := range big {
+		big[i] = byte(i)
+	}
+	if err := nodes[5].SendReliable("n09", gossip.KindIntents, big); err != nil {
+		t.Fatalf("SendReliable 1 MiB: %v", err)
+	}
+	for _, nd := range nodes {
+		if nd.Name == "n02" {
+			continue
+		}
+		r := recs[nd.Name]
+		gossiptest.Eventually(t, wait, nd.Name+" got the broadcast", func() bool { return r.get(r.msgs, "n02") == "announce v1" })
+	}
+	r9 := recs["n09"]
+	gossiptest.Eventually(t, wait, "n09 got 1 MiB from n05", func() bool { return r9.get(r9.msgs, "n05") == string(big) })
+	// Push/pull happens on join: the seed got every joiner's state.
+	for _, nd := range nodes[1:] {
+		gossiptest.Eventually(t, wait, "n00 merged "+nd.Name+"'s state", func() bool {
+			return recs["n00"].get(recs["n00"].merged, nd.Name) == "state-of-"+nd.Name
+		})
+	}
+	if err := nodes[0].Broadcast(gossip.KindIntents, "x", make([]byte, gossip.MaxBroadcastPayload+1)); err == nil {
+		t.Error("Broadcast over the limit: got nil error, want one")
+	}
+	if err := nodes[0].SendReliable("nobody", gossip.KindIntents, []byte("x")); err == nil {
+		t.Error("SendReliable to an unknown node: got nil error, want one")
+	}
+}
+
+func metricValue(t *testing.T, n *gossiptest.Node, name string) float64 {
+	t.Helper()
+	mfs, err := n.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			sum := 0.0
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			}
+			return sum
+		}
+	}
+	return 0
+}

@@ -1,0 +1,76 @@
+package gossip
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	msgsIn, msgsOut   *prometheus.CounterVec
+	bytesIn, bytesOut *prometheus.CounterVec
+	decodeErrors      *prometheus.CounterVec
+	dropped           *prometheus.CounterVec
+	joinFailures      prometheus.Counter
+}
+
+// membersCollector reports the fleet view's member count by status at scrape time.
+type membersCollector struct {
+	g    *Gossip
+	desc *prometheus.Desc
+}
+
+func (c *membersCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *membersCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := map[string]float64{StatusAlive: 0, StatusSuspect: 0, StatusDead: 0, StatusLeft: 0}
+	for _, m := range c.g.Members() {
+		counts[m.Status]++
+	}
+	for s, n := range counts {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, n, s)
+	}
+}
+
+func newMetrics(reg prometheus.Registerer, g *Gossip) (*metrics, error) {
+	m := &metrics{
+		msgsIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "murmur_gossip_messages_received_total", Help: "Gossip messages received, by type (record, broadcast, direct, pushpull).",
+		}, []string{"type"}),
+		msgsOut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "murmur_gossip_messages_sent_total", Help: "Gossip messages sent, by type (record, broadcast, direct, pushpull).",
+		}, []string{"type"}),
+		bytesIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "murmur_gossip_received_bytes_total", Help: "Bytes of gossip messages received, by type.",
+		}, []string{"type"}),
+		bytesOut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "murmur_gossip_sent_bytes_total", Help: "Bytes of gossip messages sent, by type.",
+		}, []string{"type"}),
+		decodeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "murmur_gossip_decode_errors_total", Help: "Gossip payloads that did not decode or were oversized, and were dropped, by type.",
+		}, []string{"type"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "murmur_gossip_dropped_total", Help: "Gossip messages dropped without being decoded, by reason.",
+		}, []string{"reason"}),
+		joinFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "murmur_gossip_join_failures_total", Help: "Failed attempts to join the fleet through the seeds.",
+		}),
+	}
+	members := &membersCollector{g: g, desc: prometheus.NewDesc("murmur_gossip_members", "Members of the fleet view, by status.", []string{"status"}, nil)}
+	for _, c := range []prometheus.Collector{m.msgsIn, m.msgsOut, m.bytesIn, m.bytesOut, m.decodeErrors, m.dropped, m.joinFailures, members} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	for _, t := range []string{"record", "broadcast", "direct", "pushpull", "meta", "unknown"} {
+		m.decodeErrors.WithLabelValues(t)
+	}
+	return m, nil
+}
+
+func (m *metrics) received(typ string, n int) {
+	m.msgsIn.WithLabelValues(typ).Inc()
+	m.bytesIn.WithLabelValues(typ).Add(float64(n))
+}
+
+func (m *metrics) sent(typ string, n int) {
+	m.msgsOut.WithLabelValues(typ).Inc()
+	m.bytesOut.WithLabelValues(typ).Add(float64(n))
+}
