@@ -1,0 +1,9 @@
+package policy
+
+import (
+	"encoding/base64"
+	"errors"
+)
+
+func errorsIs(err, target error) bool { return errors.Is(err, target) }
+func b64(b []byte) string             { return base64.StdEncoding.EncodeToString(b) }

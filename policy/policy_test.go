@@ -1,0 +1,439 @@
+package policy
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func readTestdata(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "testdata", "intents", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestParseExamples(t *testing.T) {
+	tests := []struct {
+		file  string
+		names []string
+	}{
+		{"workload-exec.yaml", []string{"vision"}},
+		{"workload-docker-global.yaml", []string{"node-exporter"}},
+		{"policy.yaml", []string{"site-rules"}},
+		{"multi.yaml", []string{"depot-rules", "logger"}},
+		{"workload.json", []string{"json-example"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			ins, err := Parse(readTestdata(t, tt.file))
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			var got []string
+			for _, in := range ins {
+				got = append(got, in.Name())
+				// Canonical encodings are fixed points of Parse.
+				c, err := Canonical(&in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				back, err := DecodeCanonical(c)
+				if err != nil {
+					t.Fatalf("DecodeCanonical(Canonical(x)): %v\n%s", err, c)
+				}
+				c2, _ := Canonical(&back)
+				if !bytes.Equal(c, c2) {
+					t.Errorf("canonical not stable:\n%s\n%s", c, c2)
+				}
+			}
+			if diff := cmp.Diff(tt.names, got); diff != "" {
+				t.Errorf("names (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestDefaultsAndNormalisation(t *testing.T) {
+	ins, err := Parse([]byte("apiVersion: murmur/v1\nkind: Workload\nmetadata: {name: a}\nspec: {driver: exec, command: [x], resources: {cpu: '0.5', memory: 1048576}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := Canonical(&ins[0])
+	want := `{"apiVersion":"murmur/v1","kind":"Workload","metadata":{"name":"a"},"spec":{"command":["x"],"constraints":{},"disconnect":{"replaceAfter":"0s"},"driver":"exec","mode":"replicated","priority":50,"replicas":1,"resources":{"cpu":"500m","memory":"1Mi"},"restart":{"maxBackoff":"30s","policy":"always"}}}`
+	if string(c) != want {
+		t.Errorf("canonical:\n got %s\nwant %s", c, want)
+	}
+	// Same meaning, different spelling → same hash.
+	ins2, err := Parse([]byte(`{"apiVersion":"murmur/v1","kind":"Workload","metadata":{"name":"a"},"spec":{"driver":"exec","command":["x"],"replicas":1,"priority":50,"restart":{"maxBackoff":"30000ms"},"resources":{"cpu":"500m","memory":"1Mi"}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, _ := Canonical(&ins2[0])
+	if Hash(c) != Hash(c2) {
+		t.Errorf("hash differs:\n%s\n%s", c, c2)
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	const head = "apiVersion: murmur/v1\nkind: Workload\nmetadata: {name: w}\n"
+	tests := []struct {
+		name string
+		body string
+		want []string // substrings of Problems.Error(), all required
+	}{
+		{"empty body", "", []string{"no intent documents"}},
+		{"only comments", "# nothing\n", []string{"no intent documents"}},
+		{"empty document", head + "spec: {driver: exec, command: [x]}\n---\n---\n", []string{"document 2 is empty"}},
+		{"garbage", "\x00\x01\x02", []string{"not valid YAML"}},
+		{"bad json", `{"apiVersion": `, []string{"not valid JSON"}},
+		{"json trailing", `{} {}`, []string{"data after the first JSON value"}},
+		{"json null", `[null]`, []string{"document 1 is empty"}},
+		{"scalar doc", "hello\n", []string{"must be a mapping"}},
+		{"unknown kind", "apiVersion: murmur/v1\nkind: Job\nmetadata: {name: w}\nspec: {}\n", []string{`kind: unknown kind "Job"`}},
+		{"missing kind", "apiVersion: murmur/v1\nmetadata: {name: w}\nspec: {}\n", []string{"kind: required"}},
+		{"bad apiVersion", "apiVersion: v2\nkind: Policy\nmetadata: {name: w}\nspec: {offload: {}}\n", []string{`apiVersion: unsupported version "v2"`}},
+		{"unknown top field", head + "spec: {driver: exec, command: [x]}\nstatus: {}\n", []string{"status: unknown field"}},
+		{"unknown spec field", head + "spec: {driver: exec, command: [x], colour: blue}\n", []string{"spec.colour: unknown field"}},
+		{"unknown nested field", head + "spec: {driver: exec, command: [x], resources: {gpu: 1}}\n", []string{"spec.resources.gpu: unknown field"}},
+		{"wrong type replicas", head + "spec: {driver: exec, command: [x], replicas: two}\n", []string{`spec.replicas: must be an integer (got string "two")`}},
+		{"wrong type command", head + "spec: {driver: exec, command: /bin/true}\n", []string{"spec.command: must be a list"}},
+		{"negative replicas", head + "spec: {driver: exec, command: [x], replicas: -1}\n", []string{"spec.replicas: must be between 0 and 10000 (got -1)"}},
+		{"huge replicas", head + "spec: {driver: exec, command: [x], replicas: 99999999999}\n", []string{"spec.replicas: integer 99999999999 is out of range"}},
+		{"bad name", "apiVersion: murmur/v1\nkind: Workload\nmetadata: {name: Vision_1}\nspec: {driver: exec, command: [x]}\n", []string{`metadata.name: "Vision_1" is not a DNS label`}},
+		{"long name", "apiVersion: murmur/v1\nkind: Workload\nmetadata: {name: " + strings.Repeat("a", 64) + "}\nspec: {driver: exec, command: [x]}\n", []string{"is not a DNS label"}},
+		{"missing name", "apiVersion: murmur/v1\nkind: Workload\nmetadata: {}\nspec: {driver: exec, command: [x]}\n", []string{"metadata.name: required"}},
+		{"duplicate names", head + "spec: {driver: exec, command: [x]}\n---\n" + head + "spec: {driver: exec, command: [y]}\n", []string{`documents[1].metadata.name: duplicate name "w"`}},
+		{"duplicate key", head + "spec: {driver: exec, driver: docker, command: [x]}\n", []string{"spec.driver: duplicate key"}},
+		{"global with replicas", head + "spec: {mode: global, replicas: 2, driver: exec, command: [x]}\n", []string{"spec.replicas: must not be set with mode: global"}},
+		{"exec without command", head + "spec: {driver: exec}\n", []string{"spec.command: required with driver: exec"}},
+		{"docker without image", head + "spec: {driver: docker}\n", []string{"spec.image: required with driver: docker"}},
+		{"bad quantity", head + "spec: {driver: exec, command: [x], resources: {cpu: 1x, memory: 10m}}\n", []string{"spec.resources.cpu:", "spec.resources.memory:"}},
+		{"bad duration", head + "spec: {driver: exec, command: [x], restart: {maxBackoff: soon}}\n", []string{"spec.restart.maxBackoff:"}},
+		{"bad region", head + "spec: {driver: exec, command: [x], regions: [A, a, a]}\n", []string{`spec.regions[0]: "A" is not a region name`, `spec.regions[2]: region "a" is listed twice`}},
+		{"bad health", head + "spec: {driver: exec, command: [x], health: {http: 'ftp://x', interval: 1s, timeout: 2s}}\n", []string{"spec.health.http:", "spec.health.timeout: must not exceed"}},
+		{"policy empty", "apiVersion: murmur/v1\nkind: Policy\nmetadata: {name: p}\nspec: {}\n", []string{"spec: a Policy needs offload, admission or both"}},
+		{"policy bad glob", "apiVersion: murmur/v1\nkind: Policy\nmetadata: {name: p}\nspec: {admission: {allowedImages: ['a[']}}\n", []string{"spec.admission.allowedImages[0]"}},
+		{"policy bad fraction", "apiVersion: murmur/v1\nkind: Policy\nmetadata: {name: p}\nspec: {offload: {cpuAbove: 1.5}}\n", []string{"spec.offload.cpuAbove: must be a fraction"}},
+		{"merge key", head + "spec: {<<: {driver: exec}, command: [x]}\n", []string{"spec.<<: unknown field"}},
+		{"json unknown field", `{"apiVersion":"murmur/v1","kind":"Workload","metadata":{"name":"w"},"spec":{"driver":"exec","command":["x"],"foo":1}}`, []string{"spec.foo: unknown field"}},
+		{"json wrong type", `{"apiVersion":"murmur/v1","kind":"Workload","metadata":{"name":"w"},"spec":{"driver":"exec","command":["x"],"replicas":"3"}}`, []string{"spec.replicas: must be an integer"}},
+		{"json float replicas", `{"apiVersion":"murmur/v1","kind":"Workload","metadata":{"name":"w"},"spec":{"driver":"exec","command":["x"],"replicas":1.5}}`, []string{"spec.replicas: must be an integer"}},
+		{"alias bomb", string(readTestdata(t, "bad/alias-bomb.yaml")), []string{"aliases expand to more than"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.body))
+			if err == nil {
+				t.Fatalf("Parse accepted %q", tt.body)
+			}
+			if _, ok := err.(Problems); !ok {
+				t.Errorf("error is %T, want Problems", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q\n does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestParseReportsEveryProblem(t *testing.T) {
+	_, err := Parse(readTestdata(t, "bad/many-problems.yaml"))
+	ps, ok := err.(Problems)
+	if !ok {
+		t.Fatalf("err = %v", err)
+	}
+	// Unknown fields are structural and reported before value checks.
+	if len(ps) != 1 || ps[0].Field != "spec.colour" {
+		t.Fatalf("structural problems: %v", ps)
+	}
+	body := strings.Replace(string(readTestdata(t, "bad/many-problems.yaml")), "  colour: blue\n", "", 1)
+	_, err = Parse([]byte(body))
+	ps, _ = err.(Problems)
+	var fields []string
+	for _, p := range ps {
+		fields = append(fields, p.Field)
+	}
+	want := []string{"metadata.name", "spec.replicas", "spec.image", "spec.resources.cpu", "spec.resources.memory", "spec.priority", "spec.restart.policy", "spec.restart.maxBackoff"}
+	if diff := cmp.Diff(want, fields); diff != "" {
+		t.Errorf("fields (-want +got):\n%s\n%v", diff, err)
+	}
+}
+
+func TestQuantities(t *testing.T) {
+	cpu := []struct {
+		in   string
+		want int64
+		err  bool
+	}{
+		{"250m", 250, false}, {"1", 1000, false}, {"0.5", 500, false}, {"2.25", 2250, false},
+		{"1k", 1_000_000, false}, {"0.0001", 0, true}, {"1x", 0, true}, {"-1", 0, true},
+		{"", 0, true}, {"1e3", 0, true}, {"1/2", 0, true}, {"99999999999999999999", 0, true},
+	}
+	for _, tt := range cpu {
+		got, err := ParseCPU(tt.in)
+		if (err != nil) != tt.err || got != tt.want {
+			t.Errorf("ParseCPU(%q) = %d, %v; want %d, err %v", tt.in, got, err, tt.want, tt.err)
+		}
+	}
+	mem := []struct {
+		in   string
+		want int64
+		err  bool
+	}{
+		{"64Mi", 64 << 20, false}, {"1Gi", 1 << 30, false}, {"500M", 500_000_000, false},
+		{"1.5Gi", 3 << 29, false}, {"1024", 1024, false}, {"1k", 1000, false}, {"1Ki", 1024, false},
+		{"10m", 0, true}, {"0.5", 0, true}, {"8Ei", 0, true}, {"7Ei", 7 << 60, false}, {"1 Gi", 0, true},
+	}
+	for _, tt := range mem {
+		got, err := ParseMemory(tt.in)
+		if (err != nil) != tt.err || got != tt.want {
+			t.Errorf("ParseMemory(%q) = %d, %v; want %d, err %v", tt.in, got, err, tt.want, tt.err)
+		}
+	}
+	for _, b := range []int64{1, 1000, 1024, 1536 << 20, 500_000_000, 7 << 60, 123456789} {
+		s := FormatMemory(b)
+		if got, err := ParseMemory(s); err != nil || got != b {
+			t.Errorf("ParseMemory(FormatMemory(%d)=%q) = %d, %v", b, s, got, err)
+		}
+	}
+	for _, m := range []int64{1, 250, 1000, 2500, 1_000_000} {
+		s := FormatCPU(m)
+		if got, err := ParseCPU(s); err != nil || got != m {
+			t.Errorf("ParseCPU(FormatCPU(%d)=%q) = %d, %v", m, s, got, err)
+		}
+	}
+}
+
+func TestVersions(t *testing.T) {
+	t0 := time.UnixMilli(1732291200123)
+	v1 := NextVersion(Version{}, t0, "node-a")
+	if v1 != (Version{Wall: 1732291200123, Node: "node-a"}) {
+		t.Fatalf("v1 = %v", v1)
+	}
+	// Same millisecond, or a clock that went backwards: counter moves on.
+	v2 := NextVersion(v1, t0.Add(-time.Second), "node-b")
+	if v2 != (Version{Wall: 1732291200123, Counter: 1, Node: "node-b"}) || !v1.Less(v2) {
+		t.Fatalf("v2 = %v", v2)
+	}
+	v3 := NextVersion(v2, t0.Add(time.Millisecond), "node-a")
+	if !v2.Less(v3) || v3.Counter != 0 {
+		t.Fatalf("v3 = %v", v3)
+	}
+	if got := NextVersion(Version{Wall: 5, Counter: ^uint32(0)}, time.UnixMilli(1), "n"); got != (Version{Wall: 6, Node: "n"}) {
+		t.Errorf("counter overflow: %v", got)
+	}
+	// Node name breaks ties.
+	a, b := Version{Wall: 1, Node: "a"}, Version{Wall: 1, Node: "b"}
+	if Compare(a, b) != -1 || Compare(b, a) != 1 || Compare(a, a) != 0 {
+		t.Error("node tie-break")
+	}
+	if Observe(b, a) != b || Observe(a, b) != b {
+		t.Error("Observe")
+	}
+	s := v2.String()
+	if s != "1732291200123.1@node-b" {
+		t.Errorf("String = %q", s)
+	}
+	if p, err := ParseVersion(s); err != nil || p != v2 {
+		t.Errorf("ParseVersion(%q) = %v, %v", s, p, err)
+	}
+	for _, bad := range []string{"", "1@", "1.2", "x.1@n", "1.x@n", "-1.0@n", "1.99999999999@n"} {
+		if _, err := ParseVersion(bad); err == nil {
+			t.Errorf("ParseVersion(%q) accepted", bad)
+		}
+	}
+}
+
+func TestAdmit(t *testing.T) {
+	policies, err := Parse([]byte(`apiVersion: murmur/v1
+kind: Policy
+metadata: {name: site}
+spec:
+  regions: [factory-1]
+  admission: {allowedDrivers: [docker], allowedImages: ["registry.local/*"], maxMemory: 1Gi, maxCPU: "1"}
+---
+apiVersion: murmur/v1
+kind: Policy
+metadata: {name: elsewhere}
+spec:
+  regions: [depot]
+  admission: {allowedDrivers: [exec]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := []*Intent{&policies[0], &policies[1]}
+	tests := []struct {
+		name string
+		spec string
+		want []string
+	}{
+		{"ok", "{regions: [factory-1], driver: docker, image: registry.local/vision:1.4, resources: {memory: 1Gi}}", nil},
+		{"bad image", "{regions: [factory-1], driver: docker, image: docker.io/evil:1}", []string{"spec.image"}},
+		{"nested path not matched", "{regions: [factory-1], driver: docker, image: registry.local/a/b:1}", []string{"spec.image"}},
+		{"too big", "{regions: [factory-1], driver: docker, image: registry.local/v:1, resources: {cpu: 1500m, memory: 2Gi}}", []string{"spec.resources.cpu", "spec.resources.memory"}},
+		{"all regions hit both", "{driver: exec, command: [x]}", []string{"spec.driver"}},
+		{"other region", "{regions: [depot], driver: exec, command: [x], resources: {memory: 8Gi}}", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ins, err := Parse([]byte("apiVersion: murmur/v1\nkind: Workload\nmetadata: {name: w}\nspec: " + tt.spec + "\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, p := range Admit(&ins[0], ps) {
+				got = append(got, p.Field)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestSignatures(t *testing.T) {
+	seed := bytes.Repeat([]byte{7}, 32)
+	pub, priv, err := GenerateSigningKey(bytes.NewReader(seed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherPub, otherPriv, _ := GenerateSigningKey(bytes.NewReader(bytes.Repeat([]byte{9}, 32)))
+	ins, err := Parse(readTestdata(t, "workload-exec.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := ins[0]
+	if err := SignIntent(&in, priv); err != nil {
+		t.Fatal(err)
+	}
+	// The signed document goes through Parse with its signature.
+	doc, _ := Document(&in)
+	back, err := Parse(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(in.Signature, back[0].Signature); diff != "" {
+		t.Fatal(diff)
+	}
+	body, _ := Canonical(&in)
+	trusted := NewTrustedKeys(pub)
+	tampered := bytes.Replace(body, []byte("3600"), []byte("3601"), 1)
+	tests := []struct {
+		name string
+		msg  []byte
+		sig  *Signature
+		keys TrustedKeys
+		want error
+	}{
+		{"good", body, in.Signature, trusted, nil},
+		{"no keys configured", body, nil, TrustedKeys{}, nil},
+		{"unsigned", body, nil, trusted, ErrUnsigned},
+		{"tampered", tampered, in.Signature, trusted, ErrBadSignature},
+		{"wrong key", body, Sign(otherPriv, body), trusted, ErrUntrustedKey},
+		{"forged with trusted key id", body, &Signature{KeyID: KeyID(pub), Value: Sign(otherPriv, body).Value}, trusted, ErrBadSignature},
+		{"garbage value", body, &Signature{KeyID: KeyID(pub), Value: "!!"}, trusted, ErrBadSignature},
+		{"two trusted keys", body, Sign(otherPriv, body), NewTrustedKeys(pub, otherPub), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var err error
+			if len(tt.keys) > 0 {
+				err = tt.keys.Verify(tt.msg, tt.sig)
+			}
+			if tt.want == nil && err != nil || tt.want != nil && !errorsIs(err, tt.want) {
+				t.Errorf("Verify = %v, want %v", err, tt.want)
+			}
+		})
+	}
+	// Key files round-trip in both formats.
+	pemPriv, _ := MarshalPrivateKey(priv)
+	pemPub, _ := MarshalPublicKey(pub)
+	if k, err := ParsePrivateKey(pemPriv); err != nil || !k.Equal(priv) {
+		t.Errorf("PEM private: %v", err)
+	}
+	if k, err := ParsePublicKey(pemPub); err != nil || !k.Equal(pub) {
+		t.Errorf("PEM public: %v", err)
+	}
+	if k, err := ParsePrivateKey([]byte(b64(seed) + "\n")); err != nil || !k.Equal(priv) {
+		t.Errorf("base64 seed: %v", err)
+	}
+	if k, err := ParsePublicKey([]byte(b64(pub))); err != nil || !k.Equal(pub) {
+		t.Errorf("base64 public: %v", err)
+	}
+	for _, bad := range [][]byte{[]byte("nope"), []byte(b64([]byte("short"))), pemPub} {
+		if _, err := ParsePrivateKey(bad); err == nil {
+			t.Errorf("ParsePrivateKey(%q) accepted", bad)
+		}
+	}
+	if _, err := ParsePublicKey(pemPriv); err == nil {
+		t.Error("ParsePublicKey accepted a private key")
+	}
+	_ = ed25519.PublicKeySize
+}
+
+func TestCheckRecord(t *testing.T) {
+	_, priv, _ := GenerateSigningKey(bytes.NewReader(bytes.Repeat([]byte{1}, 32)))
+	trusted := NewTrustedKeys(priv.Public().(ed25519.PublicKey))
+	ins, _ := Parse(readTestdata(t, "policy.yaml"))
+	body, _ := Canonical(&ins[0])
+	now := time.UnixMilli(1_000_000)
+	good := Record{Name: "site-rules", Kind: KindPolicy, Version: Version{Wall: 999_000, Node: "n"}, Hash: Hash(body), Body: body, Signature: Sign(priv, body)}
+	tomb := Record{Name: "site-rules", Version: Version{Wall: 999_000, Node: "n"}, Deleted: true, Hash: Hash(TombstoneBytes("site-rules")), Signature: Sign(priv, TombstoneBytes("site-rules"))}
+	mod := func(r Record, f func(*Record)) Record { f(&r); return r }
+	tests := []struct {
+		name string
+		r    Record
+		keys TrustedKeys
+		want error
+	}{
+		{"good", good, trusted, nil},
+		{"tombstone", tomb, trusted, nil},
+		{"unsigned tombstone", mod(tomb, func(r *Record) { r.Signature = nil }), trusted, ErrUnsigned},
+		{"unsigned without keys", mod(good, func(r *Record) { r.Signature = nil }), nil, nil},
+		{"bad hash", mod(good, func(r *Record) { r.Hash = "00" }), nil, ErrMalformed},
+		{"name mismatch", mod(good, func(r *Record) { r.Name = "other" }), nil, ErrMalformed},
+		{"kind mismatch", mod(good, func(r *Record) { r.Kind = KindWorkload }), nil, ErrMalformed},
+		{"not canonical", mod(good, func(r *Record) { r.Body = IndentJSON(body); r.Hash = Hash(r.Body) }), nil, ErrMalformed},
+		{"future", mod(good, func(r *Record) { r.Version.Wall = 2_000_000 }), nil, ErrFuture},
+		{"no version", mod(good, func(r *Record) { r.Version = Version{} }), nil, ErrMalformed},
+		{"tombstone with body", mod(tomb, func(r *Record) { r.Body = body }), nil, ErrMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := tt.r
+			_, err := CheckRecord(&r, tt.keys, now, time.Minute)
+			if tt.want == nil && err != nil || tt.want != nil && !errorsIs(err, tt.want) {
+				t.Errorf("CheckRecord = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestYAMLRender(t *testing.T) {
+	ins, _ := Parse(readTestdata(t, "workload-exec.yaml"))
+	c, _ := Canonical(&ins[0])
+	y, err := YAML(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Parse(y)
+	if err != nil {
+		t.Fatalf("Parse(YAML(x)): %v\n%s", err, y)
+	}
+	c2, _ := Canonical(&back[0])
+	if !bytes.Equal(c, c2) {
+		t.Errorf("YAML round trip:\n%s\n%s", c, c2)
+	}
+}
