@@ -1,0 +1,100 @@
+// Package scheduler decides where a region's workloads run: placement, rescheduling
+// after node death, moving failing instances, offload of hot nodes, reconciliation
+// after a partition heals and priority preemption.
+//
+// # Contract
+//
+// The package is pure, like etcd's raft core: one entry point, Plan(Input) Result,
+// takes a snapshot (nodes, workloads, the placement table, Now and a Seed) and
+// returns actions. It reads no clock, starts no goroutines, does no I/O, logs
+// nothing and keeps no state between calls: the same Input gives the same Result.
+// Everything that must persist between plans (when a node's load breach began,
+// when it last offloaded, the placement table itself) is kept by the caller and
+// passed in. It may import only the standard library (fmt, math/bits, slices,
+// strconv, strings, time for values); purity_test.go enforces this.
+//
+// # The caller's duties (the region coordinator)
+//
+//  1. Build an Input from the fleet view, the intents and the Raft placement table:
+//     - Nodes: every node of the region with its gossip Status (pass dead nodes with
+//     DeadSince for as long as their instances may come back; dropping a node from
+//     the list makes its records "gone", and they are stopped and replaced), its
+//     Capacity, live Load, Labels (zone under "zone"), Drivers and Draining.
+//     - Node.LoadHighSince: when the node's load last went above the offload
+//     threshold (zero when below). Node.LastMigrationAt: when an offload last moved
+//     an instance off it. The coordinator keeps both between plans.
+//     - Workloads: the intents that target the region, translated (replicas or global
+//     mode, driver, resources, constraints, priority, replaceAfter, failure
+//     threshold, strategy); Offload and Reconcile from the Policy in force.
+//     - Placements: the table, with each instance's latest reported State, Healthy
+//     and consecutive Failures.
+//     - Now (the coordinator's clock), Seed (any number; e.g. the Raft index) and
+//     Generation (a number that grows with every applied plan, e.g. the Raft index
+//     the plan will be committed at: it is stamped on new placements and in their IDs).
+//     Input.Validate reports malformed input with the field to fix.
+//  2. Call Plan. It is fast enough to run on every change: a few milliseconds for
+//     5,000 nodes and 100,000 instances when little changed.
+//  3. If Result.Empty(), nothing to commit. Otherwise commit the actions to the
+//     region's Raft log, then carry each out:
+//     - ActionPlace: add a placement {Instance, Workload, Node, Version, Generation}
+//     and deliver it to Node.
+//     - ActionStop: tell Node to stop Instance and remove its record.
+//     - ActionMigrate: add the new placement on Node as for place; once it reports
+//     running (or at once, if the coordinator does not track the hand-over), stop
+//     Replaces on From and remove its record. Start new before stopping old.
+//     For Cause offload, set From's LastMigrationAt to Now.
+//     Result.Apply gives the table after all actions (used by tests and by a
+//     coordinator that applies a plan in one Raft entry).
+//  4. Report Result.Unplaced (its Reason reads like "3 nodes filtered by label
+//     camera=yes, 2 by insufficient memory") in status and metrics; the same work is
+//     retried by the next plan.
+//  5. Plan again when anything in the Input changes (membership, load crossing a
+//     threshold, intents, instance states), and at Result.RecheckAt if it is set:
+//     that is when a dead node's replaceAfter expires or a hot node's sustainedFor or
+//     cooldown ends. Plans converge: applying a plan and planning again on an
+//     unchanged fleet yields an empty plan.
+//
+// # How a plan is made
+//
+// Classification: each placement is live (alive or suspect node, or a dead node
+// within the workload's ReplaceAfter of DeadSince), lost (dead past ReplaceAfter),
+// or stopped at once (workload deleted or not targeting the region, node left or
+// gone). Lost records on dead nodes are kept, not stopped, so that after a heal the
+// reconcile rule can choose between original and replacement.
+//
+// Reconciliation: where more live instances exist than desired (Replicas, or one
+// per node for global workloads), the surplus is stopped by Input.Reconcile:
+// default (keep the replacement unless the original is healthy and older),
+// keep_original, keep_replacement or best_score. Instances on alive nodes are
+// always preferred to those on suspect or dead nodes.
+//
+// Workloads are then handled by priority (highest first), so a higher-priority
+// workload claims capacity first and may preempt strictly lower priorities, never
+// the reverse. For each: instances on draining nodes, on nodes that no longer pass
+// the workload's constraints, past the failure threshold, or running an old
+// Version are migrated; missing replicas are placed.
+//
+// Placement is a chain of named filters, each rejecting a node with a reason:
+//
+//	static (per node and workload):  node dead | node suspect | node left |
+//	    other region | node draining | missing driver D | label k=v
+//	dynamic (change as work is placed): current node | insufficient cpu |
+//	    insufficient memory | offload threshold | spread across nodes |
+//	    spread across zones
+//
+// Spread caps a node at ceil(replicas / eligible nodes) replicas and a zone at
+// ceil(replicas / zones); when no node satisfies the caps they are relaxed rather
+// than leaving replicas unplaced. Feasible nodes are ranked by two named scorers,
+// blended 0.75/0.25: the strategy (binpack: utilisation of requests after placing;
+// spread: one minus it) and load (one minus the higher live load fraction). Ties go
+// to the lower seeded node key. Up to 64 eligible nodes every node is scored; above
+// that, the planner walks the eligible nodes in seeded order from a per-workload
+// rotating cursor and takes the best of the first ceil(log2 n) feasible ones
+// (Nomad's limit for service jobs), which keeps a placement O(log n).
+//
+// Offload: an alive node whose load is above Input.Offload's threshold, with
+// LoadHighSince at least SustainedFor ago and LastMigrationAt at least Cooldown
+// ago, has its lowest-priority running instance migrated to the best feasible node
+// that the move would not push above the threshold (no ping-pong). One per node
+// per plan.
+package scheduler

@@ -1,0 +1,455 @@
+package scheduler
+
+import (
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Plan decides what the region should change, from a snapshot of its nodes,
+// workloads and placement table. It is pure: the same Input gives the same Result,
+// and Input is not modified. See the package documentation for what the caller does
+// with the result.
+func Plan(in Input) Result {
+	s := newState(&in)
+	s.classify()
+	s.reconcile()
+	for _, wi := range s.order {
+		ws := &s.wls[wi]
+		if !ws.target {
+			continue
+		}
+		if ws.global {
+			s.planGlobal(ws)
+		} else {
+			s.planReplicated(ws)
+		}
+	}
+	s.offload()
+	return s.res
+}
+
+// classify sorts every placement into live, lost or to-stop, groups placements by
+// workload and sums the requests of live instances per node.
+func (s *state) classify() {
+	P := s.in.Placements
+	s.pflag = make([]uint8, len(P))
+	s.pnode = make([]int32, len(P))
+	s.pwl = make([]int32, len(P))
+	counts := make([]int32, len(s.wls))
+	lastName, lastIdx := "", int32(-1)
+	for i := range P {
+		p := &P[i]
+		wi := lastIdx
+		if p.Workload != lastName || lastIdx < 0 {
+			var ok bool
+			if wi, ok = s.wlIdx[p.Workload]; !ok {
+				wi = -1
+			}
+			lastName, lastIdx = p.Workload, wi
+		}
+		s.pwl[i] = wi
+		if wi >= 0 {
+			counts[wi]++
+		}
+		ni, ok := s.nodeIdx[p.Node]
+		if !ok {
+			ni = -1
+		}
+		s.pnode[i] = ni
+	}
+	// One backing array for every workload's instance list.
+	all := make([]int32, len(P))
+	off := int32(0)
+	for wi := range s.wls {
+		s.wls[wi].insts = all[off : off : off+counts[wi]]
+		off += counts[wi]
+	}
+	for i := range P {
+		if wi := s.pwl[i]; wi >= 0 {
+			s.wls[wi].insts = append(s.wls[wi].insts, int32(i))
+		}
+	}
+
+	for i := range P {
+		p := &P[i]
+		wi, ni := s.pwl[i], s.pnode[i]
+		if wi < 0 {
+			s.stop(int32(i), CauseRemoved, "workload "+p.Workload+" no longer exists")
+			continue
+		}
+		ws := &s.wls[wi]
+		if !ws.target {
+			s.stop(int32(i), CauseRemoved, "workload no longer targets region "+s.in.Region)
+			continue
+		}
+		if ni < 0 {
+			s.pflag[i] |= flagLost
+			s.stop(int32(i), CauseNodeGone, "node "+p.Node+" is not in the region any more")
+			continue
+		}
+		ns := &s.nodes[ni]
+		switch {
+		case ns.left:
+			s.pflag[i] |= flagLost
+			s.stop(int32(i), CauseNodeGone, "node "+p.Node+" left the region")
+			continue
+		case ns.dead:
+			if ns.n.DeadSince.IsZero() {
+				s.pflag[i] |= flagLost
+				continue
+			}
+			deadline := ns.n.DeadSince.Add(ws.w.ReplaceAfter)
+			if !s.now.Before(deadline) {
+				s.pflag[i] |= flagLost
+				continue
+			}
+			s.recheck(deadline)
+			s.pflag[i] |= flagLive // still counted until replaceAfter passes
+			ws.liveN++
+			continue
+		}
+		s.pflag[i] |= flagLive
+		ws.liveN++
+		w := ws.w
+		ns.cpuUsed += w.Resources.MilliCPU
+		ns.memUsed += w.Resources.MemoryBytes
+		if !ws.attention && (ns.draining || p.Version < w.Version || (w.MaxFailures > 0 && p.Failures >= w.MaxFailures) ||
+			((w.Driver != "" || len(w.Constraints) > 0) && !s.sigMatch(s.sigOf(ws), ni))) {
+			ws.attention = true
+		}
+	}
+}
+
+// stop emits a stop action for placement pi and releases its resources.
+func (s *state) stop(pi int32, cause Cause, reason string) {
+	p := &s.in.Placements[pi]
+	f := s.pflag[pi]
+	s.pflag[pi] = f | flagStopped
+	if f&(flagLive|flagStopped) == flagLive {
+		ni := s.pnode[pi]
+		if wi := s.pwl[pi]; wi >= 0 {
+			ws := &s.wls[wi]
+			ws.liveN--
+			ns := &s.nodes[ni]
+			if !ns.dead {
+				ns.cpuUsed -= ws.w.Resources.MilliCPU
+				ns.memUsed -= ws.w.Resources.MemoryBytes
+			}
+			if ws.prepared {
+				ws.nodeCount[ni]--
+				ws.zoneCount[ns.zone]--
+			}
+		}
+	}
+	s.res.Actions = append(s.res.Actions, Action{
+		Kind: ActionStop, Cause: cause, Workload: p.Workload, Instance: p.ID, Node: p.Node, Reason: reason,
+	})
+}
+
+// reconcile stops surplus instances of every workload: beyond Replicas for a
+// replicated workload, beyond one per node for a global one.
+func (s *state) reconcile() {
+	P := s.in.Placements
+	rule := s.in.Reconcile
+	if rule == "" {
+		rule = ReconcileDefault
+	}
+	var live []int32
+	for _, wi := range s.order {
+		ws := &s.wls[wi]
+		if !ws.target || (!ws.global && ws.liveN <= ws.desired) {
+			continue
+		}
+		live = live[:0]
+		for _, pi := range ws.insts {
+			if s.pflag[pi]&(flagLive|flagStopped) == flagLive {
+				live = append(live, pi)
+			}
+		}
+		if ws.global {
+			s.reconcileGlobal(ws, live, rule)
+			continue
+		}
+		if len(live) <= ws.desired {
+			continue
+		}
+		s.sortKeep(ws, live, rule)
+		reason := "surplus: " + strconv.Itoa(len(live)) + " instances for " + strconv.Itoa(ws.desired) +
+			" desired; rule " + string(rule) + " keeps " + keptList(P, live[:ws.desired])
+		for _, pi := range live[ws.desired:] {
+			s.stop(pi, CauseSurplus, reason)
+		}
+	}
+}
+
+func (s *state) reconcileGlobal(ws *wlState, live []int32, rule ReconcileRule) {
+	P := s.in.Placements
+	// Group by node; live is in input order, so sort a copy by node.
+	if len(live) < 2 {
+		return
+	}
+	byNode := slices.Clone(live)
+	slices.SortStableFunc(byNode, func(a, b int32) int { return int(s.pnode[a] - s.pnode[b]) })
+	for i := 0; i < len(byNode); {
+		j := i + 1
+		for j < len(byNode) && s.pnode[byNode[j]] == s.pnode[byNode[i]] {
+			j++
+		}
+		if j-i > 1 {
+			group := byNode[i:j]
+			s.sortKeep(ws, group, rule)
+			reason := "surplus: " + strconv.Itoa(j-i) + " instances of a global workload on node " +
+				P[group[0]].Node + "; rule " + string(rule) + " keeps " + P[group[0]].ID
+			for _, pi := range group[1:] {
+				s.stop(pi, CauseSurplus, reason)
+			}
+		}
+		i = j
+	}
+}
+
+func keptList(P []Placement, kept []int32) string {
+	if len(kept) == 0 {
+		return "none"
+	}
+	var b strings.Builder
+	for i, pi := range kept {
+		if i == 3 {
+			b.WriteString(", …")
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(P[pi].ID)
+	}
+	return b.String()
+}
+
+// sortKeep orders instances so that those to keep come first, by the rule.
+func (s *state) sortKeep(ws *wlState, list []int32, rule ReconcileRule) {
+	P := s.in.Placements
+	var score map[int32]float64
+	if rule == ReconcileBestScore {
+		score = make(map[int32]float64, len(list))
+		for _, pi := range list {
+			score[pi] = s.scoreNode(ws, s.pnode[pi], false)
+		}
+	}
+	good := func(p *Placement) bool { return p.Healthy && p.State == StateRunning }
+	older := func(a, b *Placement) int { // <0 when a is older
+		if a.Generation != b.Generation {
+			if a.Generation < b.Generation {
+				return -1
+			}
+			return 1
+		}
+		return a.StartedAt.Compare(b.StartedAt)
+	}
+	slices.SortStableFunc(list, func(x, y int32) int {
+		a, b := &P[x], &P[y]
+		aa, ba := s.nodes[s.pnode[x]].n.Status == StatusAlive, s.nodes[s.pnode[y]].n.Status == StatusAlive
+		if aa != ba {
+			if aa {
+				return -1
+			}
+			return 1
+		}
+		switch rule {
+		case ReconcileKeepOriginal:
+			if c := older(a, b); c != 0 {
+				return c
+			}
+		case ReconcileKeepReplacement:
+			if c := older(a, b); c != 0 {
+				return -c
+			}
+		case ReconcileBestScore:
+			if sa, sb := score[x], score[y]; sa != sb {
+				if sa > sb {
+					return -1
+				}
+				return 1
+			}
+			fallthrough
+		default:
+			ga, gb := good(a), good(b)
+			if ga != gb {
+				if ga {
+					return -1
+				}
+				return 1
+			}
+			if c := older(a, b); c != 0 {
+				if ga {
+					return c // both healthy: keep the original
+				}
+				return -c // neither healthy: keep the replacement
+			}
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+}
+
+// planReplicated moves instances that must move, then places missing replicas.
+func (s *state) planReplicated(ws *wlState) {
+	if !ws.attention && ws.liveN >= ws.desired {
+		return // steady: nothing to move, nothing missing
+	}
+	P := s.in.Placements
+	w := ws.w
+	sg := s.sigOf(ws)
+	liveN := 0
+	var lost []int32
+	for _, pi := range ws.insts {
+		f := s.pflag[pi]
+		if f&flagLost != 0 {
+			lost = append(lost, pi)
+		}
+		if f&(flagLive|flagStopped) != flagLive {
+			continue
+		}
+		liveN++
+		ni := s.pnode[pi]
+		ns := &s.nodes[ni]
+		if ns.dead {
+			continue // waiting for replaceAfter
+		}
+		p := &P[pi]
+		var cause Cause
+		var reason string
+		exclude := int32(-1)
+		switch {
+		case ns.draining:
+			cause, reason, exclude = CauseDrain, "node "+p.Node+" is draining", ni
+		case !s.sigMatch(sg, ni):
+			cause, reason, exclude = CauseIneligible, "node "+p.Node+" no longer passes "+s.staticReason(sg, ni), ni
+		case w.MaxFailures > 0 && p.Failures >= w.MaxFailures:
+			cause, reason, exclude = CauseFailing, "failed "+strconv.Itoa(p.Failures)+" times on "+p.Node+
+				" (threshold "+strconv.Itoa(w.MaxFailures)+")", ni
+		case p.Version < w.Version:
+			cause, reason = CauseUpdate, "runs version "+strconv.FormatUint(p.Version, 10)+
+				", want "+strconv.FormatUint(w.Version, 10)
+		default:
+			continue
+		}
+		s.move(ws, pi, exclude, cause, reason, false)
+	}
+	missing := ws.desired - liveN
+	if missing <= 0 {
+		return
+	}
+	// Mention the most recent lost instances in the reason.
+	slices.SortStableFunc(lost, func(a, b int32) int {
+		ga, gb := P[a].Generation, P[b].Generation
+		switch {
+		case ga > gb:
+			return -1
+		case ga < gb:
+			return 1
+		}
+		return strings.Compare(P[a].ID, P[b].ID)
+	})
+	for k := 0; k < missing; k++ {
+		cause := CauseMissing
+		reason := "replica " + strconv.Itoa(liveN+k+1) + " of " + strconv.Itoa(ws.desired)
+		if k < len(lost) {
+			lp := &P[lost[k]]
+			cause = CauseReplace
+			reason += ", replaces " + lp.ID + " lost with node " + lp.Node + s.lostWhy(lost[k])
+		}
+		if _, ok := s.place(ws, -1, cause, reason, "", "", false); !ok {
+			s.unplaced(ws, "", missing-k, -1, false)
+			return
+		}
+	}
+}
+
+func (s *state) lostWhy(pi int32) string {
+	ni := s.pnode[pi]
+	if ni < 0 {
+		return " (gone)"
+	}
+	n := s.nodes[ni].n
+	switch n.Status {
+	case StatusLeft:
+		return " (left)"
+	case StatusDead:
+		if n.DeadSince.IsZero() {
+			return " (dead)"
+		}
+		return " (dead since " + n.DeadSince.UTC().Format("2006-01-02T15:04:05Z07:00") + ")"
+	}
+	return " (" + string(n.Status) + ")"
+}
+
+// move migrates instance pi to another node (or, for updates, any node). On failure
+// the instance stays and an Unplaced entry says why.
+func (s *state) move(ws *wlState, pi, exclude int32, cause Cause, reason string, offload bool) bool {
+	p := &s.in.Placements[pi]
+	ni, ok := s.place(ws, exclude, cause, reason, p.ID, p.Node, offload)
+	if !ok {
+		s.unplaced(ws, p.ID, 1, exclude, offload)
+		return false
+	}
+	_ = ni
+	s.pflag[pi] |= flagMoved
+	if src := s.pnode[pi]; src >= 0 {
+		s.nodes[src].movedFrom = true
+	}
+	return true
+}
+
+// planGlobal places one instance on every eligible node that has none, and stops
+// instances on nodes that are no longer eligible.
+func (s *state) planGlobal(ws *wlState) {
+	P := s.in.Placements
+	sg := s.sigOf(ws)
+	s.prepare(ws)
+	for _, pi := range ws.insts {
+		if s.pflag[pi]&(flagLive|flagStopped) != flagLive {
+			continue
+		}
+		ni := s.pnode[pi]
+		ns := &s.nodes[ni]
+		switch {
+		case ns.n.Status != StatusAlive:
+			// suspect or dead within replaceAfter: leave it
+		case ns.n.Draining:
+			s.stop(pi, CauseIneligible, "node "+P[pi].Node+" is draining")
+		case !s.sigMatch(sg, ni) || ns.level >= 0:
+			s.stop(pi, CauseIneligible, "node "+P[pi].Node+" no longer passes "+s.staticReason(sg, ni))
+		}
+	}
+	var rej [numDyn]int
+	failed := 0
+	for ni := range s.nodes {
+		ns := &s.nodes[ni]
+		if ns.level >= 0 || !s.sigMatch(sg, int32(ni)) || ws.nodeCount[int32(ni)] > 0 {
+			continue
+		}
+		code := s.dyn(ws, int32(ni), -1, false, 0, 0)
+		if code != dynOK && (code == dynCPU || code == dynMemory) {
+			if s.preempt(ws, []int32{int32(ni)}, -1) >= 0 {
+				code = dynOK
+			}
+		}
+		if code != dynOK {
+			rej[code]++
+			failed++
+			continue
+		}
+		s.commitPlace(ws, int32(ni), CauseGlobal, "global workload missing on node "+ns.n.Name, "", "", 1)
+	}
+	if failed > 0 {
+		u := Unplaced{Workload: ws.w.Name, Count: failed, NodesEvaluated: s.live}
+		for code := 1; code < numDyn; code++ {
+			if rej[code] > 0 {
+				u.Filtered = append(u.Filtered, FilterCount{Filter: dynName(code), Nodes: rej[code]})
+			}
+		}
+		u.Reason = renderFiltered(u.Filtered)
+		s.res.Unplaced = append(s.res.Unplaced, u)
+	}
+}

@@ -1,0 +1,319 @@
+package scheduler
+
+import "time"
+
+// NodeStatus is a node's membership status as the gossip layer sees it.
+type NodeStatus string
+
+// Node statuses. Any other value is treated like StatusSuspect: the node gets no
+// new work and its instances are left alone.
+const (
+	StatusAlive   NodeStatus = "alive"   // eligible for work
+	StatusSuspect NodeStatus = "suspect" // may be failing: no new work, instances kept and counted
+	StatusDead    NodeStatus = "dead"    // instances replaced once Workload.ReplaceAfter has passed since DeadSince
+	StatusLeft    NodeStatus = "left"    // left gracefully: its instance records are stopped and replaced at once
+)
+
+// ZoneLabel is the node label that names a node's failure zone. Replicas of one
+// workload are spread across zones when the eligible nodes carry more than one value.
+const ZoneLabel = "zone"
+
+// Resources is an amount of CPU and memory: a node's capacity or an instance's request.
+type Resources struct {
+	MilliCPU    int64 `json:"milliCPU,omitempty"`    // thousandths of a core (250 = 250m)
+	MemoryBytes int64 `json:"memoryBytes,omitempty"` // bytes
+}
+
+// Load is a node's measured utilisation, as fractions of its capacity (0.0–1.0+).
+// It is what the node's own workloads use, not what they request.
+type Load struct {
+	CPU    float64 `json:"cpu,omitempty"`
+	Memory float64 `json:"memory,omitempty"`
+}
+
+// Node is one member of the region, as the coordinator's fleet view describes it.
+type Node struct {
+	// Name identifies the node; placements refer to it. Must be unique in Input.Nodes
+	// (a later duplicate is ignored).
+	Name string `json:"name"`
+	// Region the node belongs to. Empty means Input.Region. A node of another region
+	// is never chosen (filter "other region").
+	Region string `json:"region,omitempty"`
+	// Status is the gossip status: alive, suspect, dead or left.
+	Status NodeStatus `json:"status"`
+	// Capacity is what the scheduler may hand out on the node. Requests of instances
+	// placed on it are subtracted; a request that does not fit is filtered
+	// ("insufficient cpu", "insufficient memory").
+	Capacity Resources `json:"capacity"`
+	// Load is the live utilisation. It feeds the "load" scorer and the offload rule.
+	Load Load `json:"load,omitempty"`
+	// LoadHighSince is when the node's load last rose above the offload threshold and
+	// has stayed there since; zero when it is not above. The coordinator keeps this
+	// (the scheduler keeps no state between calls). Offload acts once
+	// Now - LoadHighSince >= OffloadPolicy.SustainedFor.
+	LoadHighSince time.Time `json:"loadHighSince,omitzero"`
+	// LastMigrationAt is when an offload migration last moved an instance away from
+	// this node; zero if never. At most one offload per node per OffloadPolicy.Cooldown.
+	LastMigrationAt time.Time `json:"lastMigrationAt,omitzero"`
+	// Labels are the node's key=value labels, matched by Workload.Constraints.
+	// The label ZoneLabel ("zone") names the node's failure zone.
+	Labels map[string]string `json:"labels,omitempty"`
+	// Drivers are the runtime drivers available on the node ("exec", "docker").
+	Drivers []string `json:"drivers,omitempty"`
+	// Draining nodes get no new work, and their instances are migrated away.
+	Draining bool `json:"draining,omitempty"`
+	// DeadSince is when the node was declared dead (meaningful when Status is dead).
+	// Zero means "unknown": instances on it are replaced at once.
+	DeadSince time.Time `json:"deadSince,omitzero"`
+}
+
+// Mode says how many instances a workload wants.
+type Mode string
+
+// Workload modes.
+const (
+	ModeReplicated Mode = "replicated" // Replicas instances in the region (also the empty value)
+	ModeGlobal     Mode = "global"     // one instance on every eligible node
+)
+
+// Strategy chooses the resource scorer.
+type Strategy string
+
+// Placement strategies.
+const (
+	StrategyBinpack Strategy = "binpack" // fill nodes up, keep others free (also the empty value)
+	StrategySpread  Strategy = "spread"  // prefer the emptiest node
+)
+
+// Workload is one workload targeting the region, translated from an intent and the
+// policies in force.
+type Workload struct {
+	// Name identifies the workload; placements refer to it. Unique in Input.Workloads
+	// (a later duplicate is ignored).
+	Name string `json:"name"`
+	// Version of the workload's spec (the intent version, as a number that only grows).
+	// Instances whose Placement.Version is lower are replaced (migrated) by instances
+	// of the new version.
+	Version uint64 `json:"version,omitempty"`
+	// Regions the workload targets; empty means every region. When Input.Region is not
+	// among them, all its instances are stopped.
+	Regions []string `json:"regions,omitempty"`
+	// Mode is replicated (default) or global.
+	Mode Mode `json:"mode,omitempty"`
+	// Replicas is the desired instance count in replicated mode (ignored for global).
+	Replicas int `json:"replicas,omitempty"`
+	// Driver is the runtime driver the workload needs; nodes must list it in Drivers.
+	// Empty means any node.
+	Driver string `json:"driver,omitempty"`
+	// Resources is the per-instance request, subtracted from node capacity.
+	Resources Resources `json:"resources"`
+	// Constraints are labels a node must carry with exactly these values.
+	Constraints map[string]string `json:"constraints,omitempty"`
+	// Priority orders workloads: higher ones are placed first and may preempt
+	// (stop) instances of strictly lower priority when the region lacks capacity.
+	// Offload moves the lowest-priority instance of a hot node first.
+	Priority int `json:"priority,omitempty"`
+	// ReplaceAfter is disconnect.replaceAfter: how long an instance on a dead node
+	// keeps counting as running before it is replaced. Zero replaces at once.
+	ReplaceAfter time.Duration `json:"replaceAfter,omitempty"`
+	// MaxFailures is the restart-failure threshold: an instance whose
+	// Placement.Failures reaches it is moved to another node. Zero never moves.
+	MaxFailures int `json:"maxFailures,omitempty"`
+	// Strategy is binpack (default) or spread.
+	Strategy Strategy `json:"strategy,omitempty"`
+}
+
+// OffloadPolicy is the region's offload rule (Policy spec.offload). A zero threshold
+// disables that dimension; both zero disables offload and the threshold filter.
+type OffloadPolicy struct {
+	// CPUAbove is the cpu load fraction above which a node counts as hot.
+	CPUAbove float64 `json:"cpuAbove,omitempty"`
+	// MemoryAbove is the memory load fraction above which a node counts as hot.
+	MemoryAbove float64 `json:"memoryAbove,omitempty"`
+	// SustainedFor is how long a node must stay hot (see Node.LoadHighSince) before
+	// an instance is moved away.
+	SustainedFor time.Duration `json:"sustainedFor,omitempty"`
+	// Cooldown is the least time between two offload migrations from one node (see
+	// Node.LastMigrationAt).
+	Cooldown time.Duration `json:"cooldown,omitempty"`
+}
+
+// ReconcileRule decides which instances to stop when more run than desired, as after
+// a partition heals and a node comes back with instances that were replaced.
+type ReconcileRule string
+
+// Reconcile rules. Under every rule, instances on alive nodes are kept before those
+// on suspect or dead nodes; the remaining ties are broken by instance ID.
+const (
+	// ReconcileDefault (also the empty value): keep the replacement unless the
+	// original is healthy and older. Healthy running instances are kept first, the
+	// oldest of them first (lowest Generation, then earliest StartedAt); among the
+	// others the newest is kept first.
+	ReconcileDefault ReconcileRule = "default"
+	// ReconcileKeepOriginal keeps the oldest instances (lowest Generation).
+	ReconcileKeepOriginal ReconcileRule = "keep_original"
+	// ReconcileKeepReplacement keeps the newest instances (highest Generation).
+	ReconcileKeepReplacement ReconcileRule = "keep_replacement"
+	// ReconcileBestScore keeps the instances on the best-scoring nodes (the
+	// workload's strategy blended with live load), then falls back to the default.
+	ReconcileBestScore ReconcileRule = "best_score"
+)
+
+// InstanceState is what the node last reported about an instance.
+type InstanceState string
+
+// Instance states. All of them count as a running instance of the workload; the
+// supervisor restarts failed ones locally.
+const (
+	StatePending InstanceState = "pending" // assigned, not yet reported running
+	StateRunning InstanceState = "running"
+	StateFailed  InstanceState = "failed" // exited; the node's supervisor is restarting it
+)
+
+// Placement is one instance in the region's placement table (the Raft state).
+type Placement struct {
+	// ID identifies the instance; unique in the table.
+	ID string `json:"id"`
+	// Workload is the workload's name.
+	Workload string `json:"workload"`
+	// Node is the name of the node the instance is assigned to.
+	Node string `json:"node"`
+	// Version is the Workload.Version the instance runs.
+	Version uint64 `json:"version,omitempty"`
+	// Generation is the plan generation (Input.Generation, e.g. a Raft index) that
+	// created this placement. Lower is older; reconciliation uses it.
+	Generation uint64 `json:"generation,omitempty"`
+	// State is the last reported state.
+	State InstanceState `json:"state,omitempty"`
+	// StartedAt is when the instance was placed or last started; breaks Generation ties.
+	StartedAt time.Time `json:"startedAt,omitzero"`
+	// Failures counts consecutive failed starts on this node (reset when healthy).
+	Failures int `json:"failures,omitempty"`
+	// Healthy is the last health-check result (true when the workload has no check and runs).
+	Healthy bool `json:"healthy,omitempty"`
+}
+
+// Input is everything Plan decides from. Plan reads it and never modifies it.
+type Input struct {
+	// Region is the region being planned. Workloads that do not target it have their
+	// instances stopped; nodes of another region are never chosen.
+	Region string `json:"region,omitempty"`
+	// Now is the time of the plan; the scheduler reads no clock.
+	Now time.Time `json:"now"`
+	// Seed breaks ties and orders candidate nodes. The same Seed and input give the
+	// same plan; changing it per plan spreads load among equal nodes.
+	Seed uint64 `json:"seed,omitempty"`
+	// Generation is stamped on new placements and is part of their IDs
+	// (<workload>-<generation>-<ordinal>). Pass a number that grows with each applied
+	// plan, such as the Raft index the plan will be committed at.
+	Generation uint64 `json:"generation,omitempty"`
+	// Nodes are the region's nodes, every status included. A node missing from the
+	// list is "gone": its instance records are stopped and replaced.
+	Nodes []Node `json:"nodes"`
+	// Workloads are the workloads that target the region.
+	Workloads []Workload `json:"workloads"`
+	// Placements is the current placement table.
+	Placements []Placement `json:"placements,omitempty"`
+	// Offload is the region's offload policy; zero disables offload.
+	Offload OffloadPolicy `json:"offload,omitzero"`
+	// Reconcile is the rule for surplus instances; empty means ReconcileDefault.
+	Reconcile ReconcileRule `json:"reconcile,omitempty"`
+}
+
+// ActionKind is what the coordinator must do for an action.
+type ActionKind string
+
+// Action kinds.
+const (
+	// ActionPlace starts a new instance Instance of Workload on Node.
+	ActionPlace ActionKind = "place"
+	// ActionStop stops instance Instance on Node and removes its record.
+	ActionStop ActionKind = "stop"
+	// ActionMigrate starts new instance Instance on Node, and once it runs stops the
+	// instance Replaces on From and removes its record.
+	ActionMigrate ActionKind = "migrate"
+)
+
+// Cause is the machine-readable reason for an action.
+type Cause string
+
+// Causes.
+const (
+	CauseMissing    Cause = "missing"    // place: fewer instances than desired
+	CauseReplace    Cause = "replace"    // place: replaces instances lost with a dead, left or gone node
+	CauseGlobal     Cause = "global"     // place: global workload missing on an eligible node
+	CauseRemoved    Cause = "removed"    // stop: workload deleted or no longer targets the region
+	CauseNodeGone   Cause = "node-gone"  // stop: record on a node that left or is gone from the region
+	CauseSurplus    Cause = "surplus"    // stop: more instances than desired (scale down, partition heal)
+	CauseIneligible Cause = "ineligible" // stop (global) or migrate: node no longer matches, or is draining
+	CausePreempted  Cause = "preempted"  // stop: evicted for a higher-priority workload
+	CauseDrain      Cause = "drain"      // migrate: node is draining
+	CauseFailing    Cause = "failing"    // migrate: failures reached Workload.MaxFailures
+	CauseUpdate     Cause = "update"     // migrate: instance runs an older Workload.Version
+	CauseOffload    Cause = "offload"    // migrate: node load above the threshold for SustainedFor
+)
+
+// Action is one step of a plan.
+type Action struct {
+	Kind  ActionKind `json:"kind"`
+	Cause Cause      `json:"cause"`
+	// Workload is the workload's name.
+	Workload string `json:"workload"`
+	// Instance is the new instance's ID (place, migrate) or the stopped one (stop).
+	Instance string `json:"instance"`
+	// Node is where the new instance starts (place, migrate) or where the stopped one runs.
+	Node string `json:"node"`
+	// Version is the Workload.Version the new instance runs (place, migrate).
+	Version uint64 `json:"version,omitempty"`
+	// Replaces is the instance a migration stops once the new one runs.
+	Replaces string `json:"replaces,omitempty"`
+	// From is the node of Replaces (migrate).
+	From string `json:"from,omitempty"`
+	// Reason explains the action to an operator.
+	Reason string `json:"reason"`
+}
+
+// FilterCount is how many nodes one feasibility filter rejected.
+type FilterCount struct {
+	Filter string `json:"filter"`
+	Nodes  int    `json:"nodes"`
+}
+
+// Unplaced is work the plan could not place, and why.
+type Unplaced struct {
+	// Workload is the workload's name.
+	Workload string `json:"workload"`
+	// Instance is set when an existing instance could not be moved (drain, failing,
+	// update, offload); it keeps running where it is.
+	Instance string `json:"instance,omitempty"`
+	// Count is how many instances could not be placed (1 for a move).
+	Count int `json:"count"`
+	// NodesEvaluated is how many nodes of the region were considered.
+	NodesEvaluated int `json:"nodesEvaluated"`
+	// Filtered counts the nodes each filter rejected, in filter-chain order; each node
+	// is counted once, by the first filter that rejected it.
+	Filtered []FilterCount `json:"filtered,omitempty"`
+	// Reason renders the above: "3 nodes filtered by label camera=yes, 2 by insufficient memory".
+	Reason string `json:"reason"`
+}
+
+// Result is a plan: the actions to commit and the work that could not be placed.
+type Result struct {
+	// Now and Generation echo the input; Apply stamps them on new placements.
+	Now        time.Time `json:"now"`
+	Generation uint64    `json:"generation,omitempty"`
+	// Actions in the order they were decided: stops found while reading the table
+	// (deleted workloads, nodes left or gone), surplus stops, then each workload by
+	// priority (highest first, then name) with its preemption stops, migrations and
+	// placements, then offload migrations.
+	Actions []Action `json:"actions,omitempty"`
+	// Unplaced lists what could not be placed or moved.
+	Unplaced []Unplaced `json:"unplaced,omitempty"`
+	// RecheckAt is the earliest future time at which the same input would give a
+	// different plan (a dead node's replaceAfter expiring, a hot node reaching
+	// sustainedFor or leaving its cooldown). Zero when nothing is pending.
+	RecheckAt time.Time `json:"recheckAt,omitzero"`
+}
+
+// Empty reports whether the plan has no actions.
+func (r Result) Empty() bool { return len(r.Actions) == 0 }
