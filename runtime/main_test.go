@@ -1,0 +1,38 @@
+package runtime
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// workloadPath is the test workload binary: MURMUR_WORKLOAD_BIN (set by
+// make test) or built once into a temporary directory.
+var workloadPath string
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	if p := os.Getenv("MURMUR_WORKLOAD_BIN"); p != "" {
+		workloadPath = p
+		return m.Run()
+	}
+	dir, err := os.MkdirTemp("", "murmur-workload")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	workloadPath = filepath.Join(dir, "workload")
+	cmd := exec.Command("go", "build", "-o", workloadPath, "../testdata/workload")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build test workload: %v\n%s", err, out)
+		return 1
+	}
+	return m.Run()
+}
