@@ -1,0 +1,334 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+	"github.com/murmur-edge/murmur/agent/intents"
+	"github.com/murmur-edge/murmur/agent/region"
+	"github.com/murmur-edge/murmur/gossip"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Deps are what main builds and passes down: logger, metrics, and test hooks.
+type Deps struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer // the agent's own metrics
+	Gatherer   prometheus.Gatherer   // everything /metrics serves
+	// GossipTransport replaces UDP/TCP gossip (in-process test fleets).
+	GossipTransport memberlist.NodeAwareTransport
+	// RaftTransport and RaftControl replace the region's TCP transport (in-process
+	// test fleets: region.InmemNetwork). Both or neither.
+	RaftTransport raft.Transport
+	RaftControl   region.Control
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Agent is one murmur node.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	reg     prometheus.Registerer
+	gather  prometheus.Gatherer
+	now     func() time.Time
+	started time.Time
+
+	id      identity
+	gossip  *gossip.Gossip
+	intents *intents.Service
+	region  *region.Node
+
+	// Set in Run before ready is closed, read-only afterwards.
+	sup        supervisor
+	usage      UsageSource
+	drivers    []string
+	limitsNote string
+
+	ready    chan struct{}
+	httpAddr string // set before ready is closed
+	token    []byte // bearer token for writes; nil when the API is loopback-only
+}
+
+// New validates cfg, prepares the data dir and builds the components. It starts
+// nothing: no listener, no goroutine.
+func New(cfg Config, deps Deps) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if deps.Registerer == nil {
+		r := prometheus.NewRegistry()
+		deps.Registerer, deps.Gatherer = r, r
+	}
+	if deps.Gatherer == nil {
+		return nil, errors.New("agent: Deps.Gatherer is nil while Registerer is set")
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	if cfg.Capacity.MilliCPU == 0 || cfg.Capacity.MemoryBytes == 0 {
+		det, err := DetectCapacity()
+		if err != nil {
+			return nil, &FieldError{"capacity", err}
+		}
+		if cfg.Capacity.MilliCPU == 0 {
+			cfg.Capacity.MilliCPU = det.MilliCPU
+		}
+		if cfg.Capacity.MemoryBytes == 0 {
+			cfg.Capacity.MemoryBytes = det.MemoryBytes
+		}
+	}
+	if cfg.Reserve == (Resources{}) {
+		cfg.Reserve = DefaultReserve()
+	}
+	a := &Agent{cfg: cfg, log: deps.Logger, reg: deps.Registerer, gather: deps.Gatherer, now: deps.Now, ready: make(chan struct{})}
+	if !isLoopback(cfg.HTTP) {
+		if cfg.APITokenFile == "" {
+			return nil, &FieldError{"http", fmt.Errorf("%s listens beyond loopback: give --api-token-file so writes need a bearer token, or bind the API to 127.0.0.1", cfg.HTTP)}
+		}
+		tok, err := readToken(cfg.APITokenFile)
+		if err != nil {
+			return nil, &FieldError{"api-token-file", err}
+		}
+		a.token = tok
+	}
+	id, err := loadIdentity(cfg.DataDir)
+	if err != nil {
+		return nil, &FieldError{"data-dir", err}
+	}
+	a.id = id
+
+	bindHost, bindPort, _ := net.SplitHostPort(cfg.Bind)
+	bp, _ := strconv.Atoi(bindPort)
+	advHost := bindHost
+	if deps.GossipTransport == nil {
+		if advHost, err = advertiseHost(cfg); err != nil {
+			return nil, &FieldError{"advertise", err}
+		}
+	}
+	_, raftPort, _ := net.SplitHostPort(cfg.RaftBind)
+	raftAdvertise := net.JoinHostPort(advHost, raftPort)
+	gcfg := gossip.Config{
+		Name: cfg.Name,
+		Meta: gossip.Meta{
+			ID: id.ID, Region: cfg.Region, HTTPAddr: cfg.HTTP, RaftAddr: raftAdvertise,
+			Version: Version, Eligible: cfg.CoordinatorEligible, Labels: cfg.Labels,
+		},
+		BindAddr:   bindHost,
+		BindPort:   bp,
+		Seeds:      cfg.Join,
+		Profile:    cfg.Profile,
+		SecretKey:  cfg.EncryptKey,
+		Epoch:      id.Boot,
+		Transport:  deps.GossipTransport,
+		Logger:     a.log,
+		Registerer: a.reg,
+	}
+	if cfg.Advertise != "" {
+		h, p, _ := net.SplitHostPort(cfg.Advertise)
+		gcfg.AdvertiseAddr = h
+		gcfg.AdvertisePort, _ = strconv.Atoi(p)
+	} else if deps.GossipTransport == nil {
+		gcfg.AdvertiseAddr = advHost
+	}
+	if a.gossip, err = gossip.New(gcfg); err != nil {
+		return nil, err
+	}
+	a.intents, err = intents.New(intents.Config{
+		DataDir: cfg.DataDir, NodeName: cfg.Name, Gossip: a.gossip, TrustKeyFiles: cfg.TrustKeys,
+		Clock: deps.Now, Logger: a.log, Registerer: a.reg,
+	})
+	if err != nil {
+		if strings.Contains(err.Error(), "--trust-key") {
+			return nil, &FieldError{"trust-key", errors.Unwrap(err)}
+		}
+		return nil, fmt.Errorf("open the intent store in %s: %w", cfg.DataDir, err)
+	}
+	a.gossip.Register(gossip.KindIntents, a.intents.HandleMessage, a.intents)
+	var timing region.Timing // zero: the LAN default
+	if cfg.Profile == gossip.ProfileWAN {
+		timing = region.WANTiming()
+	}
+	a.region, err = region.New(region.Config{
+		Timing: timing,
+		NodeID: id.ID, Name: cfg.Name, Region: cfg.Region, RaftBind: cfg.RaftBind, RaftAdvertise: raftAdvertise,
+		DataDir: cfg.DataDir, Voters: cfg.Voters, Eligible: cfg.CoordinatorEligible, BootstrapExpect: cfg.BootstrapExpect,
+		Logger: a.log, Registerer: a.reg, Transport: deps.RaftTransport, Control: deps.RaftControl,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("region %s: %w", cfg.Region, err)
+	}
+	if err := a.registerMetrics(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Ready is closed once the HTTP API and gossip listen.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// HTTPAddr is the address the API listens on (valid after Ready).
+func (a *Agent) HTTPAddr() string { return a.httpAddr }
+
+// Gossip is the node's gossip layer (for tests and composition).
+func (a *Agent) Gossip() *gossip.Gossip { return a.gossip }
+
+// Run serves until ctx is cancelled, then leaves the fleet and returns once every
+// goroutine it started has exited.
+func (a *Agent) Run(ctx context.Context) error {
+	a.started = a.now()
+	ln, err := net.Listen("tcp", a.cfg.HTTP)
+	if err != nil {
+		return fmt.Errorf("listen for the HTTP API on %s: %w", a.cfg.HTTP, err)
+	}
+	a.httpAddr = ln.Addr().String()
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sup, drivers, note, err := a.startRuntime(ctx)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("start the local supervisor: %w", err)
+	}
+	a.sup, a.usage, a.drivers, a.limitsNote = sup, supervisorUsage{sup}, drivers, note
+	a.gossip.SetDrivers(drivers)
+	srv := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 8)
+	for name, run := range map[string]func(context.Context) error{"supervisor": a.sup.Run, "intents": a.intents.Run} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("serve HTTP API: %w", err)
+		}
+	}()
+	gossipDone := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(gossipDone)
+		if err := a.gossip.Run(runCtx); err != nil {
+			errc <- err
+		}
+	}()
+	select {
+	case <-a.gossip.Ready():
+	case <-gossipDone:
+		cancel()
+		_ = srv.Close()
+		wg.Wait()
+		return <-errc
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); a.sampleLoop(runCtx) }()
+	// The region stops first on shutdown: a coordinator hands leadership over while
+	// its peers still see it alive.
+	regionCtx, stopRegion := context.WithCancel(runCtx)
+	defer stopRegion()
+	regionDone := make(chan struct{})
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		defer close(regionDone)
+		if err := a.region.Run(regionCtx); err != nil && !errors.Is(err, context.Canceled) {
+			errc <- fmt.Errorf("region: %w", err)
+		}
+	}()
+	go func() { defer wg.Done(); a.regionLoop(regionCtx) }()
+	close(a.ready)
+	a.log.Info("agent running", "name", a.cfg.Name, "region", a.cfg.Region, "id", a.id.ID, "http", a.httpAddr,
+		"gossip", a.gossip.LocalAddr(), "capacity", a.cfg.Capacity.String(), "version", Version)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+		a.log.Error("agent stopping", "err", runErr)
+	}
+	// Hand the region over, leave the fleet (peers see "left"), then stop serving.
+	stopRegion()
+	<-regionDone
+	cancel()
+	<-gossipDone
+	shutCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	_ = srv.Shutdown(shutCtx)
+	wg.Wait()
+	return runErr
+}
+
+// sampleLoop publishes the node's load record every second.
+func (a *Agent) sampleLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		a.publishLoad()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (a *Agent) publishLoad() {
+	var u Usage
+	if a.usage != nil {
+		u = a.usage.Usage()
+	}
+	cpu, memory := nodeLoad(u, a.cfg.Reserve, a.cfg.Capacity)
+	health := gossip.HealthOK
+	if cpu > 1 || memory > 1 {
+		health = gossip.HealthDegraded
+	}
+	a.gossip.SetLoad(gossip.Load{CPU: cpu, Memory: memory}, u.Instances, health)
+}
+
+func isLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func readToken(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read API token: %w", err)
+	}
+	tok := []byte(strings.TrimSpace(string(b)))
+	if len(tok) < 16 {
+		return nil, fmt.Errorf("the token in %s is %d characters: use at least 16 (e.g. openssl rand -hex 32)", path, len(tok))
+	}
+	return tok, nil
+}

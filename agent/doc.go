@@ -1,0 +1,16 @@
+// Package agent composes one murmur node: gossip membership, the intent service, the
+// region's Raft group and coordinator, the local supervisor, the HTTP API and metrics.
+//
+// Lifecycle: New validates a Config and builds the components; it starts nothing. Run
+// opens the HTTP listener first (the API answers from the first second, before any
+// seed does), starts gossip, joins in the background, samples load every second, and
+// on cancellation leaves the fleet gracefully and returns once every goroutine it
+// started has exited.
+//
+// Node load means the same thing when several agents share one host: the usage of
+// this node's own workloads plus a fixed reserve, over the node's capacity (given, or
+// detected from the host).
+//
+// Imports: gossip, scheduler, policy, runtime and agent subpackages. Nothing imports
+// agent but cmd/murmur.
+package agent

@@ -1,0 +1,169 @@
+package agent
+
+import (
+	"crypto/subtle"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/murmur-edge/murmur/agent/api"
+	"github.com/murmur-edge/murmur/gossip"
+	"github.com/murmur-edge/murmur/runtime"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// LoadJSON is a node's load as the API shows it.
+type LoadJSON struct {
+	CPU    float64 `json:"cpu"`
+	Memory float64 `json:"memory"`
+}
+
+// MemberJSON is one entry of GET /v1/members.
+type MemberJSON struct {
+	Name      string            `json:"name"`
+	ID        string            `json:"id,omitempty"`
+	Region    string            `json:"region"`
+	Addr      string            `json:"addr"`
+	Status    string            `json:"status"`
+	Since     time.Time         `json:"since,omitempty"`
+	Load      LoadJSON          `json:"load"`
+	Instances int               `json:"instances"`
+	Health    string            `json:"health,omitempty"`
+	Labels    map[string]string `json:"labels"`
+	Drivers   []string          `json:"drivers,omitempty"`
+	Version   string            `json:"version,omitempty"`
+}
+
+// StatusJSON is GET /v1/status.
+type StatusJSON struct {
+	Name          string                   `json:"name"`
+	ID            string                   `json:"id"`
+	Region        string                   `json:"region"`
+	Addr          string                   `json:"addr"`
+	HTTP          string                   `json:"http"`
+	Raft          string                   `json:"raft"`
+	Status        string                   `json:"status"`
+	Load          LoadJSON                 `json:"load"`
+	Capacity      CapJSON                  `json:"capacity"`
+	Reserve       CapJSON                  `json:"reserve"`
+	Version       string                   `json:"version"`
+	Uptime        string                   `json:"uptime"`
+	UptimeSeconds float64                  `json:"uptime_seconds"`
+	Drivers       []string                 `json:"drivers"`
+	LimitsNote    string                   `json:"limits_note,omitempty"`
+	Instances     []runtime.InstanceStatus `json:"instances"`
+	Labels        map[string]string        `json:"labels"`
+}
+
+// CapJSON is an amount of resources in the API.
+type CapJSON struct {
+	MilliCPU    int64 `json:"milli_cpu"`
+	MemoryBytes int64 `json:"memory_bytes"`
+}
+
+func (a *Agent) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.gather, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	mux.HandleFunc("GET /v1/status", a.handleStatus)
+	mux.HandleFunc("GET /v1/members", a.handleMembers)
+	mux.HandleFunc("GET /v1/regions", a.handleRegions)
+	a.intents.Register(mux)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		api.WriteError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path+" (see GET /v1/status, /v1/members, /v1/intents, /v1/regions, /v1/workloads, /metrics)")
+	})
+	return a.authorize(mux)
+}
+
+// authorize requires the bearer token on every write when the API listens beyond
+// loopback. Reads stay open.
+func (a *Agent) authorize(next http.Handler) http.Handler {
+	if a.token == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+			next.ServeHTTP(w, r)
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), a.token) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="murmur"`)
+			api.WriteError(w, http.StatusUnauthorized, "writes need 'Authorization: Bearer <token>' with the token of --api-token-file (CLI: --token or MURMUR_TOKEN)")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (a *Agent) self() gossip.Member {
+	for _, m := range a.gossip.Members() {
+		if m.Local {
+			return m
+		}
+	}
+	return gossip.Member{Name: a.cfg.Name, Status: gossip.StatusAlive}
+}
+
+func (a *Agent) handleStatus(w http.ResponseWriter, r *http.Request) {
+	me := a.self()
+	up := a.now().Sub(a.started)
+	st := StatusJSON{
+		Name: a.cfg.Name, ID: a.id.ID, Region: a.cfg.Region, Addr: a.gossip.LocalAddr(),
+		HTTP: a.httpAddr, Raft: a.cfg.RaftBind, Status: me.Status,
+		Load:     LoadJSON{CPU: me.Load.CPU, Memory: me.Load.Memory},
+		Capacity: CapJSON{a.cfg.Capacity.MilliCPU, a.cfg.Capacity.MemoryBytes},
+		Reserve:  CapJSON{a.cfg.Reserve.MilliCPU, a.cfg.Reserve.MemoryBytes},
+		Version:  Version, Uptime: up.Truncate(time.Second).String(), UptimeSeconds: up.Seconds(),
+		Drivers: orEmpty(a.drivers), LimitsNote: a.limitsNote, Instances: a.sup.Instances(), Labels: orEmptyMap(a.cfg.Labels),
+	}
+	if st.Instances == nil {
+		st.Instances = []runtime.InstanceStatus{}
+	}
+	api.WriteJSON(w, http.StatusOK, st)
+}
+
+func (a *Agent) handleMembers(w http.ResponseWriter, r *http.Request) {
+	ms := a.gossip.Members()
+	out := make([]MemberJSON, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, MemberJSON{
+			Name: m.Name, ID: m.ID, Region: m.Region, Addr: m.Addr, Status: m.Status, Since: m.StatusSince,
+			Load: LoadJSON{CPU: m.Load.CPU, Memory: m.Load.Memory}, Instances: m.Instances, Health: m.Health,
+			Labels: orEmptyMap(m.Labels), Drivers: m.Drivers, Version: m.Version,
+		})
+	}
+	api.WriteJSON(w, http.StatusOK, map[string]any{"members": out})
+}
+
+func (a *Agent) registerMetrics() error {
+	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "murmur_build_info", Help: "Build and identity of this agent (value 1)."}, []string{"version", "node", "region"})
+	info.WithLabelValues(Version, a.cfg.Name, a.cfg.Region).Set(1)
+	load := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "murmur_node_load_cpu_ratio", Help: "CPU load of this node: (workload usage + reserve) / capacity."}, func() float64 { return a.self().Load.CPU })
+	memLoad := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "murmur_node_load_memory_ratio", Help: "Memory load of this node: (workload usage + reserve) / capacity."}, func() float64 { return a.self().Load.Memory })
+	for _, c := range []prometheus.Collector{info, load, memLoad} {
+		if err := a.reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func orEmpty(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func orEmptyMap(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}

@@ -1,0 +1,68 @@
+package agent
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/murmur-edge/murmur/runtime"
+)
+
+// supervisor is what the agent needs of the local supervisor.
+type supervisor interface {
+	Run(ctx context.Context) error
+	SetDesired(specs []runtime.InstanceSpec) error
+	Instances() []runtime.InstanceStatus
+	Usage() runtime.NodeUsage
+}
+
+// startRuntime detects the working drivers and builds the supervisor. Docker counts
+// only when the engine answers a ping.
+func (a *Agent) startRuntime(ctx context.Context) (supervisor, []string, string, error) {
+	ex, err := runtime.NewExecDriver(runtime.ExecConfig{DataDir: filepath.Join(a.cfg.DataDir, "runtime", "exec"), Node: a.cfg.Name, Logger: a.log})
+	if err != nil {
+		return nil, nil, "", err
+	}
+	drivers := map[string]runtime.Driver{runtime.DriverExec: ex}
+	detectCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	names := runtime.DetectDrivers(detectCtx, nil, 2*time.Second)
+	cancel()
+	if slices.Contains(names, runtime.DriverDocker) {
+		dk, err := runtime.NewDockerDriver(runtime.DockerConfig{Node: a.cfg.Name, Logger: a.log})
+		if err != nil {
+			a.log.Warn("docker engine answers but its driver failed; running exec only", "err", err)
+			names = slices.DeleteFunc(names, func(s string) bool { return s == runtime.DriverDocker })
+		} else {
+			drivers[runtime.DriverDocker] = dk
+		}
+	}
+	note := ""
+	if ok, why := ex.LimitsEnforced(); !ok {
+		note = "exec limits not enforced: " + why
+		a.log.Warn("exec workloads run without CPU/memory limits", "reason", why)
+	}
+	sup, err := runtime.New(runtime.Config{
+		Node: a.cfg.Name, DataDir: filepath.Join(a.cfg.DataDir, "runtime"), Drivers: drivers,
+		Logger: a.log, Registerer: a.reg,
+	})
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return sup, names, note, nil
+}
+
+// supervisorUsage adapts the supervisor to the load sampler.
+type supervisorUsage struct{ s supervisor }
+
+func (u supervisorUsage) Usage() Usage {
+	nu := u.s.Usage()
+	running := 0
+	for _, st := range u.s.Instances() {
+		switch st.State {
+		case runtime.StateRunning, runtime.StateStarting, runtime.StateUnhealthy:
+			running++
+		}
+	}
+	return Usage{MilliCPU: nu.MilliCPU, MemoryBytes: nu.MemoryBytes, Instances: running}
+}

@@ -1,0 +1,202 @@
+package region
+
+import (
+	"fmt"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
+)
+
+// Op is the kind of a region command.
+type Op uint8
+
+// Ops. Values are part of the log format: never renumber.
+const (
+	OpInit         Op = 1 // set ClusterID (first leader; ignored once set)
+	OpPlace        Op = 2 // Instance (of Intent) runs on Node
+	OpUnplace      Op = 3 // Instance runs nowhere
+	OpSetIntent    Op = 4 // the coordinator acted on intent Name at Version
+	OpDeleteIntent Op = 5 // forget intent Name
+	OpDrain        Op = 6 // set (Drain=true) or clear the drain flag of Node
+	OpBatch        Op = 7 // Batch: many commands in one log entry, applied atomically
+)
+
+func (o Op) String() string {
+	switch o {
+	case OpInit:
+		return "init"
+	case OpPlace:
+		return "place"
+	case OpUnplace:
+		return "unplace"
+	case OpSetIntent:
+		return "set-intent"
+	case OpDeleteIntent:
+		return "delete-intent"
+	case OpDrain:
+		return "drain"
+	case OpBatch:
+		return "batch"
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// Command is one change to the region state, the payload of one Raft log entry.
+type Command struct {
+	Op        Op        `codec:"o"`
+	ClusterID string    `codec:"c,omitempty"`
+	Instance  string    `codec:"i,omitempty"`
+	Intent    string    `codec:"n,omitempty"`
+	Node      string    `codec:"d,omitempty"`
+	Name      string    `codec:"m,omitempty"`
+	Version   string    `codec:"v,omitempty"`
+	Drain     bool      `codec:"r,omitempty"`
+	Batch     []Command `codec:"b,omitempty"`
+}
+
+// Place, Unplace, SetIntent, DeleteIntent, SetDrain and Batch build commands.
+func Place(instance, intent, node string) Command {
+	return Command{Op: OpPlace, Instance: instance, Intent: intent, Node: node}
+}
+func Unplace(instance string) Command { return Command{Op: OpUnplace, Instance: instance} }
+func SetIntent(name, version string) Command {
+	return Command{Op: OpSetIntent, Name: name, Version: version}
+}
+func DeleteIntent(name string) Command         { return Command{Op: OpDeleteIntent, Name: name} }
+func SetDrain(node string, drain bool) Command { return Command{Op: OpDrain, Node: node, Drain: drain} }
+func Batch(cmds ...Command) Command            { return Command{Op: OpBatch, Batch: cmds} }
+
+// Limits of the command format, enforced by Validate (and so by the decoder).
+const (
+	MaxNameLen    = 253
+	MaxBatch      = 65536
+	MaxCommandLen = 16 << 20
+	commandFormat = 1 // first byte of every encoded command
+	stateFormat   = 1 // first byte of every encoded snapshot
+)
+
+// Validate checks the fields the op needs. Errors wrap ErrInvalidCommand and name the
+// field.
+func (c Command) Validate() error {
+	return c.validate(true)
+}
+
+func (c Command) validate(top bool) error {
+	name := func(field, v string, required bool) error {
+		if required && v == "" {
+			return fmt.Errorf("%w: %s: %s is required", ErrInvalidCommand, c.Op, field)
+		}
+		if len(v) > MaxNameLen {
+			return fmt.Errorf("%w: %s: %s is %d bytes long, the limit is %d", ErrInvalidCommand, c.Op, field, len(v), MaxNameLen)
+		}
+		return nil
+	}
+	if c.Op != OpBatch && len(c.Batch) > 0 {
+		return fmt.Errorf("%w: %s: batch is only allowed with op batch", ErrInvalidCommand, c.Op)
+	}
+	var errs []error
+	switch c.Op {
+	case OpInit:
+		errs = append(errs, name("cluster_id", c.ClusterID, true))
+	case OpPlace:
+		errs = append(errs, name("instance", c.Instance, true), name("node", c.Node, true), name("intent", c.Intent, false))
+	case OpUnplace:
+		errs = append(errs, name("instance", c.Instance, true))
+	case OpSetIntent:
+		errs = append(errs, name("name", c.Name, true), name("version", c.Version, true))
+	case OpDeleteIntent:
+		errs = append(errs, name("name", c.Name, true))
+	case OpDrain:
+		errs = append(errs, name("node", c.Node, true))
+	case OpBatch:
+		if !top {
+			return fmt.Errorf("%w: batch inside a batch: flatten it", ErrInvalidCommand)
+		}
+		if len(c.Batch) > MaxBatch {
+			return fmt.Errorf("%w: batch of %d commands, the limit is %d: split it", ErrInvalidCommand, len(c.Batch), MaxBatch)
+		}
+		for i, sub := range c.Batch {
+			if err := sub.validate(false); err != nil {
+				return fmt.Errorf("batch[%d]: %w", i, err)
+			}
+		}
+	default:
+		return fmt.Errorf("%w: unknown op %d", ErrInvalidCommand, uint8(c.Op))
+	}
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+func newCodec() *codec.MsgpackHandle {
+	h := &codec.MsgpackHandle{}
+	h.MaxInitLen = 1024 // never pre-allocate what a hostile length prefix claims
+	h.MaxDepth = 16
+	h.RawToString = true
+	return h
+}
+
+// EncodeCommand validates and encodes cmd: one format byte, then msgpack.
+func EncodeCommand(cmd Command) ([]byte, error) {
+	return encodeCommand(newCodec(), cmd)
+}
+
+func encodeCommand(h *codec.MsgpackHandle, cmd Command) ([]byte, error) {
+	if err := cmd.Validate(); err != nil {
+		return nil, err
+	}
+	var body []byte
+	if err := codec.NewEncoderBytes(&body, h).Encode(cmd); err != nil {
+		return nil, fmt.Errorf("encode %s command: %w", cmd.Op, err)
+	}
+	return append([]byte{commandFormat}, body...), nil
+}
+
+// DecodeCommand decodes and validates bytes produced by EncodeCommand. It is the
+// decoder of every log entry and never panics on hostile input.
+func DecodeCommand(b []byte) (Command, error) {
+	return decodeCommand(newCodec(), b)
+}
+
+func decodeCommand(h *codec.MsgpackHandle, b []byte) (Command, error) {
+	var cmd Command
+	if len(b) == 0 {
+		return cmd, fmt.Errorf("%w: empty entry", ErrInvalidCommand)
+	}
+	if len(b) > MaxCommandLen {
+		return cmd, fmt.Errorf("%w: entry of %d bytes, the limit is %d", ErrInvalidCommand, len(b), MaxCommandLen)
+	}
+	if b[0] != commandFormat {
+		return cmd, fmt.Errorf("%w: format byte %d, want %d (a newer murmur wrote this entry?)", ErrInvalidCommand, b[0], commandFormat)
+	}
+	if err := codec.NewDecoderBytes(b[1:], h).Decode(&cmd); err != nil {
+		return Command{}, fmt.Errorf("%w: decode: %v", ErrInvalidCommand, err)
+	}
+	if err := cmd.Validate(); err != nil {
+		return Command{}, err
+	}
+	return cmd, nil
+}
+
+// EncodeState encodes a state for a snapshot: one format byte, then msgpack.
+func EncodeState(s State) ([]byte, error) {
+	var body []byte
+	if err := codec.NewEncoderBytes(&body, newCodec()).Encode(s); err != nil {
+		return nil, fmt.Errorf("encode region state: %w", err)
+	}
+	return append([]byte{stateFormat}, body...), nil
+}
+
+// DecodeState decodes bytes produced by EncodeState.
+func DecodeState(b []byte) (State, error) {
+	if len(b) == 0 || b[0] != stateFormat {
+		return State{}, fmt.Errorf("decode region state: bad format byte (want %d)", stateFormat)
+	}
+	var s State
+	if err := codec.NewDecoderBytes(b[1:], newCodec()).Decode(&s); err != nil {
+		return State{}, fmt.Errorf("decode region state: %w", err)
+	}
+	return s.Clone(), nil
+}

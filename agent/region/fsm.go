@@ -1,0 +1,196 @@
+package region
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"sync"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
+	"github.com/hashicorp/raft"
+)
+
+// Placement says where one instance runs. Generation is the Raft log index of the
+// command that placed it on Node: an instance found running with an older generation
+// (after a partition heals) is stale.
+type Placement struct {
+	Instance   string `codec:"i"`
+	Intent     string `codec:"n,omitempty"`
+	Node       string `codec:"d"`
+	Generation uint64 `codec:"g"`
+}
+
+// State is the region's replicated state. Values returned by Node.State and FSM.State
+// are deep copies: callers may read and keep them, never share them back.
+type State struct {
+	// ClusterID is chosen by the first leader of the group (OpInit) and never changes.
+	ClusterID string `codec:"c,omitempty"`
+	// Placements: instance name → placement.
+	Placements map[string]Placement `codec:"p"`
+	// Intents: intent name → the version the coordinator last acted on.
+	Intents map[string]string `codec:"v"`
+	// Drained: node names whose drain flag is set (value always true).
+	Drained map[string]bool `codec:"r"`
+	// Index is the Raft index of the last applied command (0 before any).
+	Index uint64 `codec:"x"`
+}
+
+// NewState returns an empty state with its maps allocated.
+func NewState() State {
+	return State{Placements: map[string]Placement{}, Intents: map[string]string{}, Drained: map[string]bool{}}
+}
+
+// Clone returns a deep copy.
+func (s State) Clone() State {
+	c := s
+	c.Placements = maps.Clone(s.Placements)
+	c.Intents = maps.Clone(s.Intents)
+	c.Drained = maps.Clone(s.Drained)
+	if c.Placements == nil {
+		c.Placements = map[string]Placement{}
+	}
+	if c.Intents == nil {
+		c.Intents = map[string]string{}
+	}
+	if c.Drained == nil {
+		c.Drained = map[string]bool{}
+	}
+	return c
+}
+
+// ErrInvalidCommand wraps every rejection of a command by ApplyCommand or Validate.
+var ErrInvalidCommand = errors.New("invalid region command")
+
+// ApplyCommand is the FSM transition: it applies cmd committed at Raft index idx to s,
+// in place. It is deterministic (no clock, no randomness, no map-order dependence). An
+// invalid command leaves s untouched (except Index) and returns an error wrapping
+// ErrInvalidCommand; a batch is all-or-nothing.
+func ApplyCommand(s *State, idx uint64, cmd Command) error {
+	if s.Placements == nil || s.Intents == nil || s.Drained == nil {
+		*s = s.Clone()
+	}
+	if idx > s.Index {
+		s.Index = idx
+	}
+	if err := cmd.Validate(); err != nil {
+		return err
+	}
+	applyValid(s, idx, cmd)
+	return nil
+}
+
+func applyValid(s *State, idx uint64, cmd Command) {
+	switch cmd.Op {
+	case OpInit:
+		if s.ClusterID == "" {
+			s.ClusterID = cmd.ClusterID
+		}
+	case OpPlace:
+		old, ok := s.Placements[cmd.Instance]
+		if ok && old.Node == cmd.Node && old.Intent == cmd.Intent {
+			return // unchanged: keep the generation that first placed it there
+		}
+		s.Placements[cmd.Instance] = Placement{Instance: cmd.Instance, Intent: cmd.Intent, Node: cmd.Node, Generation: idx}
+	case OpUnplace:
+		delete(s.Placements, cmd.Instance)
+	case OpSetIntent:
+		s.Intents[cmd.Name] = cmd.Version
+	case OpDeleteIntent:
+		delete(s.Intents, cmd.Name)
+	case OpDrain:
+		if cmd.Drain {
+			s.Drained[cmd.Node] = true
+		} else {
+			delete(s.Drained, cmd.Node)
+		}
+	case OpBatch:
+		for _, c := range cmd.Batch {
+			applyValid(s, idx, c)
+		}
+	}
+}
+
+// FSM is the raft.FSM over State. It is safe for concurrent use: Raft calls Apply,
+// Snapshot and Restore from its FSM goroutine; State may be called from anywhere.
+type FSM struct {
+	mu    sync.RWMutex // guards st
+	st    State
+	onErr func(idx uint64, err error) // set before Raft starts; never called under mu
+	h     *codec.MsgpackHandle        // immutable after NewFSM; safe for concurrent use
+}
+
+var _ raft.FSM = (*FSM)(nil)
+
+// NewFSM returns an FSM over an empty state.
+func NewFSM() *FSM { return &FSM{st: NewState(), h: newCodec()} }
+
+// Apply decodes and applies one committed log entry. It returns the error (or nil) as
+// the ApplyFuture's response.
+func (f *FSM) Apply(l *raft.Log) any {
+	cmd, err := decodeCommand(f.h, l.Data)
+	f.mu.Lock()
+	if err == nil {
+		err = ApplyCommand(&f.st, l.Index, cmd)
+	} else if l.Index > f.st.Index {
+		f.st.Index = l.Index
+	}
+	f.mu.Unlock()
+	if err != nil && f.onErr != nil {
+		f.onErr(l.Index, err)
+	}
+	return err
+}
+
+// State returns a deep copy of the current state.
+func (f *FSM) State() State {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.Clone()
+}
+
+// Snapshot captures a deep copy; Persist encodes it outside the FSM lock.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	return &fsmSnapshot{st: f.State()}, nil
+}
+
+// Restore replaces the whole state with the snapshot's; nothing of the previous state
+// survives.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return fmt.Errorf("restore region state: read: %w", err)
+	}
+	st, err := DecodeState(b)
+	if err != nil {
+		return fmt.Errorf("restore region state: %w", err)
+	}
+	f.mu.Lock()
+	f.st = st
+	f.mu.Unlock()
+	return nil
+}
+
+type fsmSnapshot struct{ st State }
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	b, err := EncodeState(s.st)
+	if err == nil {
+		_, err = sink.Write(b)
+	}
+	if err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("persist region snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() {}
+
+// ClusterID returns the cluster id ("" before the first leader set it).
+func (f *FSM) ClusterID() string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.ClusterID
+}

@@ -1,0 +1,5 @@
+//go:build !unix
+
+package region
+
+func checkNotRunning(string) error { return nil }

@@ -1,0 +1,292 @@
+package region
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
+	"github.com/hashicorp/raft"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// A single-node region on the real TCP transport bootstraps alone, and refuses Raft
+// traffic and control calls from a node of another region.
+func TestTCPRegionIsolation(t *testing.T) {
+	addr := freeAddr(t)
+	n, err := New(Config{NodeID: "id-a", Name: "a", Region: "east", RaftBind: addr, DataDir: t.TempDir(), Eligible: true,
+		SettlePeriod: 100 * time.Millisecond, Tick: 50 * time.Millisecond, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	n.UpdatePeers([]Peer{{ID: "id-a", Name: "a", Region: "east", RaftAddr: addr, Eligible: true, Alive: true}})
+	waitFor(t, 10*time.Second, "single-node region leader", func() (bool, string) { return n.IsLeader(), "" })
+	if _, err := n.Apply(context.Background(), Place("i", "w", "a")); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+
+	// Same region: the handshake passes and the control port answers.
+	same := &tcpControl{region: "east"}
+	if resp, err := same.Call(context.Background(), addr, ControlRequest{Kind: CtlProbe, From: "x"}); err != nil || !resp.OK {
+		t.Errorf("probe from the same region: %+v, %v", resp, err)
+	}
+	// Another region: control refused…
+	other := &tcpControl{region: "west"}
+	if _, err := other.Call(context.Background(), addr, ControlRequest{Kind: CtlProbe, From: "x"}); !errors.Is(err, ErrWrongRegion) {
+		t.Errorf("probe from another region: err = %v, want ErrWrongRegion", err)
+	}
+	// …and so are Raft RPCs, through a real NetworkTransport of region west.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl := newStreamLayer(ln, ln.Addr(), "west", testLogger(t), func() {})
+	go sl.serve()
+	defer func() { sl.Close(); sl.wg.Wait() }()
+	tr := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: sl, MaxPool: 1, Timeout: time.Second})
+	defer tr.Close()
+	var resp raft.AppendEntriesResponse
+	err = tr.AppendEntries("id-a", raft.ServerAddress(addr), &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ID: []byte("id-w"), Addr: []byte(ln.Addr().String())}, Term: 99}, &resp)
+	if !errors.Is(err, ErrWrongRegion) {
+		t.Errorf("AppendEntries from another region: err = %v, want ErrWrongRegion", err)
+	}
+	if got := metricValue(n.m.rejected); got < 2 {
+		t.Errorf("rejected connections = %v, want >= 2", got)
+	}
+	if !n.IsLeader() {
+		t.Error("a foreign AppendEntries with a higher term deposed the leader")
+	}
+	// Garbage on the Raft port is refused without harm.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	b := make([]byte, 1)
+	if _, err := c.Read(b); err != nil || b[0] != helloBad {
+		t.Errorf("garbage hello answered %v, %v; want status %d", b, err, helloBad)
+	}
+	c.Close()
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	tests := []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Name: "a", Region: "r", DataDir: "d", RaftBind: "127.0.0.1:1"}, "node id is required"},
+		{Config{NodeID: "i", Name: "a", DataDir: "d", RaftBind: "127.0.0.1:1"}, "region is required"},
+		{Config{NodeID: "i", Name: "a", Region: "r", DataDir: "d", RaftBind: "0.0.0.0:7947"}, "set --advertise"},
+		{Config{NodeID: "i", Name: "a", Region: "r", DataDir: "d", RaftBind: "127.0.0.1:1", Voters: 2}, "--voters 2"},
+		{Config{NodeID: "i", Name: "a", Region: "r", RaftBind: "127.0.0.1:1"}, "data dir is required"},
+	}
+	for _, tc := range tests {
+		_, err := New(tc.cfg)
+		if err == nil || !bytes.Contains([]byte(err.Error()), []byte(tc.want)) {
+			t.Errorf("New(%+v) err = %v, want it to mention %q", tc.cfg, err, tc.want)
+		}
+	}
+}
+
+func TestDataDirOfAnotherRegionRefused(t *testing.T) {
+	dir := t.TempDir()
+	for i, region := range []string{"east", "west"} {
+		n, err := New(Config{NodeID: "i", Name: "a", Region: region, DataDir: dir, RaftBind: freeAddr(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		if i == 0 {
+			cancel() // first run: creates the marker and stops at once
+		}
+		err = n.Run(ctx)
+		cancel()
+		if i == 1 && (err == nil || !bytes.Contains([]byte(err.Error()), []byte(`belongs to region "east"`))) {
+			t.Errorf("Run in another region's data dir: err = %v", err)
+		}
+	}
+}
+
+func FuzzReadHello(f *testing.F) {
+	var good bytes.Buffer
+	writeHello(&good, hello{mode: modeRaft, region: "east"})
+	f.Add(good.Bytes())
+	f.Add([]byte("MRMR\x01C\x00"))
+	f.Add([]byte("MRMR\x02R\x05ab"))
+	f.Add([]byte("GET / HTTP/1.1"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := readHello(bytes.NewReader(b))
+		if err != nil {
+			return
+		}
+		var out bytes.Buffer
+		if err := writeHello(&out, h); err != nil {
+			t.Fatalf("re-encode %+v: %v", h, err)
+		}
+		if !bytes.HasPrefix(b, out.Bytes()) {
+			t.Fatalf("hello %+v re-encodes to %x, input %x", h, out.Bytes(), b)
+		}
+	})
+}
+
+func FuzzControlRequest(f *testing.F) {
+	for _, req := range []ControlRequest{{Kind: CtlProbe, From: "a"}, {Kind: CtlPropose, From: "a", List: []string{"a", "b", "c"}}} {
+		var b []byte
+		if err := encodeForTest(&b, req); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte{0x83, 0xa1, 'k', 0x02, 0xa1, 'l', 0xdc, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		req, err := decodeControlRequest(newCodec(), bytes.NewReader(b))
+		if err != nil {
+			return
+		}
+		if req.Kind < CtlProbe || req.Kind > CtlRelease || len(req.List) > 16 {
+			t.Fatalf("decoder let through %+v", req)
+		}
+		// And the handler answers anything that decodes without panicking.
+		n, err := New(Config{NodeID: "i", Name: "a", Region: "r", Eligible: true, inmemStores: true, RaftBind: "127.0.0.1:1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = n.handleControl(req)
+	})
+}
+
+func TestControlRequestDecodeErrors(t *testing.T) {
+	for _, req := range []ControlRequest{{Kind: 0}, {Kind: 9}, {Kind: CtlPropose, List: []string{""}}} {
+		var b []byte
+		if err := encodeForTest(&b, req); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := decodeControlRequest(newCodec(), bytes.NewReader(b)); err == nil {
+			t.Errorf("decodeControlRequest(%+v) accepted", req)
+		}
+	}
+}
+
+func encodeForTest(b *[]byte, v any) error { return codec.NewEncoderBytes(b, newCodec()).Encode(v) }
+
+// Three nodes on real TCP (handshake, control calls for the bootstrap promises,
+// NetworkTransport): one group forms, commits, and survives the loss of its leader.
+func TestTCPThreeNodeRegion(t *testing.T) {
+	type tn struct {
+		id, addr string
+		n        *Node
+		cancel   context.CancelFunc
+		done     chan error
+	}
+	var nodes []*tn
+	for i := range 3 {
+		x := &tn{id: fmt.Sprintf("tcp-%d", i), addr: freeAddr(t)}
+		n, err := New(Config{NodeID: x.id, Name: x.id, Region: "east", RaftBind: x.addr, DataDir: t.TempDir(), Eligible: true,
+			SettlePeriod: 200 * time.Millisecond, Tick: 50 * time.Millisecond, DeadGrace: time.Hour, Logger: testLogger(t).With("node", x.id)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		x.n, x.cancel, x.done = n, cancel, make(chan error, 1)
+		go func() { x.done <- n.Run(ctx) }()
+		nodes = append(nodes, x)
+	}
+	var mu sync.Mutex // guards dead
+	dead := map[string]bool{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			mu.Lock()
+			var peers []Peer
+			for _, x := range nodes {
+				peers = append(peers, Peer{ID: x.id, Name: x.id, Region: "east", RaftAddr: x.addr, Eligible: true, Alive: !dead[x.id], State: x.n.PublishedState()})
+			}
+			mu.Unlock()
+			for _, x := range nodes {
+				x.n.UpdatePeers(peers)
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		wg.Wait()
+		for _, x := range nodes {
+			mu.Lock()
+			d := dead[x.id]
+			mu.Unlock()
+			if !d {
+				x.cancel()
+				<-x.done
+			}
+		}
+	}()
+	leaderOf := func(skip string) *tn {
+		for _, x := range nodes {
+			if x.id != skip && x.n.IsLeader() {
+				return x
+			}
+		}
+		return nil
+	}
+	var leader *tn
+	waitFor(t, 15*time.Second, "a TCP leader with 3 voters", func() (bool, string) {
+		leader = leaderOf("")
+		if leader == nil {
+			return false, "no leader"
+		}
+		v := strings.Split(leader.n.PublishedState()[KeyVoters], ",")
+		return len(v) == 3, fmt.Sprint(v)
+	})
+	if _, err := leader.n.Apply(context.Background(), Batch(Place("a", "w", "x"), Place("b", "w", "y"))); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	dead[leader.id] = true
+	mu.Unlock()
+	leader.n.abrupt.Store(true)
+	leader.cancel()
+	<-leader.done
+	var next *tn
+	waitFor(t, 10*time.Second, "a new TCP leader", func() (bool, string) {
+		next = leaderOf(leader.id)
+		return next != nil, ""
+	})
+	waitFor(t, 5*time.Second, "the committed placements", func() (bool, string) {
+		return len(next.n.State().Placements) == 2, ""
+	})
+}

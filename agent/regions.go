@@ -1,0 +1,125 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/go-sockaddr"
+	"github.com/murmur-edge/murmur/agent/api"
+	"github.com/murmur-edge/murmur/agent/region"
+	"github.com/murmur-edge/murmur/gossip"
+)
+
+// advertiseHost picks the host peers reach this node at, for gossip and Raft alike:
+// --advertise, else the bind host, else (bound to 0.0.0.0) the first private IPv4
+// address, as memberlist itself would.
+func advertiseHost(cfg Config) (string, error) {
+	if cfg.Advertise != "" {
+		h, _, _ := net.SplitHostPort(cfg.Advertise)
+		return h, nil
+	}
+	h, _, _ := net.SplitHostPort(cfg.Bind)
+	if ip := net.ParseIP(h); h != "" && (ip == nil || !ip.IsUnspecified()) {
+		return h, nil
+	}
+	ip, err := sockaddr.GetPrivateIP()
+	if err != nil || ip == "" {
+		return "", fmt.Errorf("bound to %s and no private IPv4 address found to advertise: give --advertise host:port", cfg.Bind)
+	}
+	return ip, nil
+}
+
+// peersOf adapts the gossip fleet view to the region package's peers. A suspect node
+// counts as alive: suspicion is not death, and Raft has its own failure detection.
+func peersOf(ms []gossip.Member) []region.Peer {
+	out := make([]region.Peer, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, region.Peer{
+			ID: m.ID, Name: m.Name, Region: m.Region, RaftAddr: m.RaftAddr, Eligible: m.Eligible,
+			Alive: m.Up(), State: m.State,
+		})
+	}
+	return out
+}
+
+// regionLoop feeds the fleet view to the region node and gossips what it publishes:
+// at once on a leadership or state change, and every 500 ms. raft.last_index changes
+// with every commit, so it is gossiped at most once a second.
+func (a *Agent) regionLoop(ctx context.Context) {
+	changed, unsubscribe := a.region.Subscribe()
+	defer unsubscribe()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	published := map[string]string{}
+	var lastIndexAt time.Time
+	for {
+		a.region.UpdatePeers(peersOf(a.gossip.Members()))
+		now := a.now()
+		current := a.region.PublishedState()
+		for k := range published {
+			if _, ok := current[k]; !ok {
+				a.gossip.SetState(k, "")
+				delete(published, k)
+			}
+		}
+		for k, v := range current {
+			if published[k] == v {
+				continue
+			}
+			if k == region.KeyLastIndex && now.Sub(lastIndexAt) < time.Second {
+				continue
+			}
+			if k == region.KeyLastIndex {
+				lastIndexAt = now
+			}
+			a.gossip.SetState(k, v)
+			published[k] = v
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-tick.C:
+		}
+	}
+}
+
+func (a *Agent) handleRegions(w http.ResponseWriter, r *http.Request) {
+	peers := peersOf(a.gossip.Members())
+	sums := region.Summarize(peers)
+	if sums == nil {
+		sums = []region.RegionSummary{}
+	}
+	// For its own region a member of the Raft group knows the coordinator from Raft
+	// itself, within a heartbeat of an election; gossip may take a push/pull round to
+	// bring it (seconds when a broadcast misses a node). Other regions, and nodes
+	// outside the group, go by gossip.
+	if v, ok := a.region.LocalView(); ok {
+		names := make(map[string]string, len(peers))
+		for _, p := range peers {
+			names[p.ID] = p.Name
+		}
+		nameOf := func(id string) string {
+			if n := names[id]; n != "" {
+				return n
+			}
+			return id
+		}
+		for i := range sums {
+			if sums[i].Name != a.cfg.Region || v.Term < sums[i].Term {
+				continue
+			}
+			sums[i].Coordinator, sums[i].Term, sums[i].LastIndex, sums[i].Headless = nameOf(v.LeaderID), v.Term, v.LastIndex, false
+			sums[i].Voters = sums[i].Voters[:0]
+			for _, id := range v.Voters {
+				sums[i].Voters = append(sums[i].Voters, nameOf(id))
+			}
+			slices.Sort(sums[i].Voters)
+		}
+	}
+	api.WriteJSON(w, http.StatusOK, map[string]any{"regions": sums})
+}
