@@ -1,0 +1,380 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+)
+
+// These tests run the real binary: several agents on 127.0.0.1, real UDP/TCP gossip
+// and real HTTP. make test passes MURMUR_BIN; otherwise the binary is built once.
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+func murmurBin(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("real-process test; -short skips it")
+	}
+	binOnce.Do(func() {
+		if p := os.Getenv("MURMUR_BIN"); p != "" {
+			binPath = p
+			return
+		}
+		dir, err := os.MkdirTemp("", "murmur-bin")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "murmur")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+// freePort finds a port free for both TCP and UDP on 127.0.0.1 (gossip needs both)
+// whose next port is free too (Raft binds gossip port + 1).
+func freePort(t *testing.T) int {
+	t.Helper()
+	for i := 0; i < 50; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		l2, err2 := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+1))
+		l.Close()
+		if err == nil {
+			u.Close()
+		}
+		if err2 == nil {
+			l2.Close()
+		}
+		if err == nil && err2 == nil {
+			return port
+		}
+	}
+	t.Fatal("no free port pair on 127.0.0.1")
+	return 0
+}
+
+type proc struct {
+	name     string
+	cmd      *exec.Cmd
+	http     string
+	gossip   string
+	dataDir  string
+	log      *bytes.Buffer
+	logMu    *sync.Mutex
+	done     chan struct{}
+	exitCode int
+}
+
+type syncBuf struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (s syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// gossipPort is the port of p.gossip.
+func (p *proc) gossipPort() int {
+	_, port, _ := net.SplitHostPort(p.gossip)
+	n, _ := strconv.Atoi(port)
+	return n
+}
+
+func (p *proc) logs() string {
+	p.logMu.Lock()
+	defer p.logMu.Unlock()
+	return p.log.String()
+}
+
+// startAgent runs `murmur agent` with the given extra args; it is killed when the test ends.
+func startAgent(t *testing.T, name string, gossipPort int, extra ...string) *proc {
+	t.Helper()
+	return startAgentIn(t, name, gossipPort, filepath.Join(t.TempDir(), name), extra...)
+}
+
+// startAgentIn is startAgent with a given data dir (to restart a node with its state).
+func startAgentIn(t *testing.T, name string, gossipPort int, dataDir string, extra ...string) *proc {
+	t.Helper()
+	httpPort := freePort(t)
+	p := &proc{
+		name: name, http: fmt.Sprintf("127.0.0.1:%d", httpPort), gossip: fmt.Sprintf("127.0.0.1:%d", gossipPort),
+		dataDir: dataDir, log: &bytes.Buffer{}, logMu: &sync.Mutex{}, done: make(chan struct{}),
+	}
+	args := append([]string{"agent", "--name", name, "--bind", p.gossip, "--http", p.http,
+		"--data-dir", dataDir, "--capacity", "cpu=500m,memory=256Mi", "--log-level", "debug"}, extra...)
+	p.cmd = exec.Command(murmurBin(t), args...)
+	p.cmd.Stdout = syncBuf{p.logMu, p.log}
+	p.cmd.Stderr = syncBuf{p.logMu, p.log}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		p.exitCode = p.cmd.ProcessState.ExitCode()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("--- log of %s:\n%s", name, tail(p.logs(), 40))
+		}
+	})
+	return p
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+type memberView struct {
+	Name   string            `json:"name"`
+	Region string            `json:"region"`
+	Status string            `json:"status"`
+	Labels map[string]string `json:"labels"`
+	Load   struct {
+		CPU    float64 `json:"cpu"`
+		Memory float64 `json:"memory"`
+	} `json:"load"`
+}
+
+func getJSON(addr, path string, v any) error {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + addr + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("GET %s: HTTP %d", path, resp.StatusCode)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+func members(addr string) map[string]memberView {
+	var res struct {
+		Members []memberView `json:"members"`
+	}
+	if err := getJSON(addr, "/v1/members", &res); err != nil {
+		return nil
+	}
+	out := map[string]memberView{}
+	for _, m := range res.Members {
+		out[m.Name] = m
+	}
+	return out
+}
+
+// eventually polls cond every 50 ms until it holds or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline.C:
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		case <-tick.C:
+		}
+	}
+}
+
+func TestRealFleetJoinKillLeave(t *testing.T) {
+	seedPort := freePort(t)
+	seed := fmt.Sprintf("127.0.0.1:%d", seedPort)
+	var ps []*proc
+	// Start the seed last: the others must retry --join until it answers.
+	for i := 2; i <= 5; i++ {
+		ps = append(ps, startAgent(t, fmt.Sprintf("n%d", i), freePort(t), "--join", seed, "--label", "camera=yes"))
+	}
+	for _, p := range ps {
+		eventually(t, 10*time.Second, p.name+" serves its API before any seed answers", func() bool {
+			var st map[string]any
+			return getJSON(p.http, "/v1/status", &st) == nil
+		})
+	}
+	ps = append(ps, startAgent(t, "n1", seedPort))
+	for _, p := range ps {
+		eventually(t, 30*time.Second, p.name+" sees 5 alive members", func() bool {
+			ms := members(p.http)
+			alive := 0
+			for _, m := range ms {
+				if m.Status == "alive" && m.Load.CPU > 0 {
+					alive++
+				}
+			}
+			return alive == 5
+		})
+	}
+	if m := members(ps[4].http)["n3"]; m.Labels["camera"] != "yes" || m.Region != "default" {
+		t.Errorf("n1 sees n3 as %+v, want label camera=yes in region default", m)
+	}
+
+	// SIGKILL n2: the rest report it dead.
+	if err := ps[0].cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range ps[1:] {
+		eventually(t, 15*time.Second, p.name+" reports n2 dead", func() bool { return members(p.http)["n2"].Status == "dead" })
+	}
+	// SIGTERM n3: the rest report it left, and it exits 0.
+	if err := ps[1].cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ps[1].done:
+		if ps[1].exitCode != 0 {
+			t.Errorf("n3 exited %d after SIGTERM, want 0", ps[1].exitCode)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("n3 did not exit within 15s of SIGTERM")
+	}
+	for _, p := range ps[2:] {
+		eventually(t, 5*time.Second, p.name+" reports n3 left", func() bool { return members(p.http)["n3"].Status == "left" })
+	}
+}
+
+func TestRealWrongKeyCannotJoin(t *testing.T) {
+	key := "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" // 32 bytes
+	other := "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="
+	seedPort := freePort(t)
+	seed := fmt.Sprintf("127.0.0.1:%d", seedPort)
+	a := startAgent(t, "k1", seedPort, "--encrypt", key)
+	b := startAgent(t, "k2", freePort(t), "--encrypt", key, "--join", seed)
+	eventually(t, 20*time.Second, "k1 and k2 see each other", func() bool { return len(members(a.http)) == 2 && len(members(b.http)) == 2 })
+
+	wrong := startAgent(t, "wrong", freePort(t), "--encrypt", other, "--join", seed)
+	plain := startAgent(t, "plain", freePort(t), "--join", seed)
+	for _, p := range []*proc{wrong, plain} {
+		eventually(t, 20*time.Second, p.name+" logs why it cannot join", func() bool {
+			return strings.Contains(p.logs(), "join failed") && strings.Contains(p.logs(), "--encrypt")
+		})
+		if n := strings.Count(p.logs(), "level=WARN msg=\"join failed"); n != 1 {
+			t.Errorf("%s logged %d join warnings, want exactly one clear line (repeats go to debug)", p.name, n)
+		}
+	}
+	for _, p := range []*proc{a, b} {
+		ms := members(p.http)
+		if len(ms) != 2 {
+			t.Errorf("%s sees %d members %v, want 2: a node without the key got in", p.name, len(ms), ms)
+		}
+	}
+}
+
+func TestRealBadInputExitsTwo(t *testing.T) {
+	bin := murmurBin(t)
+	dir := t.TempDir()
+	badCfg := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(badCfg, []byte("region: factory-1\nbindd: 1.2.3.4:5\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		args []string
+		env  []string
+		want string
+	}{
+		{"unknown flag", []string{"agent", "--bogus"}, nil, "unknown flag: --bogus"},
+		{"bad bind", []string{"agent", "--bind", "nope", "--data-dir", dir}, nil, `invalid --bind: "nope" is not host:port`},
+		{"bad join", []string{"agent", "--join", "1.2.3.4", "--data-dir", dir}, nil, "invalid --join"},
+		{"bad region", []string{"agent", "--region", "Factory_1", "--data-dir", dir}, nil, "invalid --region"},
+		{"bad capacity", []string{"agent", "--capacity", "cpu=lots", "--data-dir", dir}, nil, "invalid --capacity"},
+		{"bad key", []string{"agent", "--encrypt", "c2hvcnQ=", "--data-dir", dir}, nil, "invalid --encrypt: key is 5 bytes"},
+		{"bad env", []string{"agent", "--data-dir", dir}, []string{"MURMUR_VOTERS=two"}, "invalid MURMUR_VOTERS"},
+		{"unknown config key", []string{"agent", "--config", badCfg}, nil, `unknown key "bindd" on line 2`},
+		{"public API without token", []string{"agent", "--http", "0.0.0.0:0", "--data-dir", dir}, nil, "--api-token-file"},
+		{"bad log level", []string{"agent", "--log-level", "loud", "--data-dir", dir}, nil, "invalid --log-level"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, tc.args...)
+			cmd.Env = append(os.Environ(), tc.env...)
+			out, err := cmd.CombinedOutput()
+			code := -1
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			} else if err == nil {
+				code = 0
+			}
+			if code != 2 {
+				t.Errorf("exit code %d, want 2; output: %s", code, out)
+			}
+			if !strings.Contains(string(out), tc.want) {
+				t.Errorf("output %q does not contain %q", out, tc.want)
+			}
+			if lines := strings.Count(strings.TrimSpace(string(out)), "\n") + 1; lines != 1 {
+				t.Errorf("output has %d lines, want one: %q", lines, out)
+			}
+		})
+	}
+}
+
+func TestRealMetricsPassPromlint(t *testing.T) {
+	port := freePort(t)
+	p := startAgent(t, "m1", port)
+	q := startAgent(t, "m2", freePort(t), "--join", fmt.Sprintf("127.0.0.1:%d", port))
+	eventually(t, 20*time.Second, "m1 sees m2", func() bool { return members(p.http)["m2"].Status == "alive" })
+	_ = q
+	var body []byte
+	eventually(t, 10*time.Second, "/metrics has memberlist and murmur metrics", func() bool {
+		resp, err := http.Get("http://" + p.http + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var buf bytes.Buffer
+		_, _ = buf.ReadFrom(resp.Body)
+		body = buf.Bytes()
+		s := buf.String()
+		return strings.Contains(s, "memberlist_") && strings.Contains(s, `murmur_gossip_members{status="alive"} 2`) &&
+			strings.Contains(s, "murmur_gossip_messages_received_total") && strings.Contains(s, "murmur_gossip_decode_errors_total")
+	})
+	problems, err := promlint.New(bytes.NewReader(body)).Lint()
+	if err != nil {
+		t.Fatalf("promlint: %v", err)
+	}
+	for _, pr := range problems {
+		t.Errorf("promlint: %s: %s", pr.Metric, pr.Text)
+	}
+}

@@ -1,0 +1,486 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/murmur-edge/murmur/policy"
+	"github.com/spf13/cobra"
+)
+
+// newIntentCommands returns the intent client commands: apply, delete, and get (with
+// the subcommands intents and intent). If the root already has a get command, add
+// newGetIntentCommands(cf) to it instead of this get.
+func newIntentCommands(cf *clientFlags) []*cobra.Command {
+	get := &cobra.Command{Use: "get", Short: "Show objects of the fleet", Args: cobra.NoArgs}
+	get.AddCommand(newGetIntentCommands(cf)...)
+	return []*cobra.Command{newApplyCmd(cf), newDeleteCmd(cf), get}
+}
+
+// newGetIntentCommands returns `get intents` and `get intent NAME`.
+func newGetIntentCommands(cf *clientFlags) []*cobra.Command {
+	list := &cobra.Command{
+		Use:   "intents",
+		Short: "List the intents stored on the node",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cf.checkOutput(); err != nil {
+				return err
+			}
+			deleted, _ := cmd.Flags().GetBool("deleted")
+			return getIntents(cmd.Context(), cf, deleted, cmd.OutOrStdout())
+		},
+	}
+	cf.register(list.Flags())
+	list.Flags().Bool("deleted", false, "include tombstones (deleted intents kept for the TTL)")
+	one := &cobra.Command{
+		Use:   "intent NAME",
+		Short: "Show one intent as the node stores it (-o yaml or -o json)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return getIntent(cmd.Context(), cf, args[0], cmd.OutOrStdout())
+		},
+	}
+	cf.register(one.Flags(), "yaml")
+	return []*cobra.Command{list, one}
+}
+
+func newApplyCmd(cf *clientFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE|DIR|-",
+		Short: "Push intents (Workloads, Policies) to the node; they spread to the whole fleet",
+		Long: `Push intents to the node at --addr. Files hold YAML (documents separated by ---)
+or JSON; a directory means its *.yaml, *.yml and *.json files; - reads stdin. The
+intents are checked here first, then sent in one request: either all are stored or
+none. Each is reported as created, updated or unchanged.`,
+		Example: `  murmur apply -f vision.yaml
+  murmur apply -f intents/ --wait
+  murmur apply -f vision.yaml --sign-key ~/.murmur/signing.key`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cf.checkOutput(); err != nil {
+				return err
+			}
+			files, _ := cmd.Flags().GetStringArray("filename")
+			wait, _ := cmd.Flags().GetBool("wait")
+			timeout, _ := cmd.Flags().GetDuration("timeout")
+			signKey, _ := cmd.Flags().GetString("sign-key")
+			if len(files) == 0 {
+				return usageError{errors.New("apply needs -f FILE, -f DIR or -f -")}
+			}
+			return applyIntents(cmd.Context(), cf, applyOptions{files: files, wait: wait, timeout: timeout, signKey: signKey, stdin: cmd.InOrStdin()}, cmd.OutOrStdout())
+		},
+	}
+	cf.register(cmd.Flags())
+	cmd.Flags().StringArrayP("filename", "f", nil, "file, directory or - (stdin) with intents (repeatable)")
+	cmd.Flags().Bool("wait", false, "answer only when every alive node has stored the intents (?wait=fleet)")
+	cmd.Flags().Duration("timeout", 30*time.Second, "how long --wait waits")
+	cmd.Flags().String("sign-key", "", "ed25519 private key file (from 'murmur keygen --signing') to sign the intents with")
+	return cmd
+}
+
+func newDeleteCmd(cf *clientFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete an intent fleet-wide (a tombstone spreads like an update)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := cf.checkOutput(); err != nil {
+				return err
+			}
+			wait, _ := cmd.Flags().GetBool("wait")
+			timeout, _ := cmd.Flags().GetDuration("timeout")
+			signKey, _ := cmd.Flags().GetString("sign-key")
+			return deleteIntent(cmd.Context(), cf, args[0], wait, timeout, signKey, cmd.OutOrStdout())
+		},
+	}
+	cf.register(cmd.Flags())
+	cmd.Flags().Bool("wait", false, "answer only when every alive node has stored the delete")
+	cmd.Flags().Duration("timeout", 30*time.Second, "how long --wait waits")
+	cmd.Flags().String("sign-key", "", "ed25519 private key file to sign the delete with (needed when agents use --trust-key)")
+	return cmd
+}
+
+type applyOptions struct {
+	files   []string
+	wait    bool
+	timeout time.Duration
+	signKey string
+	stdin   io.Reader
+}
+
+// readIntentFiles expands the -f arguments into (source name, bytes) pairs.
+func readIntentFiles(args []string, stdin io.Reader) ([]string, [][]byte, error) {
+	var names []string
+	var bodies [][]byte
+	for _, a := range args {
+		if a == "-" {
+			b, err := io.ReadAll(io.LimitReader(stdin, 16<<20))
+			if err != nil {
+				return nil, nil, fmt.Errorf("read stdin: %w", err)
+			}
+			names, bodies = append(names, "stdin"), append(bodies, b)
+			continue
+		}
+		st, err := os.Stat(a)
+		if err != nil {
+			return nil, nil, usageError{fmt.Errorf("-f %s: %w", a, err)}
+		}
+		paths := []string{a}
+		if st.IsDir() {
+			paths = nil
+			ents, err := os.ReadDir(a)
+			if err != nil {
+				return nil, nil, fmt.Errorf("read %s: %w", a, err)
+			}
+			for _, e := range ents {
+				switch strings.ToLower(filepath.Ext(e.Name())) {
+				case ".yaml", ".yml", ".json":
+					if !e.IsDir() {
+						paths = append(paths, filepath.Join(a, e.Name()))
+					}
+				}
+			}
+			sort.Strings(paths)
+			if len(paths) == 0 {
+				return nil, nil, usageError{fmt.Errorf("-f %s: no *.yaml, *.yml or *.json files in the directory", a)}
+			}
+		}
+		for _, p := range paths {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return nil, nil, fmt.Errorf("read %s: %w", p, err)
+			}
+			names, bodies = append(names, p), append(bodies, b)
+		}
+	}
+	return names, bodies, nil
+}
+
+// buildApplyBody parses every source locally (errors name the file and the field),
+// signs when priv is set, and returns one JSON array request.
+func buildApplyBody(names []string, bodies [][]byte, priv ed25519.PrivateKey) ([]byte, int, error) {
+	var docs []json.RawMessage
+	var problems []string
+	seen := map[string]string{}
+	for i, b := range bodies {
+		ins, err := policy.Parse(b)
+		if err != nil {
+			var ps policy.Problems
+			if errors.As(err, &ps) {
+				for _, p := range ps {
+					problems = append(problems, fmt.Sprintf("%s: %s", names[i], p))
+				}
+				continue
+			}
+			problems = append(problems, fmt.Sprintf("%s: %v", names[i], err))
+			continue
+		}
+		for j := range ins {
+			in := &ins[j]
+			if other, dup := seen[in.Name()]; dup {
+				problems = append(problems, fmt.Sprintf("%s: metadata.name: %q is also defined in %s", names[i], in.Name(), other))
+				continue
+			}
+			seen[in.Name()] = names[i]
+			if priv != nil {
+				if err := policy.SignIntent(in, priv); err != nil {
+					return nil, 0, err
+				}
+			}
+			d, err := policy.Document(in)
+			if err != nil {
+				return nil, 0, err
+			}
+			docs = append(docs, d)
+		}
+	}
+	if len(problems) > 0 {
+		return nil, 0, usageError{fmt.Errorf("invalid intents:\n  %s", strings.Join(problems, "\n  "))}
+	}
+	body, err := json.Marshal(docs)
+	if err != nil {
+		return nil, 0, fmt.Errorf("encode request: %w", err)
+	}
+	return body, len(docs), nil
+}
+
+func readSigningKey(path string) (ed25519.PrivateKey, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--sign-key: %w", err)}
+	}
+	k, err := policy.ParsePrivateKey(b)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--sign-key %s: %w", path, err)}
+	}
+	return k, nil
+}
+
+type intentResult struct {
+	Name    string `json:"name"`
+	Kind    string `json:"kind"`
+	Version string `json:"version"`
+	Result  string `json:"result"`
+}
+
+func applyIntents(ctx context.Context, cf *clientFlags, o applyOptions, out io.Writer) error {
+	priv, err := readSigningKey(o.signKey)
+	if err != nil {
+		return err
+	}
+	names, bodies, err := readIntentFiles(o.files, o.stdin)
+	if err != nil {
+		return err
+	}
+	body, _, err := buildApplyBody(names, bodies, priv)
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	if o.wait {
+		q.Set("wait", "fleet")
+		q.Set("timeout", o.timeout.String())
+	}
+	resp, err := intentRequest(ctx, cf, http.MethodPost, "/v1/intents", q, body, nil)
+	if err != nil {
+		return err
+	}
+	return printResults(cf, resp, out)
+}
+
+func deleteIntent(ctx context.Context, cf *clientFlags, name string, wait bool, timeout time.Duration, signKey string, out io.Writer) error {
+	priv, err := readSigningKey(signKey)
+	if err != nil {
+		return err
+	}
+	if !policy.ValidName(name) {
+		return usageError{fmt.Errorf("%q is not an intent name (a DNS label)", name)}
+	}
+	hdr := http.Header{}
+	if priv != nil {
+		sig := policy.Sign(priv, policy.TombstoneBytes(name))
+		hdr.Set("Murmur-Signature", sig.KeyID+":"+sig.Value)
+	}
+	q := url.Values{}
+	if wait {
+		q.Set("wait", "fleet")
+		q.Set("timeout", timeout.String())
+	}
+	resp, err := intentRequest(ctx, cf, http.MethodDelete, "/v1/intents/"+name, q, nil, hdr)
+	if err != nil {
+		return err
+	}
+	return printResults(cf, resp, out)
+}
+
+func printResults(cf *clientFlags, resp []byte, out io.Writer) error {
+	if cf.Output == "json" {
+		_, err := out.Write(resp)
+		return err
+	}
+	var r struct {
+		Intents []intentResult `json:"intents"`
+	}
+	if err := json.Unmarshal(resp, &r); err != nil {
+		return fmt.Errorf("decode answer: %w", err)
+	}
+	for _, x := range r.Intents {
+		fmt.Fprintf(out, "%s/%s %s (version %s)\n", strings.ToLower(x.Kind), x.Name, x.Result, x.Version)
+	}
+	return nil
+}
+
+func getIntents(ctx context.Context, cf *clientFlags, deleted bool, out io.Writer) error {
+	q := url.Values{}
+	if deleted {
+		q.Set("deleted", "true")
+	}
+	resp, err := intentRequest(ctx, cf, http.MethodGet, "/v1/intents", q, nil, nil)
+	if err != nil {
+		return err
+	}
+	if cf.Output == "json" {
+		_, err := out.Write(resp)
+		return err
+	}
+	var r struct {
+		Intents []struct {
+			Name, Kind, Version, Hash, Origin, SignedBy string
+			Deleted                                     bool
+		} `json:"intents"`
+	}
+	if err := json.Unmarshal(resp, &r); err != nil {
+		return fmt.Errorf("decode answer: %w", err)
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tKIND\tVERSION\tORIGIN\tHASH\tSIGNED BY")
+	for _, x := range r.Intents {
+		kind := x.Kind
+		if x.Deleted {
+			kind += " (deleted)"
+		}
+		hash := x.Hash
+		if len(hash) > 12 {
+			hash = hash[:12]
+		}
+		signed := x.SignedBy
+		if signed == "" {
+			signed = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", x.Name, kind, x.Version, x.Origin, hash, signed)
+	}
+	return tw.Flush()
+}
+
+func getIntent(ctx context.Context, cf *clientFlags, name string, out io.Writer) error {
+	q := url.Values{}
+	switch cf.Output {
+	case "", "yaml", "table":
+		q.Set("format", "yaml")
+	case "json":
+	default:
+		return usageError{fmt.Errorf("-o %s: get intent prints yaml or json", cf.Output)}
+	}
+	resp, err := intentRequest(ctx, cf, http.MethodGet, "/v1/intents/"+url.PathEscape(name), q, nil, nil)
+	if err != nil {
+		return err
+	}
+	_, err = out.Write(resp)
+	return err
+}
+
+// intentRequest sends one request to the agent and returns the body of a 2xx answer;
+// otherwise an error made of the envelope's error and details.
+func intentRequest(ctx context.Context, cf *clientFlags, method, path string, q url.Values, body []byte, hdr http.Header) ([]byte, error) {
+	u := strings.TrimSuffix(cf.baseURL(), "/") + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if cf.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+cf.Token)
+	}
+	resp, err := cf.client().Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w (is an agent listening at %s?)", method, path, err, cf.baseURL())
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: read answer: %w", method, path, err)
+	}
+	if resp.StatusCode/100 == 2 {
+		return b, nil
+	}
+	var env struct {
+		Error   string `json:"error"`
+		Details []struct {
+			Field   string `json:"field"`
+			Message string `json:"message"`
+		} `json:"details"`
+	}
+	if json.Unmarshal(b, &env) != nil || env.Error == "" {
+		return nil, fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	msg := env.Error
+	for _, d := range env.Details {
+		if d.Field != "" {
+			msg += "\n  " + d.Field + ": " + d.Message
+		} else {
+			msg += "\n  " + d.Message
+		}
+	}
+	err = fmt.Errorf("%s (HTTP %d)", msg, resp.StatusCode)
+	if resp.StatusCode/100 == 4 {
+		return nil, usageError{err}
+	}
+	return nil, err
+}
+
+// newSigningKeyPair implements `murmur keygen --signing --out OUT` (the keygen command
+// calls it in place of the signingKeygen placeholder in extra.go): it writes a new ed25519
+// key pair, the private key to OUT.key (PEM PKCS#8, mode 0600) and the public key to
+// OUT.pub (PEM PKIX, for the agents' --trust-key). It refuses to overwrite either file.
+func newSigningKeyPair(cmd *cobra.Command, out string) error {
+	return writeSigningKeys(out, rand.Reader, cmd.OutOrStdout())
+}
+
+func writeSigningKeys(prefix string, random io.Reader, w io.Writer) error {
+	if prefix == "" {
+		prefix = "murmur-signing"
+	}
+	privPath, pubPath := prefix+".key", prefix+".pub"
+	pub, priv, err := policy.GenerateSigningKey(random)
+	if err != nil {
+		return err
+	}
+	privPEM, err := policy.MarshalPrivateKey(priv)
+	if err != nil {
+		return err
+	}
+	pubPEM, err := policy.MarshalPublicKey(pub)
+	if err != nil {
+		return err
+	}
+	for _, p := range []string{privPath, pubPath} {
+		if _, err := os.Stat(p); err == nil {
+			return usageError{fmt.Errorf("%s exists; remove it or choose another --out", p)}
+		}
+	}
+	if err := writeNew(privPath, privPEM, 0o600); err != nil {
+		return err
+	}
+	if err := writeNew(pubPath, pubPEM, 0o644); err != nil {
+		os.Remove(privPath)
+		return err
+	}
+	fmt.Fprintf(w, "private key: %s (keep it secret; use with murmur apply --sign-key)\npublic key:  %s (give to agents with --trust-key)\nkey id:      %s\n", privPath, pubPath, policy.KeyID(pub))
+	return nil
+}
+
+func writeNew(path string, data []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return f.Close()
+}

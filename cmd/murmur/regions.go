@@ -1,0 +1,67 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// getSubcommands are the `get` subcommands beyond intents.
+func getSubcommands(cf *clientFlags) []*cobra.Command {
+	regions := &cobra.Command{
+		Use:     "regions",
+		Short:   "List regions with their coordinator, voters and Raft position",
+		Example: "  murmur get regions\n  murmur get regions -o json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cf.checkOutput(); err != nil {
+				return err
+			}
+			var res struct {
+				Regions []struct {
+					Name        string   `json:"name"`
+					Coordinator string   `json:"coordinator"`
+					Voters      []string `json:"voters"`
+					Nodes       int      `json:"nodes"`
+					Term        uint64   `json:"term"`
+					LastIndex   uint64   `json:"last_index"`
+					Headless    bool     `json:"headless"`
+				} `json:"regions"`
+			}
+			b, err := cf.getJSON("/v1/regions", &res)
+			if err != nil {
+				return err
+			}
+			if cf.Output == "json" {
+				return printRawJSON(cmd.OutOrStdout(), b)
+			}
+			tw := newTable(cmd.OutOrStdout(), "REGION", "COORDINATOR", "VOTERS", "NODES", "TERM", "LAST INDEX", "STATE")
+			for _, r := range res.Regions {
+				coord, state := r.Coordinator, "ok"
+				if coord == "" {
+					coord, state = "-", "electing"
+				}
+				if r.Headless {
+					state = "HEADLESS (see 'murmur operator recover --help')"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", r.Name, coord, orDash(strings.Join(r.Voters, ",")), r.Nodes, r.Term, r.LastIndex, state)
+			}
+			return tw.Flush()
+		},
+	}
+	cf.register(regions.Flags())
+	return []*cobra.Command{regions}
+}
+
+// moreCommands are top-level commands of later subsystems.
+func moreCommands(cf *clientFlags) []*cobra.Command {
+	return []*cobra.Command{newOperatorCmd()}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
