@@ -76,6 +76,15 @@ func (e *eventDelegate) push(n *memberlist.Node, status string) {
 	}
 }
 
+// conflictDelegate adapts memberlist's ConflictDelegate; see Gossip.noteConflict.
+type conflictDelegate struct{ g *Gossip }
+
+var _ memberlist.ConflictDelegate = (*conflictDelegate)(nil)
+
+func (c *conflictDelegate) NotifyConflict(existing, other *memberlist.Node) {
+	c.g.noteConflict(other.Name, other.Address())
+}
+
 // broadcast is one queued message; the name lets a newer one replace it.
 type broadcast struct {
 	name string

@@ -159,6 +159,19 @@ type Gossip struct {
 	running    bool
 
 	suspicionUnit time.Duration // set by Run before any goroutine starts; see suspicionMax
+	reclaimAfter  time.Duration // set by Run: when memberlist lets a dead name move address
+
+	conflictMu sync.Mutex          // guards conflicts; taken under memberlist's node lock
+	conflicts  map[string]conflict // name → the new address of a dead member
+	rejoin     chan struct{}       // wakes reconnectLoop for due conflicts (cap 1)
+}
+
+// conflict is a member that memberlist refused at a new address because its old entry
+// is dead but not yet reclaimable (a device back from a reboot with a new DHCP lease,
+// or, in tests, a new in-memory transport).
+type conflict struct {
+	addr string
+	seen time.Time
 }
 
 type nodeEntry struct {
@@ -223,19 +236,21 @@ func New(cfg Config) (*Gossip, error) {
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
 	g := &Gossip{
-		cfg:      cfg,
-		log:      cfg.Logger.With("component", "gossip"),
-		meta:     meta,
-		handlers: make(map[MessageKind]registration),
-		inbound:  make(chan inbound, 4096),
-		events:   make(chan nodeEvent, 8192),
-		ready:    make(chan struct{}),
-		kick:     make(chan struct{}, 1),
-		joined:   make(chan struct{}),
-		local:    Record{Node: cfg.Name, ID: cfg.Meta.ID, Epoch: cfg.Epoch, Health: HealthOK},
-		nodes:    make(map[string]*nodeEntry),
-		records:  make(map[string]Record),
-		seen:     make(map[uint64]time.Time),
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "gossip"),
+		meta:      meta,
+		handlers:  make(map[MessageKind]registration),
+		inbound:   make(chan inbound, 4096),
+		events:    make(chan nodeEvent, 8192),
+		ready:     make(chan struct{}),
+		kick:      make(chan struct{}, 1),
+		joined:    make(chan struct{}),
+		local:     Record{Node: cfg.Name, ID: cfg.Meta.ID, Epoch: cfg.Epoch, Health: HealthOK},
+		nodes:     make(map[string]*nodeEntry),
+		records:   make(map[string]Record),
+		seen:      make(map[uint64]time.Time),
+		conflicts: make(map[string]conflict),
+		rejoin:    make(chan struct{}, 1),
 	}
 	g.metrics, err = newMetrics(cfg.Registerer, g)
 	if err != nil {
@@ -509,6 +524,7 @@ func (g *Gossip) memberlistConfig() (*memberlist.Config, error) {
 	}
 	mlc.Delegate = &delegate{g: g}
 	mlc.Events = &eventDelegate{g: g}
+	mlc.Conflict = &conflictDelegate{g: g}
 	mlc.Logger = log.New(&logWriter{log: g.log, suspect: g.onSuspectLog}, "", 0)
 	if g.cfg.Tune != nil {
 		g.cfg.Tune(mlc)
@@ -519,6 +535,12 @@ func (g *Gossip) memberlistConfig() (*memberlist.Config, error) {
 	// live node (seen: 3 in 40 coordinator kills waited for push/pull, 4-6 s).
 	g.queue.RetransmitMult = 2 * mlc.RetransmitMult
 	g.suspicionUnit = time.Duration(mlc.SuspicionMaxTimeoutMult*mlc.SuspicionMult) * mlc.ProbeInterval
+	// A dead member's entry accepts a new address after DeadNodeReclaimTime or, when
+	// that is off, once memberlist drops the entry after GossipToTheDeadTime.
+	g.reclaimAfter = mlc.DeadNodeReclaimTime
+	if g.reclaimAfter <= 0 {
+		g.reclaimAfter = mlc.GossipToTheDeadTime
+	}
 	return mlc, nil
 }
 
@@ -629,6 +651,12 @@ func (g *Gossip) tickLoop(ctx context.Context) {
 			g.maybeBroadcastLocal(now)
 			g.refreshFromMemberlist(now)
 			g.expireSeen(now)
+			if len(g.dueConflicts(now)) > 0 {
+				select {
+				case g.rejoin <- struct{}{}:
+				default:
+				}
+			}
 		}
 	}
 }
@@ -644,7 +672,65 @@ func (g *Gossip) reconnectLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			g.reconnect(ctx)
+		case <-g.rejoin:
+			g.rejoinConflicts(ctx)
 		}
+	}
+}
+
+// noteConflict records that memberlist refused name at addr because another entry
+// holds the name. It must not block: memberlist holds its node lock.
+func (g *Gossip) noteConflict(name, addr string) {
+	g.metrics.nameConflicts.Inc()
+	g.conflictMu.Lock()
+	defer g.conflictMu.Unlock()
+	if c, ok := g.conflicts[name]; !ok || c.addr != addr {
+		g.conflicts[name] = conflict{addr: addr, seen: time.Now()}
+	}
+}
+
+// dueConflicts returns the new addresses of members that memberlist refused while
+// their old entry was dead or left, and that it would now accept: left at once, dead
+// after reclaimAfter. A conflict with a live entry (two nodes share a name, an
+// operator's mistake that memberlist logs) is never acted on and expires.
+//
+// Without this, a node back at a new address stays dead in the fleet view until its
+// next push/pull happens to land after the reclaim time: 10-25 s on the LAN profile.
+func (g *Gossip) dueConflicts(now time.Time) []string {
+	g.conflictMu.Lock()
+	defer g.conflictMu.Unlock()
+	if len(g.conflicts) == 0 {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var due []string
+	for name, c := range g.conflicts {
+		e, ok := g.nodes[name]
+		switch {
+		case !ok || now.Sub(c.seen) > conflictTTL || (e.status != StatusDead && e.status != StatusLeft && e.addr == c.addr):
+			delete(g.conflicts, name) // forgotten, stale, or resolved
+		case e.status == StatusLeft || (e.status == StatusDead && now.Sub(e.since) > g.reclaimAfter):
+			due = append(due, c.addr)
+		}
+	}
+	return due
+}
+
+// conflictTTL bounds how long a refused address is remembered.
+const conflictTTL = 5 * time.Minute
+
+// rejoinConflicts joins the due conflicting addresses: the push/pull carries the
+// returning node's alive state, which memberlist now accepts.
+func (g *Gossip) rejoinConflicts(ctx context.Context) {
+	due := g.dueConflicts(time.Now())
+	if len(due) == 0 || ctx.Err() != nil {
+		return
+	}
+	if n, err := g.ml.Load().Join(due); n > 0 {
+		g.log.Info("re-admitted members at a new address", "addrs", due)
+	} else {
+		g.log.Debug("re-admit members at a new address", "addrs", due, "err", err)
 	}
 }
 

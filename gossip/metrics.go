@@ -10,6 +10,7 @@ type metrics struct {
 	decodeErrors      *prometheus.CounterVec
 	dropped           *prometheus.CounterVec
 	joinFailures      prometheus.Counter
+	nameConflicts     prometheus.Counter
 }
 
 // membersCollector reports the fleet view's member count by status at scrape time.
@@ -52,9 +53,12 @@ func newMetrics(reg prometheus.Registerer, g *Gossip) (*metrics, error) {
 		joinFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "murmur_gossip_join_failures_total", Help: "Failed attempts to join the fleet through the seeds.",
 		}),
+		nameConflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "murmur_gossip_name_conflicts_total", Help: "Alive messages refused because another address holds the node's name (a rebooted node with a new address, or two nodes sharing a name).",
+		}),
 	}
 	members := &membersCollector{g: g, desc: prometheus.NewDesc("murmur_gossip_members", "Members of the fleet view, by status.", []string{"status"}, nil)}
-	for _, c := range []prometheus.Collector{m.msgsIn, m.msgsOut, m.bytesIn, m.bytesOut, m.decodeErrors, m.dropped, m.joinFailures, members} {
+	for _, c := range []prometheus.Collector{m.msgsIn, m.msgsOut, m.bytesIn, m.bytesOut, m.decodeErrors, m.dropped, m.joinFailures, m.nameConflicts, members} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
