@@ -327,9 +327,11 @@ func TestSupervisorAdoptsAfterCrashNoDuplicate(t *testing.T) {
 		t.Fatalf("persisted desired set (-want +got):\n%s", diff)
 	}
 	h2.run()
-	after := h2.waitFor("adopted", func(m map[string]InstanceStatus) bool {
+	// The leftover is never in h2's status (it is not desired); its cleanup runner
+	// stops it and then notifies, so wait on the driver too.
+	after := h2.waitFor("adopted and stale stopped", func(m map[string]InstanceStatus) bool {
 		_, staleLeft := m["stale"]
-		return m["a"].State == StateRunning && m["b"].State == StateRunning && !staleLeft
+		return m["a"].State == StateRunning && m["b"].State == StateRunning && !staleLeft && drv.running("stale") == 0
 	})
 	if after["a"].Ref != before["a"].Ref {
 		t.Errorf("a: ref %s, want the adopted %s", after["a"].Ref, before["a"].Ref)
