@@ -8,6 +8,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -697,23 +698,33 @@ func (g *Gossip) noteConflict(name, addr string) {
 // Without this, a node back at a new address stays dead in the fleet view until its
 // next push/pull happens to land after the reclaim time: 10-25 s on the LAN profile.
 func (g *Gossip) dueConflicts(now time.Time) []string {
+	// conflictMu and mu are never held together: noteConflict runs under memberlist's
+	// node lock, and this keeps any lock order out of the question.
 	g.conflictMu.Lock()
-	defer g.conflictMu.Unlock()
-	if len(g.conflicts) == 0 {
+	pending := maps.Clone(g.conflicts)
+	g.conflictMu.Unlock()
+	if len(pending) == 0 {
 		return nil
 	}
+	var due, done []string
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	var due []string
-	for name, c := range g.conflicts {
+	for name, c := range pending {
 		e, ok := g.nodes[name]
 		switch {
 		case !ok || now.Sub(c.seen) > conflictTTL || (e.status != StatusDead && e.status != StatusLeft && e.addr == c.addr):
-			delete(g.conflicts, name) // forgotten, stale, or resolved
+			done = append(done, name) // forgotten, stale, or resolved
 		case e.status == StatusLeft || (e.status == StatusDead && now.Sub(e.since) > g.reclaimAfter):
 			due = append(due, c.addr)
 		}
 	}
+	g.mu.Unlock()
+	g.conflictMu.Lock()
+	for _, name := range done {
+		if g.conflicts[name] == pending[name] {
+			delete(g.conflicts, name)
+		}
+	}
+	g.conflictMu.Unlock()
 	return due
 }
 

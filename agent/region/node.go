@@ -39,9 +39,19 @@ type Timing struct {
 	ElectionTimeout    time.Duration // candidate without a result → new election
 	LeaderLeaseTimeout time.Duration // leader without quorum contact → step down
 	CommitTimeout      time.Duration
+	// HeartbeatInterval is how often the leader sends heartbeats: raft waits a random
+	// 1-2× this between two. Zero keeps raft's own, HeartbeatTimeout/10. It must be
+	// under HeartbeatTimeout/2 so a follower hears at least one heartbeat per timeout.
+	HeartbeatInterval time.Duration
 }
 
 // DefaultTiming is the LAN profile: see docs/regions.md for the trade-off.
+//
+// Raft ties the heartbeat rate to the follower timeout (HeartbeatTimeout/10, 10 to 20
+// heartbeats per timeout). HeartbeatInterval 75 ms still gives a follower two or more
+// heartbeats per 300 ms timeout, at 40 % of raft's rate, so failover is unchanged and
+// the idle cost of every Raft member falls (BENCHMARKS.md). The lease is the full
+// HeartbeatTimeout so a leader keeps 2× slack over the longest heartbeat gap.
 //
 // CommitTimeout is how often an idle leader sends AppendEntries to each follower
 // besides the heartbeats (every HeartbeatTimeout/10). It does not delay commits (new
@@ -52,8 +62,9 @@ func DefaultTiming() Timing {
 	return Timing{
 		HeartbeatTimeout:   300 * time.Millisecond,
 		ElectionTimeout:    300 * time.Millisecond,
-		LeaderLeaseTimeout: 200 * time.Millisecond,
+		LeaderLeaseTimeout: 300 * time.Millisecond,
 		CommitTimeout:      100 * time.Millisecond,
+		HeartbeatInterval:  75 * time.Millisecond,
 	}
 }
 
@@ -158,10 +169,16 @@ func (c *Config) setDefaults() error {
 	c.HeadlessAfter = cmp.Or(c.HeadlessAfter, 5*time.Second)
 	c.Tick = cmp.Or(c.Tick, 250*time.Millisecond)
 	d := DefaultTiming()
+	if c.Timing == (Timing{}) {
+		c.Timing = d
+	}
 	c.Timing.HeartbeatTimeout = cmp.Or(c.Timing.HeartbeatTimeout, d.HeartbeatTimeout)
 	c.Timing.ElectionTimeout = cmp.Or(c.Timing.ElectionTimeout, d.ElectionTimeout)
 	c.Timing.LeaderLeaseTimeout = cmp.Or(c.Timing.LeaderLeaseTimeout, d.LeaderLeaseTimeout)
 	c.Timing.CommitTimeout = cmp.Or(c.Timing.CommitTimeout, d.CommitTimeout)
+	if hi := c.Timing.HeartbeatInterval; hi < 0 || (hi > 0 && 2*hi >= c.Timing.HeartbeatTimeout) {
+		return fmt.Errorf("region: heartbeat interval %s must be under half the heartbeat timeout (%s)", hi, c.Timing.HeartbeatTimeout)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -559,6 +576,7 @@ func (n *Node) setLeader(v bool) {
 	if n.leader.Swap(v) == v {
 		return
 	}
+	n.retime(v)
 	n.m.leaderChanges.Inc()
 	if v {
 		n.m.isLeader.Set(1)
@@ -571,6 +589,33 @@ func (n *Node) setLeader(v bool) {
 	n.notifyLocked()
 	n.mu.Unlock()
 	n.poke()
+}
+
+// retime gives a new leader the heartbeat timeout that makes raft send heartbeats
+// every Timing.HeartbeatInterval, and a former leader its follower timeouts back.
+// Raft reads HeartbeatTimeout on the leader only for the heartbeat period and the
+// retry backoff, and on a follower for its election timer, so the two roles may
+// differ. ElectionTimeout must not be below HeartbeatTimeout (raft validates it).
+func (n *Node) retime(leader bool) {
+	t := n.cfg.Timing
+	if t.HeartbeatInterval == 0 {
+		return
+	}
+	n.mu.Lock()
+	r := n.r
+	n.mu.Unlock()
+	if r == nil {
+		return
+	}
+	rc := r.ReloadableConfig()
+	rc.HeartbeatTimeout, rc.ElectionTimeout = t.HeartbeatTimeout, t.ElectionTimeout
+	if leader {
+		rc.HeartbeatTimeout = 10 * t.HeartbeatInterval
+		rc.ElectionTimeout = max(t.ElectionTimeout, rc.HeartbeatTimeout)
+	}
+	if err := r.ReloadConfig(rc); err != nil {
+		n.log.Warn("set raft heartbeat timing", "leader", leader, "err", err)
+	}
 }
 
 // loopState is owned by the control loop goroutine.
@@ -1056,4 +1101,14 @@ func (n *Node) autopilot(ctx context.Context, r *raft.Raft, ctl Control, ls *loo
 	n.m.autopilot.WithLabelValues(a.kind.String()).Inc()
 	n.log.Info("autopilot", "action", a.kind.String(), "node", name, "id", a.id, "reason", a.reason)
 	n.poke()
+}
+
+// raftHeartbeatTimeout is raft's current HeartbeatTimeout (0 when raft is not running).
+func (n *Node) raftHeartbeatTimeout() time.Duration {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.r == nil {
+		return 0
+	}
+	return n.r.ReloadableConfig().HeartbeatTimeout
 }

@@ -113,6 +113,25 @@ func TestKillLeaderKeepsCommittedPlacements(t *testing.T) {
 			t.Errorf("placement %s = %+v, want %+v", k, got[k], p)
 		}
 	}
+	// The new leader heartbeats at Timing.HeartbeatInterval; the others keep the
+	// follower timeout. setLeader runs from raft's notify channel, so wait for it.
+	d := DefaultTiming()
+	waitFor(t, 5*time.Second, "leader and follower raft timing", func() (bool, string) {
+		ls := f.leaders("r1")
+		if len(ls) != 1 {
+			return false, fmt.Sprintf("%d leaders", len(ls))
+		}
+		for _, tn := range f.running("r1") {
+			want := d.HeartbeatTimeout
+			if tn == ls[0] {
+				want = 10 * d.HeartbeatInterval
+			}
+			if got := tn.n.raftHeartbeatTimeout(); got != want {
+				return false, fmt.Sprintf("%s: raft HeartbeatTimeout %s, want %s", tn.name, got, want)
+			}
+		}
+		return true, ""
+	})
 	// And the region goes back to 3 healthy voters after the grace period.
 	f.waitStable("r1", 3, 15*time.Second)
 }

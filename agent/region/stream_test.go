@@ -104,6 +104,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{Config{NodeID: "i", Name: "a", Region: "r", DataDir: "d", RaftBind: "0.0.0.0:7947"}, "set --advertise"},
 		{Config{NodeID: "i", Name: "a", Region: "r", DataDir: "d", RaftBind: "127.0.0.1:1", Voters: 2}, "--voters 2"},
 		{Config{NodeID: "i", Name: "a", Region: "r", RaftBind: "127.0.0.1:1"}, "data dir is required"},
+		{Config{NodeID: "i", Name: "a", Region: "r", DataDir: "d", RaftBind: "127.0.0.1:1", Timing: Timing{HeartbeatTimeout: 100 * time.Millisecond, HeartbeatInterval: 50 * time.Millisecond}}, "under half the heartbeat timeout"},
 	}
 	for _, tc := range tests {
 		_, err := New(tc.cfg)

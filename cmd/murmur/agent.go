@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	goruntime "runtime"
 	"sort"
 	"strings"
 
@@ -76,6 +77,12 @@ comma-separated list). Flags win over the environment, which wins over the file.
 		cfg, logger, err := agentConfig(cmd.Flags(), cmd.ErrOrStderr())
 		if err != nil {
 			return usageError{err}
+		}
+		// The agent coordinates; its workloads do the computing. One P keeps its Go
+		// scheduler from spinning a second thread on every wake-up: -22 % idle CPU
+		// (BENCHMARKS.md). GOMAXPROCS in the environment overrides it.
+		if _, set := os.LookupEnv("GOMAXPROCS"); !set {
+			goruntime.GOMAXPROCS(1)
 		}
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
