@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -58,14 +59,25 @@ func murmurBin(t *testing.T) string {
 
 // freePort finds a port free for both TCP and UDP on 127.0.0.1 (gossip needs both)
 // whose next port is free too (Raft binds gossip port + 1).
+// freePort returns a port P on 127.0.0.1 whose TCP and UDP P and TCP P+1 (the agent's
+// default Raft port) are free, and that this test process has not handed out before:
+// an agent binds its HTTP port first, so two picks that return the same free port make
+// the second listener fail (seen once in CI-like runs). Ports come from below the
+// kernel's ephemeral range (32768 and up on Linux), so the outgoing connections of the
+// agents already running cannot take one between this check and the agent's bind.
 func freePort(t *testing.T) int {
 	t.Helper()
-	for i := 0; i < 50; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	portMu.Lock()
+	defer portMu.Unlock()
+	for i := 0; i < 500; i++ {
+		port := 20000 + rand.IntN(12000)
+		if portsUsed[port] || portsUsed[port+1] || portsUsed[port-1] {
+			continue
 		}
-		port := l.Addr().(*net.TCPAddr).Port
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
 		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
 		l2, err2 := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+1))
 		l.Close()
@@ -76,12 +88,18 @@ func freePort(t *testing.T) int {
 			l2.Close()
 		}
 		if err == nil && err2 == nil {
+			portsUsed[port], portsUsed[port+1] = true, true
 			return port
 		}
 	}
-	t.Fatal("no free port pair on 127.0.0.1")
+	t.Fatal("no free port pair on 127.0.0.1 in 20000-32000 after 500 tries")
 	return 0
 }
+
+var (
+	portMu    sync.Mutex
+	portsUsed = map[int]bool{}
+)
 
 type proc struct {
 	name     string
