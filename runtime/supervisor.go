@@ -518,8 +518,10 @@ func (s *Supervisor) runInstance(ctx context.Context, r *runner) {
 		}
 	}
 	var h Handle
+	var startedAt time.Time
 	if r.adopt != nil {
 		h = *r.adopt
+		startedAt = s.clock.Now()
 		s.setHandle(r, &h, upState)
 		s.log.Info("supervisor: adopted instance", "instance", id, "ref", h.Ref)
 	}
@@ -544,10 +546,12 @@ func (s *Supervisor) runInstance(ctx context.Context, r *runner) {
 				}
 				continue
 			}
+			// Before the state is published: whoever sees "running" may already
+			// move the clock on (a stable run resets the backoff).
+			startedAt = s.clock.Now()
 			s.setHandle(r, &h, upState)
 		}
 		r.adopt = nil
-		startedAt := s.clock.Now()
 
 		out := s.watch(ctx, r, h, health)
 		switch out.kind {
