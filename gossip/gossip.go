@@ -701,11 +701,12 @@ func (g *Gossip) dueConflicts(now time.Time) []string {
 	// conflictMu and mu are never held together: noteConflict runs under memberlist's
 	// node lock, and this keeps any lock order out of the question.
 	g.conflictMu.Lock()
-	pending := maps.Clone(g.conflicts)
-	g.conflictMu.Unlock()
-	if len(pending) == 0 {
+	if len(g.conflicts) == 0 {
+		g.conflictMu.Unlock()
 		return nil
 	}
+	pending := maps.Clone(g.conflicts)
+	g.conflictMu.Unlock()
 	var due, done []string
 	g.mu.Lock()
 	for name, c := range pending {
