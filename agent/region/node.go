@@ -50,8 +50,9 @@ type Timing struct {
 // Raft ties the heartbeat rate to the follower timeout (HeartbeatTimeout/10, 10 to 20
 // heartbeats per timeout). HeartbeatInterval 75 ms still gives a follower two or more
 // heartbeats per 300 ms timeout, at 40 % of raft's rate, so failover is unchanged and
-// the idle cost of every Raft member falls (BENCHMARKS.md). The lease is the full
-// HeartbeatTimeout so a leader keeps 2× slack over the longest heartbeat gap.
+// the idle cost of every Raft member falls (BENCHMARKS.md). The lease, 250 ms, keeps
+// 100 ms of slack over the longest heartbeat gap and still ends a cut-off leader's
+// term before a follower (300 ms at the earliest) can start an election.
 //
 // CommitTimeout is how often an idle leader sends AppendEntries to each follower
 // besides the heartbeats (every HeartbeatTimeout/10). It does not delay commits (new
@@ -62,7 +63,7 @@ func DefaultTiming() Timing {
 	return Timing{
 		HeartbeatTimeout:   300 * time.Millisecond,
 		ElectionTimeout:    300 * time.Millisecond,
-		LeaderLeaseTimeout: 300 * time.Millisecond,
+		LeaderLeaseTimeout: 250 * time.Millisecond,
 		CommitTimeout:      100 * time.Millisecond,
 		HeartbeatInterval:  75 * time.Millisecond,
 	}
@@ -174,10 +175,14 @@ func (c *Config) setDefaults() error {
 	}
 	c.Timing.HeartbeatTimeout = cmp.Or(c.Timing.HeartbeatTimeout, d.HeartbeatTimeout)
 	c.Timing.ElectionTimeout = cmp.Or(c.Timing.ElectionTimeout, d.ElectionTimeout)
-	c.Timing.LeaderLeaseTimeout = cmp.Or(c.Timing.LeaderLeaseTimeout, d.LeaderLeaseTimeout)
+	c.Timing.LeaderLeaseTimeout = cmp.Or(c.Timing.LeaderLeaseTimeout, min(d.LeaderLeaseTimeout, c.Timing.HeartbeatTimeout))
 	c.Timing.CommitTimeout = cmp.Or(c.Timing.CommitTimeout, d.CommitTimeout)
 	if hi := c.Timing.HeartbeatInterval; hi < 0 || (hi > 0 && 2*hi >= c.Timing.HeartbeatTimeout) {
 		return fmt.Errorf("region: heartbeat interval %s must be under half the heartbeat timeout (%s)", hi, c.Timing.HeartbeatTimeout)
+	} else if hi > 0 && 10*hi < c.Timing.HeartbeatTimeout {
+		// The leader's HeartbeatTimeout (10× the interval) must not fall below the
+		// lease or the follower timeout, or raft refuses the leader's timing.
+		return fmt.Errorf("region: heartbeat interval %s must be at least a tenth of the heartbeat timeout (%s); use 0 for raft's own", hi, c.Timing.HeartbeatTimeout)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -532,10 +537,11 @@ func (n *Node) Run(ctx context.Context) error {
 	n.mu.Unlock()
 	ctl.Serve(n.handleControl)
 
-	stopNotify := make(chan struct{})
+	stopNotify, notifyDone := make(chan struct{}), make(chan struct{})
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		defer close(notifyDone)
 		for {
 			select {
 			case isLeader := <-notify:
@@ -565,6 +571,7 @@ func (n *Node) Run(ctx context.Context) error {
 		n.log.Warn("raft shutdown", "err", err)
 	}
 	close(stopNotify)
+	<-notifyDone // a late setLeader(true) must not land after the one below
 	n.mu.Lock()
 	n.r = nil
 	n.mu.Unlock()
@@ -593,9 +600,12 @@ func (n *Node) setLeader(v bool) {
 
 // retime gives a new leader the heartbeat timeout that makes raft send heartbeats
 // every Timing.HeartbeatInterval, and a former leader its follower timeouts back.
-// Raft reads HeartbeatTimeout on the leader only for the heartbeat period and the
-// retry backoff, and on a follower for its election timer, so the two roles may
-// differ. ElectionTimeout must not be below HeartbeatTimeout (raft validates it).
+// On a leader raft reads HeartbeatTimeout for the heartbeat period and the heartbeat
+// retry backoff (capped at half of it: 375 ms instead of 150 ms; AppendEntries to a
+// returning follower keep their own CommitTimeout cap). On a follower it is the
+// election timer, so the two roles may differ. ElectionTimeout must not be below
+// HeartbeatTimeout (raft validates it), and on a leader it is also the deadline of
+// a leadership transfer: a failed transfer gives up after 750 ms instead of 300 ms.
 func (n *Node) retime(leader bool) {
 	t := n.cfg.Timing
 	if t.HeartbeatInterval == 0 {

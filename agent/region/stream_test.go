@@ -105,6 +105,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{Config{NodeID: "i", Name: "a", Region: "r", DataDir: "d", RaftBind: "127.0.0.1:1", Voters: 2}, "--voters 2"},
 		{Config{NodeID: "i", Name: "a", Region: "r", RaftBind: "127.0.0.1:1"}, "data dir is required"},
 		{Config{NodeID: "i", Name: "a", Region: "r", DataDir: "d", RaftBind: "127.0.0.1:1", Timing: Timing{HeartbeatTimeout: 100 * time.Millisecond, HeartbeatInterval: 50 * time.Millisecond}}, "under half the heartbeat timeout"},
+		{Config{NodeID: "i", Name: "a", Region: "r", DataDir: "d", RaftBind: "127.0.0.1:1", Timing: Timing{HeartbeatTimeout: 300 * time.Millisecond, HeartbeatInterval: 20 * time.Millisecond}}, "at least a tenth"},
 	}
 	for _, tc := range tests {
 		_, err := New(tc.cfg)
