@@ -171,9 +171,15 @@ type Gossip struct {
 // is dead but not yet reclaimable (a device back from a reboot with a new DHCP lease,
 // or, in tests, a new in-memory transport).
 type conflict struct {
-	addr string
-	seen time.Time
+	addr   string
+	seen   time.Time
+	jitter time.Duration // added to the reclaim time, so the fleet's joins spread out
+	next   time.Time     // no join before this (backoff after a failed one)
+	tries  int
 }
+
+// conflictTarget is one due rejoin.
+type conflictTarget struct{ name, addr string }
 
 type nodeEntry struct {
 	name   string
@@ -686,18 +692,28 @@ func (g *Gossip) noteConflict(name, addr string) {
 	g.conflictMu.Lock()
 	defer g.conflictMu.Unlock()
 	if c, ok := g.conflicts[name]; !ok || c.addr != addr {
-		g.conflicts[name] = conflict{addr: addr, seen: time.Now()}
+		var jitter time.Duration
+		if w := g.reclaimAfter / 2; w > 0 {
+			jitter = rand.N(w)
+		}
+		g.conflicts[name] = conflict{addr: addr, seen: time.Now(), jitter: jitter}
 	}
 }
 
-// dueConflicts returns the new addresses of members that memberlist refused while
-// their old entry was dead or left, and that it would now accept: left at once, dead
-// after reclaimAfter. A conflict with a live entry (two nodes share a name, an
+// dueConflicts returns the members that memberlist refused at a new address while
+// their old entry was dead or left, and that it now accepts there: once the old entry
+// has been dead or left for reclaimAfter (our view's time is never earlier than
+// memberlist's own). A conflict with a live entry (two nodes share a name, an
 // operator's mistake that memberlist logs) is never acted on and expires.
+//
+// Every peer that saw the refusal would join the returning node at once; a random
+// delay of up to half the reclaim time spreads them out, and most never join at all
+// because the first join's alive message reaches them by gossip first. A failed join
+// backs off from 2 s to 30 s.
 //
 // Without this, a node back at a new address stays dead in the fleet view until its
 // next push/pull happens to land after the reclaim time: 10-25 s on the LAN profile.
-func (g *Gossip) dueConflicts(now time.Time) []string {
+func (g *Gossip) dueConflicts(now time.Time) []conflictTarget {
 	// conflictMu and mu are never held together: noteConflict runs under memberlist's
 	// node lock, and this keeps any lock order out of the question.
 	g.conflictMu.Lock()
@@ -707,15 +723,16 @@ func (g *Gossip) dueConflicts(now time.Time) []string {
 	}
 	pending := maps.Clone(g.conflicts)
 	g.conflictMu.Unlock()
-	var due, done []string
+	var due []conflictTarget
+	var done []string
 	g.mu.Lock()
 	for name, c := range pending {
 		e, ok := g.nodes[name]
 		switch {
 		case !ok || now.Sub(c.seen) > conflictTTL || (e.status != StatusDead && e.status != StatusLeft && e.addr == c.addr):
 			done = append(done, name) // forgotten, stale, or resolved
-		case e.status == StatusLeft || (e.status == StatusDead && now.Sub(e.since) > g.reclaimAfter):
-			due = append(due, c.addr)
+		case (e.status == StatusDead || e.status == StatusLeft) && now.Sub(e.since) > g.reclaimAfter+c.jitter && !now.Before(c.next):
+			due = append(due, conflictTarget{name, c.addr})
 		}
 	}
 	g.mu.Unlock()
@@ -732,17 +749,38 @@ func (g *Gossip) dueConflicts(now time.Time) []string {
 // conflictTTL bounds how long a refused address is remembered.
 const conflictTTL = 5 * time.Minute
 
+// markRejoined sets the backoff of conflicts just joined.
+func (g *Gossip) markRejoined(now time.Time, due []conflictTarget) {
+	g.conflictMu.Lock()
+	defer g.conflictMu.Unlock()
+	for _, t := range due {
+		c, ok := g.conflicts[t.name]
+		if !ok || c.addr != t.addr {
+			continue
+		}
+		c.tries++
+		c.next = now.Add(min(time.Second<<c.tries, 30*time.Second))
+		g.conflicts[t.name] = c
+	}
+}
+
 // rejoinConflicts joins the due conflicting addresses: the push/pull carries the
 // returning node's alive state, which memberlist now accepts.
 func (g *Gossip) rejoinConflicts(ctx context.Context) {
-	due := g.dueConflicts(time.Now())
+	now := time.Now()
+	due := g.dueConflicts(now)
 	if len(due) == 0 || ctx.Err() != nil {
 		return
 	}
-	if n, err := g.ml.Load().Join(due); n > 0 {
-		g.log.Info("re-admitted members at a new address", "addrs", due)
+	g.markRejoined(now, due)
+	addrs := make([]string, len(due))
+	for i, t := range due {
+		addrs[i] = t.addr
+	}
+	if n, err := g.ml.Load().Join(addrs); n > 0 {
+		g.log.Info("re-admitted members at a new address", "addrs", addrs)
 	} else {
-		g.log.Debug("re-admit members at a new address", "addrs", due, "err", err)
+		g.log.Debug("re-admit members at a new address", "addrs", addrs, "err", err)
 	}
 }
 

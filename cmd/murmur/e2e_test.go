@@ -57,8 +57,6 @@ func murmurBin(t *testing.T) string {
 	return binPath
 }
 
-// freePort finds a port free for both TCP and UDP on 127.0.0.1 (gossip needs both)
-// whose next port is free too (Raft binds gossip port + 1).
 // freePort returns a port P on 127.0.0.1 whose TCP and UDP P and TCP P+1 (the agent's
 // default Raft port) are free, and that this test process has not handed out before:
 // an agent binds its HTTP port first, so two picks that return the same free port make
