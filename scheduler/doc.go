@@ -11,7 +11,8 @@
 // Everything that must persist between plans (when a node's load breach began,
 // when it last offloaded, the placement table itself) is kept by the caller and
 // passed in. It may import only the standard library (fmt, math/bits, slices,
-// strconv, strings, time for values); purity_test.go enforces this.
+// strconv, strings, time for values) and policy, which is pure too (intent
+// versions); purity_test.go enforces this.
 //
 // # The caller's duties (the region coordinator)
 //

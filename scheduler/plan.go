@@ -114,7 +114,7 @@ func (s *state) classify() {
 		w := ws.w
 		ns.cpuUsed += w.Resources.MilliCPU
 		ns.memUsed += w.Resources.MemoryBytes
-		if !ws.attention && (ns.draining || p.Version < w.Version || (w.MaxFailures > 0 && p.Failures >= w.MaxFailures) ||
+		if !ws.attention && (ns.draining || p.Version.Less(w.Version) || (w.MaxFailures > 0 && p.Failures >= w.MaxFailures) ||
 			((w.Driver != "" || len(w.Constraints) > 0) && !s.sigMatch(s.sigOf(ws), ni))) {
 			ws.attention = true
 		}
@@ -328,9 +328,8 @@ func (s *state) planReplicated(ws *wlState) {
 		case w.MaxFailures > 0 && p.Failures >= w.MaxFailures:
 			cause, reason, exclude = CauseFailing, "failed "+strconv.Itoa(p.Failures)+" times on "+p.Node+
 				" (threshold "+strconv.Itoa(w.MaxFailures)+")", ni
-		case p.Version < w.Version:
-			cause, reason = CauseUpdate, "runs version "+strconv.FormatUint(p.Version, 10)+
-				", want "+strconv.FormatUint(w.Version, 10)
+		case p.Version.Less(w.Version):
+			cause, reason = CauseUpdate, "runs version "+p.Version.String()+", want "+w.Version.String()
 		default:
 			continue
 		}

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"fmt"
+	"github.com/murmur-edge/murmur/policy"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -77,7 +78,7 @@ func randomInput(r *rand.Rand, o genOpts) Input {
 			Replicas:  r.IntN(7),
 			Resources: Resources{MilliCPU: int64(100 * (1 + r.IntN(15))), MemoryBytes: int64(64*mi) * int64(1+r.IntN(16))},
 			Priority:  r.IntN(100),
-			Version:   uint64(r.IntN(3)),
+			Version:   policy.Version{Wall: int64(r.IntN(3))},
 		}
 		if r.IntN(7) == 0 {
 			w.Mode = ModeGlobal
@@ -108,7 +109,7 @@ func randomInput(r *rand.Rand, o genOpts) Input {
 			ID:         "p" + strconv.Itoa(i),
 			Workload:   "w" + strconv.Itoa(r.IntN(nw+1)), // sometimes a deleted workload
 			Node:       "n" + strconv.Itoa(r.IntN(nn+1)), // sometimes a gone node
-			Version:    uint64(r.IntN(3)),
+			Version:    policy.Version{Wall: int64(r.IntN(3))},
 			Generation: uint64(r.IntN(10)),
 			State:      []InstanceState{StatePending, StateRunning, StateRunning, StateFailed}[r.IntN(4)],
 			StartedAt:  baseNow.Add(-time.Duration(r.IntN(3600)) * time.Second),

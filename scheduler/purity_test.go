@@ -16,6 +16,7 @@ func TestPurity(t *testing.T) {
 	allowed := map[string]bool{
 		"cmp": true, "fmt": true, "maps": true, "math": true, "math/bits": true,
 		"slices": true, "sort": true, "strconv": true, "strings": true, "time": true,
+		"github.com/murmur-edge/murmur/policy": true, // pure as well: intent types and versions
 	}
 	// time is allowed for time.Time and time.Duration values only.
 	forbiddenTime := map[string]bool{

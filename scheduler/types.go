@@ -1,6 +1,10 @@
 package scheduler
 
-import "time"
+import (
+	"time"
+
+	"github.com/murmur-edge/murmur/policy"
+)
 
 // NodeStatus is a node's membership status as the gossip layer sees it.
 type NodeStatus string
@@ -91,10 +95,10 @@ type Workload struct {
 	// Name identifies the workload; placements refer to it. Unique in Input.Workloads
 	// (a later duplicate is ignored).
 	Name string `json:"name"`
-	// Version of the workload's spec (the intent version, as a number that only grows).
-	// Instances whose Placement.Version is lower are replaced (migrated) by instances
-	// of the new version.
-	Version uint64 `json:"version,omitempty"`
+	// Version of the workload's spec: the intent's version (policy.Version, the
+	// fleet-wide order of updates to one name). Instances whose Placement.Version is
+	// lower are replaced (migrated) by instances of the new version.
+	Version policy.Version `json:"version,omitzero"`
 	// Regions the workload targets; empty means every region. When Input.Region is not
 	// among them, all its instances are stopped.
 	Regions []string `json:"regions,omitempty"`
@@ -179,7 +183,7 @@ type Placement struct {
 	// Node is the name of the node the instance is assigned to.
 	Node string `json:"node"`
 	// Version is the Workload.Version the instance runs.
-	Version uint64 `json:"version,omitempty"`
+	Version policy.Version `json:"version,omitzero"`
 	// Generation is the plan generation (Input.Generation, e.g. a Raft index) that
 	// created this placement. Lower is older; reconciliation uses it.
 	Generation uint64 `json:"generation,omitempty"`
@@ -264,7 +268,7 @@ type Action struct {
 	// Node is where the new instance starts (place, migrate) or where the stopped one runs.
 	Node string `json:"node"`
 	// Version is the Workload.Version the new instance runs (place, migrate).
-	Version uint64 `json:"version,omitempty"`
+	Version policy.Version `json:"version,omitzero"`
 	// Replaces is the instance a migration stops once the new one runs.
 	Replaces string `json:"replaces,omitempty"`
 	// From is the node of Replaces (migrate).

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"github.com/murmur-edge/murmur/policy"
 	"strings"
 	"testing"
 	"time"
@@ -49,11 +50,12 @@ func TestValidate(t *testing.T) {
 }
 
 func TestApply(t *testing.T) {
+	v2 := policy.Version{Wall: 2, Node: "n0"}
 	table := []Placement{{ID: "a", Workload: "w", Node: "n1"}, {ID: "b", Workload: "w", Node: "n2"}, {ID: "c", Workload: "w", Node: "n3"}}
 	r := Result{Now: baseNow, Generation: 7, Actions: []Action{
 		{Kind: ActionStop, Instance: "a", Node: "n1"},
-		{Kind: ActionMigrate, Instance: "w-7-0", Workload: "w", Node: "n4", Version: 2, Replaces: "b", From: "n2"},
-		{Kind: ActionPlace, Instance: "w-7-1", Workload: "w", Node: "n5", Version: 2},
+		{Kind: ActionMigrate, Instance: "w-7-0", Workload: "w", Node: "n4", Version: v2, Replaces: "b", From: "n2"},
+		{Kind: ActionPlace, Instance: "w-7-1", Workload: "w", Node: "n5", Version: v2},
 	}}
 	got := r.Apply(table)
 	want := []string{"c@n3", "w-7-0@n4", "w-7-1@n5"}
@@ -65,7 +67,7 @@ func TestApply(t *testing.T) {
 			t.Errorf("placement %d = %s@%s, want %s", i, p.ID, p.Node, want[i])
 		}
 	}
-	if p := got[1]; p.Generation != 7 || p.Version != 2 || p.State != StatePending || !p.StartedAt.Equal(baseNow) {
+	if p := got[1]; p.Generation != 7 || p.Version != v2 || p.State != StatePending || !p.StartedAt.Equal(baseNow) {
 		t.Errorf("new placement = %+v, want generation 7, version 2, pending, started at plan time", p)
 	}
 	if table[0].ID != "a" || len(table) != 3 {
