@@ -18,6 +18,7 @@ const (
 	OpDeleteIntent Op = 5 // forget intent Name
 	OpDrain        Op = 6 // set (Drain=true) or clear the drain flag of Node
 	OpBatch        Op = 7 // Batch: many commands in one log entry, applied atomically
+	OpPlan         Op = 8 // Plan: one coordinator plan (stops and placements), fenced by its base generation
 )
 
 func (o Op) String() string {
@@ -36,6 +37,8 @@ func (o Op) String() string {
 		return "drain"
 	case OpBatch:
 		return "batch"
+	case OpPlan:
+		return "plan"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -51,7 +54,23 @@ type Command struct {
 	Version   string    `codec:"v,omitempty"`
 	Drain     bool      `codec:"r,omitempty"`
 	Batch     []Command `codec:"b,omitempty"`
+	Plan      *Plan     `codec:"p,omitempty"`
 }
+
+// Plan is one scheduler plan as committed: the instances it stops and the placements
+// it adds (a migration is both). Base is the State.Generation the plan was computed
+// from; the FSM refuses the plan (ErrStalePlan) when the table has moved on since, so
+// a plan made on an old table never lands. Generation, stamped on every placement, is
+// the one the scheduler put into the new instances' IDs.
+type Plan struct {
+	Base       uint64      `codec:"b"`
+	Generation uint64      `codec:"g"`
+	Stops      []string    `codec:"s,omitempty"`
+	Places     []Placement `codec:"p,omitempty"`
+}
+
+// MaxPlanEntries bounds Stops plus Places of one plan.
+const MaxPlanEntries = 1 << 20
 
 // Place, Unplace, SetIntent, DeleteIntent, SetDrain and Batch build commands.
 func Place(instance, intent, node string) Command {
@@ -64,6 +83,7 @@ func SetIntent(name, version string) Command {
 func DeleteIntent(name string) Command         { return Command{Op: OpDeleteIntent, Name: name} }
 func SetDrain(node string, drain bool) Command { return Command{Op: OpDrain, Node: node, Drain: drain} }
 func Batch(cmds ...Command) Command            { return Command{Op: OpBatch, Batch: cmds} }
+func PlanCommand(p Plan) Command                { return Command{Op: OpPlan, Plan: &p} }
 
 // Limits of the command format, enforced by Validate (and so by the decoder).
 const (
@@ -93,6 +113,9 @@ func (c Command) validate(top bool) error {
 	if c.Op != OpBatch && len(c.Batch) > 0 {
 		return fmt.Errorf("%w: %s: batch is only allowed with op batch", ErrInvalidCommand, c.Op)
 	}
+	if c.Op != OpPlan && c.Plan != nil {
+		return fmt.Errorf("%w: %s: plan is only allowed with op plan", ErrInvalidCommand, c.Op)
+	}
 	var errs []error
 	switch c.Op {
 	case OpInit:
@@ -107,6 +130,10 @@ func (c Command) validate(top bool) error {
 		errs = append(errs, name("name", c.Name, true))
 	case OpDrain:
 		errs = append(errs, name("node", c.Node, true))
+	case OpPlan:
+		if err := c.Plan.validate(); err != nil {
+			return err
+		}
 	case OpBatch:
 		if !top {
 			return fmt.Errorf("%w: batch inside a batch: flatten it", ErrInvalidCommand)
@@ -126,6 +153,36 @@ func (c Command) validate(top bool) error {
 		if e != nil {
 			return e
 		}
+	}
+	return nil
+}
+
+func (p *Plan) validate() error {
+	if p == nil {
+		return fmt.Errorf("%w: plan: plan is required", ErrInvalidCommand)
+	}
+	if p.Generation == 0 {
+		return fmt.Errorf("%w: plan: generation is required", ErrInvalidCommand)
+	}
+	if n := len(p.Stops) + len(p.Places); n > MaxPlanEntries {
+		return fmt.Errorf("%w: plan of %d entries, the limit is %d: split it", ErrInvalidCommand, n, MaxPlanEntries)
+	}
+	for i, id := range p.Stops {
+		if id == "" || len(id) > MaxNameLen {
+			return fmt.Errorf("%w: plan: stops[%d]: instance id must be 1-%d bytes", ErrInvalidCommand, i, MaxNameLen)
+		}
+	}
+	seen := make(map[string]bool, len(p.Places))
+	for i, pl := range p.Places {
+		for _, f := range []struct{ field, v string }{{"id", pl.ID}, {"workload", pl.Workload}, {"node", pl.Node}} {
+			if f.v == "" || len(f.v) > MaxNameLen {
+				return fmt.Errorf("%w: plan: places[%d].%s must be 1-%d bytes", ErrInvalidCommand, i, f.field, MaxNameLen)
+			}
+		}
+		if seen[pl.ID] {
+			return fmt.Errorf("%w: plan: places[%d]: instance %s placed twice", ErrInvalidCommand, i, pl.ID)
+		}
+		seen[pl.ID] = true
 	}
 	return nil
 }

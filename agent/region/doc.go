@@ -26,7 +26,13 @@
 //   - The Raft TCP transport speaks a small handshake carrying the region name; a
 //     connection from a node of another region is refused (stream.go).
 //
+//   - OpPlan commits one scheduler plan; its Base must be the table's current
+//     Generation (optimistic concurrency: a plan made on an old table is refused with
+//     ErrStalePlan and planned again). Barrier (leader only) waits until everything
+//     committed before it is applied, and a new coordinator calls it before planning.
+//
 // Allowed imports: the standard library, hashicorp/raft, raft-wal, go-msgpack/v2,
-// go-hclog (the slog bridge), prometheus client_golang. No project package: the agent
-// adapts gossip.Member into Peer.
+// go-hclog (the slog bridge), prometheus client_golang, and the pure scheduler (whose
+// Placement is the table's row type) and policy packages. Not gossip: the agent adapts
+// gossip.Member into Peer.
 package region

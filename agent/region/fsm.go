@@ -9,17 +9,17 @@ import (
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/hashicorp/raft"
+	"github.com/murmur-edge/murmur/scheduler"
 )
 
-// Placement says where one instance runs. Generation is the Raft log index of the
-// command that placed it on Node: an instance found running with an older generation
-// (after a partition heals) is stale.
-type Placement struct {
-	Instance   string `codec:"i"`
-	Intent     string `codec:"n,omitempty"`
-	Node       string `codec:"d"`
-	Generation uint64 `codec:"g"`
-}
+// Placement says where one instance runs: the scheduler's own type, so the table the
+// FSM commits is the table the planner reads, with no translation between them. The
+// FSM keeps only the committed fields (ID, Workload, Node, Version, Generation,
+// StartedAt); State, Healthy and Failures are what nodes report, joined in by the
+// coordinator, and are always zero here. Generation is the generation of the plan
+// (or the log index of the OpPlace command) that put the instance on Node: an
+// instance found running with an older generation (after a partition heals) is stale.
+type Placement = scheduler.Placement
 
 // State is the region's replicated state. Values returned by Node.State and FSM.State
 // are deep copies: callers may read and keep them, never share them back.
@@ -32,6 +32,9 @@ type State struct {
 	Intents map[string]string `codec:"v"`
 	// Drained: node names whose drain flag is set (value always true).
 	Drained map[string]bool `codec:"r"`
+	// Generation is the generation of the last applied plan (OpPlan); a plan must be
+	// computed from it (Plan.Base) and carry a higher one.
+	Generation uint64 `codec:"gn,omitempty"`
 	// Index is the Raft index of the last applied command (0 before any).
 	Index uint64 `codec:"x"`
 }
@@ -76,8 +79,43 @@ func ApplyCommand(s *State, idx uint64, cmd Command) error {
 	if err := cmd.Validate(); err != nil {
 		return err
 	}
+	if err := checkPlans(s, cmd); err != nil {
+		return err
+	}
 	applyValid(s, idx, cmd)
 	return nil
+}
+
+// ErrStalePlan is returned for a plan computed from another table than the one in
+// force (its Base is not State.Generation): the coordinator plans again.
+var ErrStalePlan = errors.New("stale plan")
+
+// checkPlans enforces optimistic concurrency for OpPlan: a plan applies only to the
+// table it was computed from, and generations only grow.
+func checkPlans(s *State, cmd Command) error {
+	gen := s.Generation
+	check := func(c Command) error {
+		if c.Op != OpPlan {
+			return nil
+		}
+		if c.Plan.Base != gen {
+			return fmt.Errorf("%w: computed from generation %d, the table is at %d", ErrStalePlan, c.Plan.Base, gen)
+		}
+		if c.Plan.Generation <= gen {
+			return fmt.Errorf("%w: generation %d is not above %d", ErrStalePlan, c.Plan.Generation, gen)
+		}
+		gen = c.Plan.Generation
+		return nil
+	}
+	if cmd.Op == OpBatch {
+		for _, c := range cmd.Batch {
+			if err := check(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return check(cmd)
 }
 
 func applyValid(s *State, idx uint64, cmd Command) {
@@ -88,10 +126,22 @@ func applyValid(s *State, idx uint64, cmd Command) {
 		}
 	case OpPlace:
 		old, ok := s.Placements[cmd.Instance]
-		if ok && old.Node == cmd.Node && old.Intent == cmd.Intent {
+		if ok && old.Node == cmd.Node && old.Workload == cmd.Intent {
 			return // unchanged: keep the generation that first placed it there
 		}
-		s.Placements[cmd.Instance] = Placement{Instance: cmd.Instance, Intent: cmd.Intent, Node: cmd.Node, Generation: idx}
+		s.Placements[cmd.Instance] = Placement{ID: cmd.Instance, Workload: cmd.Intent, Node: cmd.Node, Generation: idx}
+	case OpPlan:
+		p := cmd.Plan
+		for _, id := range p.Stops {
+			delete(s.Placements, id)
+		}
+		for _, pl := range p.Places {
+			s.Placements[pl.ID] = Placement{
+				ID: pl.ID, Workload: pl.Workload, Node: pl.Node, Version: pl.Version,
+				Generation: p.Generation, StartedAt: pl.StartedAt,
+			}
+		}
+		s.Generation = p.Generation
 	case OpUnplace:
 		delete(s.Placements, cmd.Instance)
 	case OpSetIntent:

@@ -7,15 +7,18 @@ import (
 	"io"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/hashicorp/raft"
+	"github.com/murmur-edge/murmur/policy"
+	"github.com/murmur-edge/murmur/scheduler"
 )
 
 func TestApplyCommand(t *testing.T) {
 	base := func() State {
 		s := NewState()
-		s.Placements["web-0"] = Placement{Instance: "web-0", Intent: "web", Node: "a", Generation: 3}
+		s.Placements["web-0"] = Placement{ID: "web-0", Workload: "web", Node: "a", Generation: 3}
 		s.Intents["web"] = "v1"
 		s.Drained["b"] = true
 		s.Index = 3
@@ -29,10 +32,10 @@ func TestApplyCommand(t *testing.T) {
 		wantErr string
 	}{
 		{"place new", Place("web-1", "web", "b"), 5, func(s *State) {
-			s.Placements["web-1"] = Placement{Instance: "web-1", Intent: "web", Node: "b", Generation: 5}
+			s.Placements["web-1"] = Placement{ID: "web-1", Workload: "web", Node: "b", Generation: 5}
 		}, ""},
 		{"move keeps nothing of the old generation", Place("web-0", "web", "c"), 6, func(s *State) {
-			s.Placements["web-0"] = Placement{Instance: "web-0", Intent: "web", Node: "c", Generation: 6}
+			s.Placements["web-0"] = Placement{ID: "web-0", Workload: "web", Node: "c", Generation: 6}
 		}, ""},
 		{"same place keeps its generation", Place("web-0", "web", "a"), 7, func(s *State) {}, ""},
 		{"unplace", Unplace("web-0"), 8, func(s *State) { delete(s.Placements, "web-0") }, ""},
@@ -43,8 +46,8 @@ func TestApplyCommand(t *testing.T) {
 		{"undrain", SetDrain("b", false), 9, func(s *State) { delete(s.Drained, "b") }, ""},
 		{"init once", Command{Op: OpInit, ClusterID: "c1"}, 9, func(s *State) { s.ClusterID = "c1" }, ""},
 		{"batch is one generation", Batch(Place("x", "i", "a"), Place("y", "i", "b"), Unplace("web-0")), 10, func(s *State) {
-			s.Placements["x"] = Placement{Instance: "x", Intent: "i", Node: "a", Generation: 10}
-			s.Placements["y"] = Placement{Instance: "y", Intent: "i", Node: "b", Generation: 10}
+			s.Placements["x"] = Placement{ID: "x", Workload: "i", Node: "a", Generation: 10}
+			s.Placements["y"] = Placement{ID: "y", Workload: "i", Node: "b", Generation: 10}
 			delete(s.Placements, "web-0")
 		}, ""},
 		{"batch all or nothing", Batch(Place("x", "i", "a"), Place("", "i", "b")), 10, func(s *State) {}, "batch[1]"},
@@ -271,4 +274,65 @@ func FuzzDecodeCommand(f *testing.F) {
 			t.Fatalf("round trip differs:\n%s", d)
 		}
 	})
+}
+
+func TestPlanCommand(t *testing.T) {
+	v := policy.Version{Wall: 1732291200123, Counter: 4, Node: "n1"}
+	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	s := NewState()
+	place := func(base, gen uint64, stops []string, ids ...string) Command {
+		p := Plan{Base: base, Generation: gen, Stops: stops}
+		for _, id := range ids {
+			p.Places = append(p.Places, Placement{ID: id, Workload: "web", Node: "a", Version: v, StartedAt: at,
+				State: scheduler.StateRunning, Healthy: true, Failures: 3, Generation: 99})
+		}
+		return PlanCommand(p)
+	}
+	// The command survives the wire with every committed field.
+	b, err := EncodeCommand(place(0, 5, nil, "web-5-0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, err := DecodeCommand(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ApplyCommand(&s, 7, cmd); err != nil {
+		t.Fatal(err)
+	}
+	got := s.Placements["web-5-0"]
+	want := Placement{ID: "web-5-0", Workload: "web", Node: "a", Version: v, Generation: 5, StartedAt: at}
+	if !got.StartedAt.Equal(at) || got.Version != v || got.Generation != 5 || got.State != "" || got.Healthy || got.Failures != 0 || got.ID != want.ID {
+		t.Errorf("placement = %+v, want %+v (reported fields are never committed)", got, want)
+	}
+	if s.Generation != 5 {
+		t.Errorf("generation = %d, want 5", s.Generation)
+	}
+	// A plan computed from an older table is refused and changes nothing.
+	before := s.Clone()
+	if err := ApplyCommand(&s, 8, place(0, 6, []string{"web-5-0"})); !errors.Is(err, ErrStalePlan) {
+		t.Fatalf("stale base: err = %v, want ErrStalePlan", err)
+	}
+	if err := ApplyCommand(&s, 9, place(5, 5, nil, "x")); !errors.Is(err, ErrStalePlan) {
+		t.Fatalf("generation not above: err = %v, want ErrStalePlan", err)
+	}
+	if len(s.Placements) != len(before.Placements) || s.Generation != before.Generation {
+		t.Fatalf("rejected plans changed the state: %+v", s)
+	}
+	// A migration: stop the old, place the new, in one entry.
+	if err := ApplyCommand(&s, 10, place(5, 9, []string{"web-5-0"}, "web-9-0")); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.Placements["web-5-0"]; ok || s.Placements["web-9-0"].Generation != 9 {
+		t.Errorf("after migration: %+v", s.Placements)
+	}
+	// Two plans in one batch must chain their generations.
+	if err := ApplyCommand(&s, 11, Batch(place(9, 10, nil, "a1"), place(9, 11, nil, "a2"))); !errors.Is(err, ErrStalePlan) {
+		t.Errorf("unchained batch: err = %v, want ErrStalePlan", err)
+	}
+	for _, bad := range []Command{{Op: OpPlan}, PlanCommand(Plan{}), place(9, 10, nil, "dup", "dup"), {Op: OpPlace, Instance: "i", Node: "n", Plan: &Plan{Generation: 1}}} {
+		if err := bad.Validate(); !errors.Is(err, ErrInvalidCommand) {
+			t.Errorf("Validate(%+v) = %v, want ErrInvalidCommand", bad, err)
+		}
+	}
 }

@@ -388,7 +388,8 @@ func (n *Node) raftPtr() *raft.Raft {
 // Apply commits cmd to the region's log and applies it. Leader only: elsewhere it
 // returns an error wrapping ErrNotLeader naming the leader. It returns the log index of
 // the command (the generation of the placements it made). The wait is bounded by ctx's
-// deadline (default 5 s).
+// deadline (default 5 s) and ends when ctx is cancelled; the entry may still commit
+// after that.
 func (n *Node) Apply(ctx context.Context, cmd Command) (uint64, error) {
 	r := n.raftPtr()
 	if r == nil || r.State() != raft.Leader {
@@ -407,7 +408,16 @@ func (n *Node) Apply(ctx context.Context, cmd Command) (uint64, error) {
 		}
 	}
 	f := r.Apply(b, timeout)
-	if err := f.Error(); err != nil {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }() // ends by raft's own timeout at the latest
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		// The entry may still commit: the caller must read the applied state, never
+		// assume it did not.
+		return 0, fmt.Errorf("apply %s: %w", cmd.Op, ctx.Err())
+	}
+	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
 			return 0, fmt.Errorf("apply %s: %w: %v", cmd.Op, ErrNotLeader, err)
 		}
@@ -1121,4 +1131,37 @@ func (n *Node) raftHeartbeatTimeout() time.Duration {
 		return 0
 	}
 	return n.r.ReloadableConfig().HeartbeatTimeout
+}
+
+// Barrier waits until every entry committed before the call is applied to this node's
+// FSM (leader only). A new coordinator calls it before its first plan, so it plans on
+// the whole table its predecessor committed.
+func (n *Node) Barrier(ctx context.Context) error {
+	r := n.raftPtr()
+	if r == nil || r.State() != raft.Leader {
+		return fmt.Errorf("barrier: %w", ErrNotLeader)
+	}
+	timeout := 5 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		if timeout = time.Until(d); timeout <= 0 {
+			return fmt.Errorf("barrier: %w", context.DeadlineExceeded)
+		}
+	}
+	if err := r.Barrier(timeout).Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return fmt.Errorf("barrier: %w: %v", ErrNotLeader, err)
+		}
+		return fmt.Errorf("barrier: %w", err)
+	}
+	return nil
+}
+
+// Term is this node's current Raft term (0 when Raft is not running). Assignments a
+// coordinator delivers carry it, so a node can refuse those of a deposed one.
+func (n *Node) Term() uint64 {
+	r := n.raftPtr()
+	if r == nil {
+		return 0
+	}
+	return r.CurrentTerm()
 }
