@@ -128,6 +128,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		Meta: gossip.Meta{
 			ID: id.ID, Region: cfg.Region, HTTPAddr: cfg.HTTP, RaftAddr: raftAdvertise,
 			Version: Version, Eligible: cfg.CoordinatorEligible, Labels: cfg.Labels,
+			MilliCPU: cfg.Capacity.MilliCPU, MemoryBytes: cfg.Capacity.MemoryBytes,
 		},
 		BindAddr:   bindHost,
 		BindPort:   bp,

@@ -53,6 +53,38 @@ func TestFleetConvergesAndSpreadsLoad(t *testing.T) {
 	}
 }
 
+// TestChangesArriveOnSubscribe: a subscriber is told of a join and of a peer's record
+// change, and reads the new view from Members; capacity travels in node meta.
+func TestChangesArriveOnSubscribe(t *testing.T) {
+	net := gossiptest.NewNetwork()
+	capacity := func(c *gossip.Config) { c.Meta.MilliCPU, c.Meta.MemoryBytes = 1500, 512<<20 }
+	a := gossiptest.Start(t, net, "a", capacity)
+	ch, cancel := a.Subscribe()
+	defer cancel()
+	b := gossiptest.Start(t, net, "b", capacity, a.Addr())
+	waitFor := func(what string, ok func(gossip.Member) bool) {
+		t.Helper()
+		deadline := time.After(wait)
+		for {
+			for _, m := range a.Members() {
+				if m.Name == "b" && ok(m) {
+					return
+				}
+			}
+			select {
+			case <-ch:
+			case <-deadline:
+				t.Fatalf("no change signal brought %s", what)
+			}
+		}
+	}
+	waitFor("b alive with its capacity", func(m gossip.Member) bool {
+		return m.Status == gossip.StatusAlive && m.MilliCPU == 1500 && m.MemoryBytes == 512<<20
+	})
+	b.SetState("k", "v1")
+	waitFor("b's new state", func(m gossip.Member) bool { return m.State["k"] == "v1" })
+}
+
 func TestKilledNodeBecomesDeadAndLeavingNodeLeft(t *testing.T) {
 	net := gossiptest.NewNetwork()
 	// No periodic push/pull: the node back at a new address must be re-admitted by the

@@ -86,6 +86,9 @@ type Member struct {
 	Eligible    bool
 	State       map[string]string
 	Local       bool // this node
+	// Capacity (millicores, bytes) the node offers to workloads; 0 when unknown.
+	MilliCPU    int64
+	MemoryBytes int64
 }
 
 // Up reports whether the member is taken to be running: alive, or suspect (a
@@ -161,6 +164,9 @@ type Gossip struct {
 
 	suspicionUnit time.Duration // set by Run before any goroutine starts; see suspicionMax
 	reclaimAfter  time.Duration // set by Run: when memberlist lets a dead name move address
+
+	subMu sync.Mutex // guards subs; a leaf lock (taken under mu)
+	subs  map[chan struct{}]struct{}
 
 	conflictMu sync.Mutex          // guards conflicts; taken under memberlist's node lock
 	conflicts  map[string]conflict // name → the new address of a dead member
@@ -258,6 +264,7 @@ func New(cfg Config) (*Gossip, error) {
 		seen:      make(map[uint64]time.Time),
 		conflicts: make(map[string]conflict),
 		rejoin:    make(chan struct{}, 1),
+		subs:      make(map[chan struct{}]struct{}),
 	}
 	g.metrics, err = newMetrics(cfg.Registerer, g)
 	if err != nil {
@@ -279,6 +286,36 @@ func (g *Gossip) Register(kind MessageKind, h Handler, sx StateExchange) {
 		panic("gossip: Register after Run")
 	}
 	g.handlers[kind] = registration{handler: h, state: sx}
+}
+
+// Subscribe returns a channel that receives a value whenever the fleet view changes
+// (a member joins, fails, leaves or comes back; a record's load, health, drivers or
+// state changes, the local one included), like Serf's EventCh but coalesced: one
+// pending signal at most, never blocking gossip. Read Members for the new view. The
+// returned function unsubscribes.
+func (g *Gossip) Subscribe() (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	g.subMu.Lock()
+	g.subs[ch] = struct{}{}
+	g.subMu.Unlock()
+	return ch, func() {
+		g.subMu.Lock()
+		delete(g.subs, ch)
+		g.subMu.Unlock()
+	}
+}
+
+// changed marks the snapshot stale and signals the subscribers.
+func (g *Gossip) changed() {
+	g.dirty.Store(true)
+	g.subMu.Lock()
+	for ch := range g.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	g.subMu.Unlock()
 }
 
 // LocalName is this node's name.
@@ -306,7 +343,7 @@ func (g *Gossip) SetLoad(l Load, instances int, health string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.local.CPU, g.local.Memory, g.local.Instances, g.local.Health = l.CPU, l.Memory, instances, health
-	g.dirty.Store(true)
+	g.changed()
 	g.wake()
 }
 
@@ -323,7 +360,7 @@ func (g *Gossip) SetDrivers(drivers []string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.local.Drivers = slices.Clone(drivers)
-	g.dirty.Store(true)
+	g.changed()
 	g.wake()
 }
 
@@ -341,7 +378,7 @@ func (g *Gossip) SetState(key, value string) {
 		st[key] = value
 	}
 	g.local.State = st
-	g.dirty.Store(true)
+	g.changed()
 	g.wake()
 }
 
@@ -363,6 +400,7 @@ func (g *Gossip) Members() []Member {
 			Status: n.status, StatusSince: n.since, Labels: n.meta.Labels,
 			HTTPAddr: n.meta.HTTPAddr, RaftAddr: n.meta.RaftAddr, Version: n.meta.Version,
 			Eligible: n.meta.Eligible, Local: n.name == g.cfg.Name,
+			MilliCPU: n.meta.MilliCPU, MemoryBytes: n.meta.MemoryBytes,
 		}
 		rec, ok := g.records[n.name]
 		if m.Local {
@@ -382,6 +420,7 @@ func (g *Gossip) Members() []Member {
 			Version: g.cfg.Meta.Version, Eligible: g.cfg.Meta.Eligible, Local: true,
 			Load: Load{CPU: g.local.CPU, Memory: g.local.Memory}, Instances: g.local.Instances,
 			Health: g.local.Health, Drivers: g.local.Drivers, State: g.local.State,
+			MilliCPU: g.cfg.Meta.MilliCPU, MemoryBytes: g.cfg.Meta.MemoryBytes,
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -859,11 +898,11 @@ func (g *Gossip) refreshFromMemberlist(now time.Time) {
 			if e.status == StatusDead || e.status == StatusLeft {
 				e.status, e.since = StatusAlive, now // its rejoin event was dropped
 			}
-			g.dirty.Store(true)
+			g.changed()
 		}
 		if e.status == StatusSuspect && now.Sub(e.since) > suspicionMax {
 			e.status, e.since = StatusAlive, now
-			g.dirty.Store(true)
+			g.changed()
 		}
 	}
 	if resync {
@@ -872,7 +911,7 @@ func (g *Gossip) refreshFromMemberlist(now time.Time) {
 				e.status, e.since = StatusDead, now
 			}
 		}
-		g.dirty.Store(true)
+		g.changed()
 	}
 	// Forget members dead or left for longer than forgetAfter, so fleets that churn
 	// names do not grow the view and every push/pull without bound.
@@ -880,7 +919,7 @@ func (g *Gossip) refreshFromMemberlist(now time.Time) {
 		if (e.status == StatusDead || e.status == StatusLeft) && now.Sub(e.since) > forgetAfter && name != g.cfg.Name {
 			delete(g.nodes, name)
 			delete(g.records, name)
-			g.dirty.Store(true)
+			g.changed()
 		}
 	}
 }
@@ -894,7 +933,7 @@ func (g *Gossip) markSuspect(name string) {
 	defer g.mu.Unlock()
 	if e, ok := g.nodes[name]; ok && e.status == StatusAlive {
 		e.status, e.since = StatusSuspect, time.Now()
-		g.dirty.Store(true)
+		g.changed()
 	}
 }
 
@@ -985,7 +1024,7 @@ func (g *Gossip) applyEvent(ev nodeEvent) {
 			g.log.Info("member "+ev.status, "node", ev.name, "addr", ev.addr)
 		}
 	}
-	g.dirty.Store(true)
+	g.changed()
 }
 
 func (g *Gossip) handleMessage(b []byte) {
@@ -1051,7 +1090,7 @@ func (g *Gossip) mergeRecord(rec Record) bool {
 	if e, ok := g.nodes[rec.Node]; ok && rec.Left && e.status == StatusDead {
 		e.status = StatusLeft // the leave record came after memberlist's leave event
 	}
-	g.dirty.Store(true)
+	g.changed()
 	return true
 }
 

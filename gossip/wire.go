@@ -76,6 +76,9 @@ type Meta struct {
 	Version  string            `codec:"v,omitempty"`
 	Eligible bool              `codec:"e,omitempty"`
 	Labels   map[string]string `codec:"l,omitempty"`
+	// Capacity the scheduler may hand out on the node: millicores and bytes.
+	MilliCPU    int64 `codec:"c,omitempty"`
+	MemoryBytes int64 `codec:"m,omitempty"`
 }
 
 func encodeMeta(m Meta) ([]byte, error) {

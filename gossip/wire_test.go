@@ -38,13 +38,14 @@ func TestWireRoundTrip(t *testing.T) {
 	if got.Node != want.Node || got.Seq != want.Seq || got.CPU != want.CPU || got.State["a"] != "b" || !got.Left || got.Drivers[0] != "exec" {
 		t.Errorf("DecodeRecord(encode(%+v)) = %+v", want, got)
 	}
-	meta := Meta{ID: "x", Region: "r", HTTPAddr: "127.0.0.1:1", RaftAddr: "127.0.0.1:2", Version: "v", Eligible: true, Labels: map[string]string{"zone": "a"}}
+	meta := Meta{ID: "x", Region: "r", HTTPAddr: "127.0.0.1:1", RaftAddr: "127.0.0.1:2", Version: "v", Eligible: true, Labels: map[string]string{"zone": "a"},
+		MilliCPU: 2000, MemoryBytes: 1 << 30}
 	mb, err := encodeMeta(meta)
 	if err != nil {
 		t.Fatal(err)
 	}
 	gm, err := DecodeMeta(mb)
-	if err != nil || gm.ID != "x" || gm.Labels["zone"] != "a" || !gm.Eligible {
+	if err != nil || gm.ID != "x" || gm.Labels["zone"] != "a" || !gm.Eligible || gm.MilliCPU != 2000 || gm.MemoryBytes != 1<<30 {
 		t.Errorf("DecodeMeta = %+v, %v", gm, err)
 	}
 	big := map[string]string{}
