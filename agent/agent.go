@@ -12,13 +12,16 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
+	"github.com/murmur-edge/murmur/agent/coordinator"
 	"github.com/murmur-edge/murmur/agent/intents"
 	"github.com/murmur-edge/murmur/agent/region"
 	"github.com/murmur-edge/murmur/gossip"
+	"github.com/murmur-edge/murmur/runtime"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -33,7 +36,11 @@ type Deps struct {
 	// test fleets: region.InmemNetwork). Both or neither.
 	RaftTransport raft.Transport
 	RaftControl   region.Control
-	// Now is the clock; nil means time.Now.
+	// Clock is the one clock of every component that waits (coordinator, assignments,
+	// supervisor, region timers); nil means the real clock.
+	Clock runtime.Clock
+	// Now overrides Clock.Now for the components that only read the time (intents,
+	// status); nil means Clock.Now.
 	Now func() time.Time
 }
 
@@ -44,12 +51,15 @@ type Agent struct {
 	reg     prometheus.Registerer
 	gather  prometheus.Gatherer
 	now     func() time.Time
+	clock   runtime.Clock
 	started time.Time
 
 	id      identity
 	gossip  *gossip.Gossip
 	intents *intents.Service
 	region  *region.Node
+	coord   *coordinator.Coordinator
+	local   atomic.Pointer[coordinator.Local] // set in Run once the supervisor exists
 
 	// Set in Run before ready is closed, read-only afterwards.
 	sup        supervisor
@@ -78,8 +88,11 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if deps.Gatherer == nil {
 		return nil, errors.New("agent: Deps.Gatherer is nil while Registerer is set")
 	}
+	if deps.Clock == nil {
+		deps.Clock = runtime.RealClock{}
+	}
 	if deps.Now == nil {
-		deps.Now = time.Now
+		deps.Now = deps.Clock.Now
 	}
 	if cfg.Capacity.MilliCPU == 0 || cfg.Capacity.MemoryBytes == 0 {
 		det, err := DetectCapacity()
@@ -96,7 +109,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if cfg.Reserve == (Resources{}) {
 		cfg.Reserve = DefaultReserve()
 	}
-	a := &Agent{cfg: cfg, log: deps.Logger, reg: deps.Registerer, gather: deps.Gatherer, now: deps.Now, ready: make(chan struct{})}
+	a := &Agent{cfg: cfg, log: deps.Logger, reg: deps.Registerer, gather: deps.Gatherer, now: deps.Now, clock: deps.Clock, ready: make(chan struct{})}
 	if !isLoopback(cfg.HTTP) {
 		if cfg.APITokenFile == "" {
 			return nil, &FieldError{"http", fmt.Errorf("%s listens beyond loopback: give --api-token-file so writes need a bearer token, or bind the API to 127.0.0.1", cfg.HTTP)}
@@ -169,11 +182,19 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		Timing: timing,
 		NodeID: id.ID, Name: cfg.Name, Region: cfg.Region, RaftBind: cfg.RaftBind, RaftAdvertise: raftAdvertise,
 		DataDir: cfg.DataDir, Voters: cfg.Voters, Eligible: cfg.CoordinatorEligible, BootstrapExpect: cfg.BootstrapExpect,
-		Logger: a.log, Registerer: a.reg, Transport: deps.RaftTransport, Control: deps.RaftControl,
+		Logger: a.log, Registerer: a.reg, Transport: deps.RaftTransport, Control: deps.RaftControl, Clock: deps.Clock,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("region %s: %w", cfg.Region, err)
 	}
+	a.coord, err = coordinator.New(coordinator.Config{
+		Region: cfg.Region, Node: cfg.Name, Raft: a.region, Fleet: a.gossip, Intents: a.intents, Send: a.send,
+		Clock: deps.Clock, Logger: a.log, Registerer: a.reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.gossip.Register(gossip.KindAssign, a.handleAssign, nil)
 	if err := a.registerMetrics(); err != nil {
 		return nil, err
 	}
@@ -208,11 +229,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.sup, a.usage, a.drivers, a.limitsNote = sup, supervisorUsage{sup}, drivers, note
 	a.gossip.SetDrivers(drivers)
+	local, err := coordinator.NewLocal(coordinator.LocalConfig{
+		Node: a.cfg.Name, Region: a.cfg.Region, DataDir: a.cfg.DataDir, Supervisor: sup, Intents: a.intents,
+		Send: a.send, CoordinatorName: func() string { return a.coordinatorOf(a.cfg.Region) }, SetState: a.gossip.SetState,
+		Coordinator: a.coord, Clock: a.clock, Logger: a.log, Registerer: a.reg,
+	})
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("load this node's assignment: %w", err)
+	}
+	a.local.Store(local)
 	srv := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 8)
-	for name, run := range map[string]func(context.Context) error{"supervisor": a.sup.Run, "intents": a.intents.Run} {
+	for name, run := range map[string]func(context.Context) error{"supervisor": a.sup.Run, "intents": a.intents.Run, "assignments": local.Run} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -252,7 +283,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	regionCtx, stopRegion := context.WithCancel(runCtx)
 	defer stopRegion()
 	regionDone := make(chan struct{})
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		if err := a.coord.Run(regionCtx); err != nil {
+			errc <- fmt.Errorf("coordinator: %w", err)
+		}
+	}()
 	go func() {
 		defer wg.Done()
 		defer close(regionDone)

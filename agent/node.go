@@ -13,6 +13,7 @@ import (
 type supervisor interface {
 	Run(ctx context.Context) error
 	SetDesired(specs []runtime.InstanceSpec) error
+	Desired() []runtime.InstanceSpec
 	Instances() []runtime.InstanceStatus
 	Usage() runtime.NodeUsage
 }
@@ -44,7 +45,12 @@ func (a *Agent) startRuntime(ctx context.Context) (supervisor, []string, string,
 	}
 	sup, err := runtime.New(runtime.Config{
 		Node: a.cfg.Name, DataDir: filepath.Join(a.cfg.DataDir, "runtime"), Drivers: drivers,
-		Logger: a.log, Registerer: a.reg,
+		Logger: a.log, Registerer: a.reg, Clock: a.clock,
+		OnChange: func() {
+			if l := a.local.Load(); l != nil {
+				l.NotifyInstances()
+			}
+		},
 	})
 	if err != nil {
 		return nil, nil, "", err

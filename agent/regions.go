@@ -88,7 +88,9 @@ func (a *Agent) regionLoop(ctx context.Context) {
 	}
 }
 
-func (a *Agent) handleRegions(w http.ResponseWriter, r *http.Request) {
+// regionSummaries is the /v1/regions view: gossip for every region, corrected for
+// this node's own region by its Raft view when it is a member of the group.
+func (a *Agent) regionSummaries() []region.RegionSummary {
 	peers := peersOf(a.gossip.Members())
 	sums := region.Summarize(peers)
 	if sums == nil {
@@ -121,5 +123,23 @@ func (a *Agent) handleRegions(w http.ResponseWriter, r *http.Request) {
 			slices.Sort(sums[i].Voters)
 		}
 	}
-	api.WriteJSON(w, http.StatusOK, map[string]any{"regions": sums})
+	return sums
+}
+
+// coordinatorOf is the name of region r's coordinator as this node knows it ("" when
+// none is known).
+func (a *Agent) coordinatorOf(r string) string {
+	if r == a.cfg.Region && a.coord.Leading() {
+		return a.cfg.Name
+	}
+	for _, s := range a.regionSummaries() {
+		if s.Name == r {
+			return s.Coordinator
+		}
+	}
+	return ""
+}
+
+func (a *Agent) handleRegions(w http.ResponseWriter, r *http.Request) {
+	api.WriteJSON(w, http.StatusOK, map[string]any{"regions": a.regionSummaries()})
 }

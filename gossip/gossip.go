@@ -31,6 +31,7 @@ type MessageKind uint8
 const (
 	KindIntents MessageKind = 32
 	KindRegion  MessageKind = 33
+	KindAssign  MessageKind = 34 // assignments, reports and workload queries (agent/coordinator)
 )
 
 // Member statuses.

@@ -200,7 +200,7 @@ func (d *ExecDriver) writeHandle(h Handle) error {
 	if err != nil {
 		return fmt.Errorf("marshal handle: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(d.instDir(h.InstanceID), "handle.json"), b, 0o644)
+	return WriteFileAtomic(filepath.Join(d.instDir(h.InstanceID), "handle.json"), b, 0o644)
 }
 
 // alive reports whether h's process still exists and is the same process

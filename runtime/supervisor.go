@@ -232,7 +232,7 @@ func (s *Supervisor) SetDesired(specs []InstanceSpec) error {
 	if err != nil {
 		return fmt.Errorf("set desired: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(s.cfg.DataDir, desiredFileName), b, 0o644); err != nil {
+	if err := WriteFileAtomic(filepath.Join(s.cfg.DataDir, desiredFileName), b, 0o644); err != nil {
 		return fmt.Errorf("set desired: persist: %w", err)
 	}
 	s.mu.Lock()

@@ -367,6 +367,42 @@ func (s *Service) Live() (workloads, policies []*policy.Intent) {
 	return workloads, policies
 }
 
+// LiveIntent is a live intent with the version it is stored at.
+type LiveIntent struct {
+	*policy.Intent
+	Version policy.Version
+}
+
+// LiveVersions is Live with each intent's version, for the coordinator: placements
+// carry the version of the spec they run.
+func (s *Service) LiveVersions() (workloads, policies []LiveIntent) {
+	snap := s.snap.Load()
+	for _, n := range snap.names {
+		e := snap.byName[n]
+		if e.intent == nil {
+			continue
+		}
+		li := LiveIntent{Intent: e.intent, Version: e.rec.Version}
+		switch e.intent.Kind {
+		case policy.KindWorkload:
+			workloads = append(workloads, li)
+		case policy.KindPolicy:
+			policies = append(policies, li)
+		}
+	}
+	return workloads, policies
+}
+
+// Lookup returns the stored intent of name and its version; ok is false when the
+// name is unknown or deleted.
+func (s *Service) Lookup(name string) (in *policy.Intent, v policy.Version, ok bool) {
+	e, found := s.snap.Load().byName[name]
+	if !found || e.intent == nil {
+		return nil, policy.Version{}, false
+	}
+	return e.intent, e.rec.Version, true
+}
+
 // Records returns every stored record, tombstones included, sorted by name.
 func (s *Service) Records() []policy.Record {
 	snap := s.snap.Load()

@@ -1,0 +1,521 @@
+package coordinator
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/murmur-edge/murmur/agent/intents"
+	"github.com/murmur-edge/murmur/agent/region"
+	"github.com/murmur-edge/murmur/gossip"
+	"github.com/murmur-edge/murmur/runtime"
+	"github.com/murmur-edge/murmur/scheduler"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Raft is what the coordinator needs of the region's Raft group (*region.Node).
+type Raft interface {
+	IsLeader() bool
+	// Subscribe signals leadership changes (coalesced).
+	Subscribe() (<-chan struct{}, func())
+	Barrier(ctx context.Context) error
+	Apply(ctx context.Context, cmd region.Command) (uint64, error)
+	State() region.State
+	Term() uint64
+}
+
+// Fleet is what the coordinator needs of gossip (*gossip.Gossip).
+type Fleet interface {
+	Members() []gossip.Member
+	Subscribe() (<-chan struct{}, func())
+}
+
+// Intents is what the coordinator needs of the intent store (*intents.Service).
+type Intents interface {
+	LiveVersions() (workloads, policies []intents.LiveIntent)
+	Changed() <-chan struct{}
+}
+
+// Config configures a Coordinator. Every field but the tunables is required.
+type Config struct {
+	Region string // the region it coordinates when its node leads the Raft group
+	Node   string // this node's name
+	Raft   Raft
+	Fleet   Fleet
+	Intents Intents
+	// Send delivers a payload to a node of the fleet (the agent: gossip's reliable
+	// channel, or a direct call for this node). It may block; the coordinator calls
+	// it from its own goroutines, one at a time per node.
+	Send func(node string, payload []byte) error
+
+	Clock      runtime.Clock // default runtime.RealClock
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer // nil: no metrics
+
+	// SafetyTick plans even when nothing signalled a change. Default 5 s.
+	SafetyTick time.Duration
+	// ResendAfter is the first wait before an unacknowledged assignment is sent again;
+	// it doubles per try up to 8×. Default 500 ms.
+	ResendAfter time.Duration
+}
+
+// Coordinator is the region's coordinator loop. It runs on every node of the region;
+// only while its node leads the region's Raft group does it plan, commit and deliver.
+type Coordinator struct {
+	cfg Config
+	log *slog.Logger
+	m   *metrics
+
+	reportMu sync.Mutex        // guards inbox
+	inbox    map[string]Report // node → newest report not yet taken by the leader loop
+	reportCh chan struct{}     // cap 1: inbox has something
+
+	view   atomic.Pointer[viewInputs] // nil while not leading
+	leader atomic.Bool                // the leader loop runs and has planned once
+}
+
+type viewInputs struct {
+	st      region.State
+	nodes   map[string]nodeInfo
+	reports map[string]Report
+	sums    []Summary
+}
+
+// New validates cfg and builds a Coordinator. It starts nothing.
+func New(cfg Config) (*Coordinator, error) {
+	if cfg.Region == "" || cfg.Node == "" || cfg.Raft == nil || cfg.Fleet == nil || cfg.Intents == nil || cfg.Send == nil {
+		return nil, errors.New("coordinator: Region, Node, Raft, Fleet, Intents and Send are required")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = runtime.RealClock{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.SafetyTick = cmp.Or(cfg.SafetyTick, 5*time.Second)
+	cfg.ResendAfter = cmp.Or(cfg.ResendAfter, 500*time.Millisecond)
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	return &Coordinator{
+		cfg: cfg, log: cfg.Logger.With("component", "coordinator", "region", cfg.Region), m: m,
+		inbox: map[string]Report{}, reportCh: make(chan struct{}, 1),
+	}, nil
+}
+
+// HandleReport takes a node's report. It never blocks: the newest report per node is
+// kept for the leader loop.
+func (c *Coordinator) HandleReport(r Report) {
+	if r.Region != "" && r.Region != c.cfg.Region {
+		return
+	}
+	c.reportMu.Lock()
+	c.inbox[r.Node] = r
+	c.reportMu.Unlock()
+	select {
+	case c.reportCh <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Coordinator) takeReports() map[string]Report {
+	c.reportMu.Lock()
+	defer c.reportMu.Unlock()
+	if len(c.inbox) == 0 {
+		return nil
+	}
+	out := c.inbox
+	c.inbox = map[string]Report{}
+	return out
+}
+
+// Leading reports whether this node coordinates its region now (and has planned).
+func (c *Coordinator) Leading() bool { return c.leader.Load() }
+
+// View returns the region's workloads (filtered to one intent unless intent is "");
+// ok is false when this node does not coordinate the region.
+func (c *Coordinator) View(intent string) (View, bool) {
+	vi := c.view.Load()
+	if vi == nil || !c.leader.Load() {
+		return View{}, false
+	}
+	return buildView(c.cfg.Region, c.cfg.Node, vi.st, vi.nodes, vi.reports, vi.sums, intent), true
+}
+
+// Run follows leadership until ctx ends: a leader loop is started when this node wins
+// the region's Raft leadership and stopped (and waited for) when it loses it, as
+// Nomad's monitorLeadership does. It returns after every goroutine it started exited.
+func (c *Coordinator) Run(ctx context.Context) error {
+	ch, cancel := c.cfg.Raft.Subscribe()
+	defer cancel()
+	var stop context.CancelFunc
+	var done chan struct{}
+	halt := func() {
+		if stop != nil {
+			stop()
+			<-done
+			stop, done = nil, nil
+		}
+	}
+	defer halt()
+	for {
+		switch lead := c.cfg.Raft.IsLeader(); {
+		case lead && stop == nil:
+			lctx, cancelLoop := context.WithCancel(ctx)
+			stop, done = cancelLoop, make(chan struct{})
+			go func() {
+				defer close(done)
+				c.leaderLoop(lctx)
+			}()
+		case !lead && stop != nil:
+			halt()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ch:
+		}
+	}
+}
+
+// nodeTrack is the delivery state of one node, owned by the leader loop.
+type nodeTrack struct {
+	sent     string    // digest last sent
+	sentAt   time.Time // when
+	tries    int       // sends of sent without an ack
+	inflight bool
+	acked    string // digest the node reported or gossiped as applied
+}
+
+type sendResult struct {
+	node string
+	err  error
+}
+
+// loopState is owned by one leader loop.
+type loopState struct {
+	track       map[string]*nodeTrack
+	reports     map[string]Report
+	hot         map[string]HotState
+	sums        []Summary
+	recheckAt   time.Time
+	committedAt time.Time // when the last plan committed
+	lastGen     uint64    // table generation the last delivery pass read
+	results     chan sendResult
+	wg          sync.WaitGroup
+}
+
+// leaderLoop is the coordinator's work while leading: barrier, then plan on every
+// change, commit, and deliver from the applied state.
+func (c *Coordinator) leaderLoop(ctx context.Context) {
+	ls := &loopState{track: map[string]*nodeTrack{}, reports: map[string]Report{}, hot: map[string]HotState{}, results: make(chan sendResult, 64)}
+	defer func() {
+		c.leader.Store(false)
+		c.view.Store(nil)
+		ls.wg.Wait()
+	}()
+	c.log.Info("coordinator loop started")
+	// Plan only on the whole table the predecessor committed.
+	for {
+		bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := c.cfg.Raft.Barrier(bctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		c.log.Warn("raft barrier before planning failed; retrying", "err", err)
+		t := c.cfg.Clock.NewTimer(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C():
+		}
+	}
+	fleetCh, unsub := c.cfg.Fleet.Subscribe()
+	defer unsub()
+	safety := c.cfg.Clock.NewTimer(c.cfg.SafetyTick)
+	defer func() { safety.Stop() }()
+	var wake runtime.Timer // recheck or resend, whichever is first
+	defer func() {
+		if wake != nil {
+			wake.Stop()
+		}
+	}()
+	dirty := true
+	for {
+		intentsCh := c.cfg.Intents.Changed()
+		if r := c.takeReports(); r != nil && c.absorb(ls, r) {
+			dirty = true
+		}
+		if dirty {
+			dirty = c.planOnce(ctx, ls)
+			c.leader.Store(true)
+		}
+		next := c.deliver(ctx, ls)
+		if !ls.recheckAt.IsZero() && (next.IsZero() || ls.recheckAt.Before(next)) {
+			next = ls.recheckAt
+		}
+		if wake != nil {
+			wake.Stop()
+			wake = nil
+		}
+		var wakeC <-chan time.Time
+		if !next.IsZero() {
+			wake = c.cfg.Clock.NewTimer(max(next.Sub(c.cfg.Clock.Now()), time.Millisecond))
+			wakeC = wake.C()
+		}
+		if dirty {
+			continue // a stale plan: plan again at once
+		}
+		select {
+		case <-ctx.Done():
+			c.log.Info("coordinator loop stopped")
+			return
+		case <-fleetCh:
+			dirty = true
+		case <-intentsCh:
+			dirty = true
+		case <-c.reportCh:
+		case r := <-ls.results:
+			c.sendDone(ls, r)
+		case <-wakeC:
+			now := c.cfg.Clock.Now()
+			if !ls.recheckAt.IsZero() && !now.Before(ls.recheckAt) {
+				dirty = true
+			}
+		case <-safety.C():
+			safety = c.cfg.Clock.NewTimer(c.cfg.SafetyTick)
+			dirty = true
+		}
+	}
+}
+
+// absorb merges new reports; it reports whether an instance state the planner reads
+// changed.
+func (c *Coordinator) absorb(ls *loopState, in map[string]Report) bool {
+	changed := false
+	for node, r := range in {
+		old, had := ls.reports[node]
+		ls.reports[node] = r
+		if t := ls.track[node]; t != nil && r.Digest != "" {
+			t.acked = r.Digest
+			if r.Digest == t.sent {
+				t.tries = 0
+			}
+		}
+		if !had || instanceKey(old) != instanceKey(r) {
+			changed = true
+		}
+	}
+	c.publishView(ls, c.cfg.Raft.State())
+	return changed
+}
+
+// instanceKey is what of a report matters to the planner.
+func instanceKey(r Report) string {
+	k := ""
+	for _, ir := range r.Instances {
+		k += fmt.Sprintf("%s/%d/%s|", ir.ID, ir.Generation, schedState(ir.State))
+	}
+	return k
+}
+
+// planOnce builds the input, plans, and commits a non-empty plan. It returns true
+// when the plan was refused as stale and must be made again.
+func (c *Coordinator) planOnce(ctx context.Context, ls *loopState) (again bool) {
+	start := time.Now()
+	now := c.cfg.Clock.Now()
+	st := c.cfg.Raft.State()
+	ws, ps := c.cfg.Intents.LiveVersions()
+	members := c.cfg.Fleet.Members()
+	op := offloadPolicy(regionPolicies(ps, c.cfg.Region), c.cfg.Region)
+	ls.hot = UpdateHot(ls.hot, members, c.cfg.Region, op, now)
+	snap := Snapshot{Region: c.cfg.Region, Now: now, Members: members, State: st, Workloads: ws, Policies: ps, Reports: ls.reports, Hot: ls.hot}
+	in, rejected := BuildInput(snap)
+	res := scheduler.Plan(in)
+	c.m.planSeconds.Observe(time.Since(start).Seconds())
+	ls.sums = summaries(snap, in, res, rejected)
+	ls.recheckAt = res.RecheckAt
+	defer func() { c.publishView(ls, c.cfg.Raft.State()) }()
+	if res.Empty() {
+		return false
+	}
+	cmd := PlanCommand(st.Generation, res)
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err := c.cfg.Raft.Apply(actx, cmd)
+	cancel()
+	switch {
+	case errors.Is(err, region.ErrStalePlan):
+		c.m.plans.WithLabelValues("stale").Inc()
+		c.log.Info("plan refused as stale; planning again", "err", err)
+		return true
+	case err != nil:
+		c.m.plans.WithLabelValues("failed").Inc()
+		c.log.Warn("commit plan", "err", err, "actions", len(res.Actions))
+		return false
+	}
+	ls.committedAt = c.cfg.Clock.Now()
+	c.m.plans.WithLabelValues("committed").Inc()
+	for _, a := range res.Actions {
+		c.m.actions.WithLabelValues(string(a.Kind), string(a.Cause)).Inc()
+		c.log.Info("placement", "action", a.Kind, "cause", a.Cause, "intent", a.Workload, "instance", a.Instance,
+			"node", a.Node, "replaces", a.Replaces, "from", a.From, "reason", a.Reason, "generation", res.Generation)
+		if a.Kind == scheduler.ActionMigrate && a.Cause == scheduler.CauseOffload {
+			h := ls.hot[a.From]
+			h.LastMigration = now
+			ls.hot[a.From] = h
+		}
+	}
+	for _, u := range res.Unplaced {
+		c.log.Info("unplaced", "intent", u.Workload, "instance", u.Instance, "count", u.Count, "reason", u.Reason)
+	}
+	return false
+}
+
+// PlanCommand turns a scheduler result into the region command that commits it: the
+// stopped instances and those a migration replaces go, the new placements come. The
+// hand-over of a migration is not tracked: the old instance stops as the new one is
+// assigned (at-least-once holds: the new one is started by its node right away).
+func PlanCommand(base uint64, res scheduler.Result) region.Command {
+	p := region.Plan{Base: base, Generation: res.Generation}
+	for _, a := range res.Actions {
+		switch a.Kind {
+		case scheduler.ActionStop:
+			p.Stops = append(p.Stops, a.Instance)
+		case scheduler.ActionMigrate:
+			p.Stops = append(p.Stops, a.Replaces)
+			fallthrough
+		case scheduler.ActionPlace:
+			p.Places = append(p.Places, region.Placement{ID: a.Instance, Workload: a.Workload, Node: a.Node, Version: a.Version, StartedAt: res.Now})
+		}
+	}
+	return region.PlanCommand(p)
+}
+
+// Assignments groups the applied table by node. Pure.
+func Assignments(st region.State) map[string][]Assigned {
+	out := map[string][]Assigned{}
+	for _, p := range st.Placements {
+		out[p.Node] = append(out[p.Node], Assigned{ID: p.ID, Intent: p.Workload, Version: p.Version, Generation: p.Generation})
+	}
+	for _, as := range out {
+		slices.SortFunc(as, func(a, b Assigned) int { return cmp.Compare(a.ID, b.ID) })
+	}
+	return out
+}
+
+// deliver sends every reachable node of the region whose applied set differs from the
+// table its new set, read from the applied state. It returns when the next resend is
+// due (zero if none).
+func (c *Coordinator) deliver(ctx context.Context, ls *loopState) time.Time {
+	st := c.cfg.Raft.State()
+	term := c.cfg.Raft.Term()
+	now := c.cfg.Clock.Now()
+	byNode := Assignments(st)
+	var next time.Time
+	seen := map[string]bool{}
+	for _, m := range c.cfg.Fleet.Members() {
+		if m.Region != c.cfg.Region {
+			continue
+		}
+		seen[m.Name] = true
+		t := ls.track[m.Name]
+		if t == nil {
+			t = &nodeTrack{}
+			ls.track[m.Name] = t
+		}
+		if !m.Up() {
+			t.tries = 0
+			t.sent = "" // a node back from the dead gets its set again
+			continue
+		}
+		set := byNode[m.Name]
+		digest := Digest(set)
+		// The gossiped digest counts as an ack only for a node this loop has sent to:
+		// a new coordinator contacts every node once, and each answers with a report.
+		if g := m.State[StateKeyApplied]; g != "" && t.acked != digest && t.sent != "" {
+			if d, _ := splitApplied(g); d == digest {
+				t.acked = digest
+			}
+		}
+		if t.acked == digest || t.inflight {
+			continue
+		}
+		if t.sent == digest {
+			due := t.sentAt.Add(c.cfg.ResendAfter << min(t.tries, 3))
+			if now.Before(due) {
+				if next.IsZero() || due.Before(next) {
+					next = due
+				}
+				continue
+			}
+		} else {
+			t.tries = 0
+		}
+		a := Assignment{Region: c.cfg.Region, Cluster: st.ClusterID, Term: term, Generation: st.Generation, Node: m.Name, Digest: digest, Instances: set}
+		if t.sent != digest && !ls.committedAt.IsZero() {
+			a.CommittedAt = ls.committedAt.UnixNano()
+		}
+		payload, err := Encode(a)
+		if err != nil {
+			c.log.Error("encode assignment", "node", m.Name, "err", err)
+			continue
+		}
+		if t.sent == digest {
+			c.m.resends.Inc()
+		}
+		t.sent, t.sentAt, t.inflight = digest, now, true
+		t.tries++
+		due := now.Add(c.cfg.ResendAfter << min(t.tries, 3))
+		if next.IsZero() || due.Before(next) {
+			next = due
+		}
+		ls.wg.Add(1)
+		go func(node string) {
+			defer ls.wg.Done()
+			err := c.cfg.Send(node, payload)
+			select {
+			case ls.results <- sendResult{node, err}:
+			case <-ctx.Done():
+			}
+		}(m.Name)
+	}
+	for n := range ls.track {
+		if !seen[n] && !ls.track[n].inflight {
+			delete(ls.track, n)
+		}
+	}
+	ls.lastGen = st.Generation
+	return next
+}
+
+func (c *Coordinator) sendDone(ls *loopState, r sendResult) {
+	t := ls.track[r.node]
+	if t == nil {
+		return
+	}
+	t.inflight = false
+	if r.err != nil {
+		c.m.sendErrors.Inc()
+		c.log.Debug("deliver assignment", "node", r.node, "err", r.err)
+	}
+}
+
+func (c *Coordinator) publishView(ls *loopState, st region.State) {
+	nodes := map[string]nodeInfo{}
+	for _, m := range c.cfg.Fleet.Members() {
+		if m.Region == c.cfg.Region {
+			nodes[m.Name] = nodeInfo{status: scheduler.NodeStatus(m.Status)}
+		}
+	}
+	c.view.Store(&viewInputs{st: st, nodes: nodes, reports: maps.Clone(ls.reports), sums: slices.Clone(ls.sums)})
+}

@@ -1,0 +1,271 @@
+package coordinator
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/murmur-edge/murmur/agent/intents"
+	"github.com/murmur-edge/murmur/agent/region"
+	"github.com/murmur-edge/murmur/gossip"
+	"github.com/murmur-edge/murmur/policy"
+	"github.com/murmur-edge/murmur/runtime"
+	"github.com/murmur-edge/murmur/scheduler"
+)
+
+// Snapshot is everything one plan is made from. The leader loop fills it; BuildInput
+// turns it into the scheduler's Input. Nothing in it is modified.
+type Snapshot struct {
+	Region    string
+	Now       time.Time
+	Members   []gossip.Member // the whole fleet view; other regions are ignored
+	State     region.State    // the applied table
+	Workloads []intents.LiveIntent
+	Policies  []intents.LiveIntent
+	Reports   map[string]Report   // node name → its latest report
+	Hot       map[string]HotState // node name → offload bookkeeping
+}
+
+// HotState is the offload bookkeeping the coordinator keeps per node between plans.
+type HotState struct {
+	HighSince     time.Time // load above the threshold continuously since; zero when below
+	LastMigration time.Time // last offload away from the node
+}
+
+// Rejected is a Workload intent that targets the region but that the policy in force
+// forbids (admission is checked again at placement, whichever node accepted it).
+type Rejected struct {
+	Intent string
+	Reason string
+}
+
+type nodeInfo struct {
+	status scheduler.NodeStatus
+}
+
+// regionPolicies returns the Policy intents that apply to region r, sorted by name.
+func regionPolicies(ps []intents.LiveIntent, r string) []*policy.Intent {
+	var out []*policy.Intent
+	for _, p := range ps {
+		if p.Policy != nil && (len(p.Policy.Regions) == 0 || slices.Contains(p.Policy.Regions, r)) {
+			out = append(out, p.Intent)
+		}
+	}
+	return out
+}
+
+// offloadPolicy is the offload rule in force in region r: a Policy naming the region
+// wins over one for every region; among equals the first by name.
+func offloadPolicy(ps []*policy.Intent, r string) scheduler.OffloadPolicy {
+	var best *policy.Offload
+	bestSpecific := false
+	for _, p := range ps {
+		o := p.Policy.Offload
+		if o == nil {
+			continue
+		}
+		specific := slices.Contains(p.Policy.Regions, r)
+		if best == nil || (specific && !bestSpecific) {
+			best, bestSpecific = o, specific
+		}
+	}
+	if best == nil {
+		return scheduler.OffloadPolicy{}
+	}
+	var op scheduler.OffloadPolicy
+	if best.CPUAbove != nil {
+		op.CPUAbove = *best.CPUAbove
+	}
+	if best.MemoryAbove != nil {
+		op.MemoryAbove = *best.MemoryAbove
+	}
+	op.SustainedFor, _ = policy.ParseDuration(string(best.SustainedFor))
+	op.Cooldown, _ = policy.ParseDuration(string(best.Cooldown))
+	return op
+}
+
+// targets reports whether a Workload intent targets region r.
+func targets(w *policy.WorkloadSpec, r string) bool {
+	return len(w.Regions) == 0 || slices.Contains(w.Regions, r)
+}
+
+// admit checks w against the policies in force in region r.
+func admit(w *policy.Intent, ps []*policy.Intent, r string) policy.Problems {
+	cp := *w
+	spec := *w.Workload
+	spec.Regions = []string{r}
+	cp.Workload = &spec
+	return policy.Admit(&cp, ps)
+}
+
+// BuildInput turns a snapshot into the scheduler's input. It is pure: the same
+// snapshot gives the same input. Workloads the region's policies forbid are left out
+// (so their instances stop) and returned with the reason.
+func BuildInput(s Snapshot) (scheduler.Input, []Rejected) {
+	in := scheduler.Input{
+		Region:     s.Region,
+		Now:        s.Now,
+		Seed:       s.State.Index,
+		Generation: max(s.State.Index, s.State.Generation) + 1,
+	}
+	ps := regionPolicies(s.Policies, s.Region)
+	in.Offload = offloadPolicy(ps, s.Region)
+
+	for _, m := range s.Members {
+		if m.Region != s.Region {
+			continue
+		}
+		n := scheduler.Node{
+			Name: m.Name, Region: m.Region, Status: scheduler.NodeStatus(m.Status),
+			Capacity: scheduler.Resources{MilliCPU: m.MilliCPU, MemoryBytes: m.MemoryBytes},
+			Load:     scheduler.Load{CPU: m.Load.CPU, Memory: m.Load.Memory},
+			Labels:   m.Labels, Drivers: m.Drivers, Draining: s.State.Drained[m.Name],
+		}
+		if n.Status == scheduler.StatusDead {
+			n.DeadSince = m.StatusSince
+		}
+		if h, ok := s.Hot[m.Name]; ok {
+			n.LoadHighSince, n.LastMigrationAt = h.HighSince, h.LastMigration
+		}
+		in.Nodes = append(in.Nodes, n)
+	}
+
+	var rejected []Rejected
+	for _, li := range s.Workloads {
+		w := li.Workload
+		if w == nil || !targets(w, s.Region) {
+			continue
+		}
+		if probs := admit(li.Intent, ps, s.Region); len(probs) > 0 {
+			rejected = append(rejected, Rejected{Intent: li.Name(), Reason: "forbidden in region " + s.Region + ": " + probs.Error()})
+			continue
+		}
+		sw := scheduler.Workload{
+			Name: li.Name(), Version: li.Version, Regions: w.Regions, Mode: scheduler.ModeReplicated,
+			Replicas: w.ReplicaCount(), Driver: w.Driver,
+			Resources:   scheduler.Resources{MilliCPU: w.CPUMilli(), MemoryBytes: w.MemoryBytes()},
+			Constraints: w.Constraints.Labels,
+		}
+		if w.Mode == policy.ModeGlobal {
+			sw.Mode = scheduler.ModeGlobal
+		}
+		if w.Priority != nil {
+			sw.Priority = *w.Priority
+		}
+		sw.ReplaceAfter, _ = policy.ParseDuration(string(w.Disconnect.ReplaceAfter))
+		in.Workloads = append(in.Workloads, sw)
+	}
+
+	reported := map[string]InstanceReport{}
+	for node, r := range s.Reports {
+		for _, ir := range r.Instances {
+			reported[node+"\x00"+ir.ID] = ir
+		}
+	}
+	ids := make([]string, 0, len(s.State.Placements))
+	for id := range s.State.Placements {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		p := s.State.Placements[id]
+		if ir, ok := reported[p.Node+"\x00"+p.ID]; ok && ir.Generation == p.Generation {
+			p.State, p.Healthy = schedState(ir.State), ir.State == runtime.StateRunning
+			if !ir.Since.IsZero() {
+				p.StartedAt = ir.Since
+			}
+		} else {
+			p.State = scheduler.StatePending
+		}
+		in.Placements = append(in.Placements, p)
+	}
+	return in, rejected
+}
+
+// schedState maps a runtime instance state to the scheduler's.
+func schedState(s string) scheduler.InstanceState {
+	switch s {
+	case runtime.StateRunning, runtime.StateUnhealthy:
+		return scheduler.StateRunning
+	case runtime.StateBackoff, runtime.StateFailed, runtime.StateStopped:
+		return scheduler.StateFailed
+	}
+	return scheduler.StatePending
+}
+
+// UpdateHot advances the offload bookkeeping: a node above the threshold keeps (or
+// starts) its HighSince; one below loses it. Nodes gone from the region are dropped.
+// It returns a new map; hot is not modified.
+func UpdateHot(hot map[string]HotState, members []gossip.Member, regionName string, op scheduler.OffloadPolicy, now time.Time) map[string]HotState {
+	out := make(map[string]HotState, len(hot))
+	for _, m := range members {
+		if m.Region != regionName {
+			continue
+		}
+		h := hot[m.Name]
+		above := (op.CPUAbove > 0 && m.Load.CPU > op.CPUAbove) || (op.MemoryAbove > 0 && m.Load.Memory > op.MemoryAbove)
+		switch {
+		case above && h.HighSince.IsZero():
+			h.HighSince = now
+		case !above:
+			h.HighSince = time.Time{}
+		}
+		if h != (HotState{}) {
+			out[m.Name] = h
+		}
+	}
+	return out
+}
+
+// summaries lists every Workload intent targeting the region with its desired count
+// and, when work is unplaced, the reason. Pure.
+func summaries(s Snapshot, in scheduler.Input, res scheduler.Result, rejected []Rejected) []Summary {
+	byName := map[string]*Summary{}
+	var out []Summary
+	for _, w := range in.Workloads {
+		d := w.Replicas
+		if w.Mode == scheduler.ModeGlobal {
+			d = 0 // counted below: placed + unplaced
+		}
+		out = append(out, Summary{Intent: w.Name, Desired: d})
+	}
+	for _, r := range rejected {
+		out = append(out, Summary{Intent: r.Intent, Reason: r.Reason})
+	}
+	slices.SortFunc(out, func(a, b Summary) int { return cmp.Compare(a.Intent, b.Intent) })
+	for i := range out {
+		byName[out[i].Intent] = &out[i]
+	}
+	global := map[string]bool{}
+	for _, w := range in.Workloads {
+		global[w.Name] = w.Mode == scheduler.ModeGlobal
+	}
+	for _, p := range res.Apply(in.Placements) {
+		if sm := byName[p.Workload]; sm != nil && global[p.Workload] {
+			sm.Desired++
+		}
+	}
+	for _, u := range res.Unplaced {
+		sm := byName[u.Workload]
+		if sm == nil {
+			continue
+		}
+		if u.Instance == "" {
+			sm.Unplaced += u.Count
+			if global[u.Workload] {
+				sm.Desired += u.Count
+			}
+		}
+		reason := u.Reason
+		if u.Instance != "" {
+			reason = "cannot move " + u.Instance + ": " + reason
+		}
+		if sm.Reason == "" {
+			sm.Reason = reason
+		} else if !strings.Contains(sm.Reason, reason) {
+			sm.Reason += "; " + reason
+		}
+	}
+	return out
+}

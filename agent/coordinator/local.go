@@ -1,0 +1,461 @@
+package coordinator
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/murmur-edge/murmur/policy"
+	"github.com/murmur-edge/murmur/runtime"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// StateKeyApplied is the gossip state key under which a node publishes the assignment
+// set it applied: "<digest>@<generation>". A coordinator re-sends to nodes whose
+// digest differs from the table's.
+const StateKeyApplied = "asg"
+
+func splitApplied(v string) (digest string, gen uint64) {
+	d, g, _ := strings.Cut(v, "@")
+	gen, _ = strconv.ParseUint(g, 10, 64)
+	return d, gen
+}
+
+// Supervisor is what the node side needs of the local supervisor.
+type Supervisor interface {
+	SetDesired(specs []runtime.InstanceSpec) error
+	Desired() []runtime.InstanceSpec
+	Instances() []runtime.InstanceStatus
+}
+
+// Lookup is what the node side needs of the intent store.
+type Lookup interface {
+	Lookup(name string) (in *policy.Intent, v policy.Version, ok bool)
+	Changed() <-chan struct{}
+}
+
+// LocalConfig configures the node side. Every field but the tunables is required.
+type LocalConfig struct {
+	Node, Region string
+	// DataDir holds assignment.json, the last applied assignment (the supervisor
+	// persists the specs themselves).
+	DataDir    string
+	Supervisor Supervisor
+	Intents    Lookup
+	// Send delivers a payload to a node (as Config.Send).
+	Send func(node string, payload []byte) error
+	// CoordinatorName returns the name of the region's coordinator as this node knows
+	// it ("" when none is known): reports go there.
+	CoordinatorName func() string
+	// SetState gossips a key of this node's record (gossip.SetState).
+	SetState func(key, value string)
+	// Coordinator is this node's own coordinator: reports and queries addressed to
+	// this node go to it.
+	Coordinator *Coordinator
+
+	Clock      runtime.Clock
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	// ReportEvery is the period of unsolicited reports. Default 10 s.
+	ReportEvery time.Duration
+	// ReportDelay coalesces instance changes into one report. Default 20 ms.
+	ReportDelay time.Duration
+}
+
+// applied is the persisted assignment.
+type applied struct {
+	Cluster    string     `json:"cluster"`
+	Term       uint64     `json:"term"`
+	Generation uint64     `json:"generation"`
+	Digest     string     `json:"digest"`
+	From       string     `json:"from"`
+	Instances  []Assigned `json:"instances"`
+}
+
+type inMsg struct {
+	from string
+	msg  any
+}
+
+// Local is a node's side of placement: it applies the assignments its coordinator
+// delivers (fenced by term and generation, persisted before use), turns them into
+// instance specs from the local intent store, hands them to the supervisor, and
+// reports back. It also answers and asks workload queries.
+type Local struct {
+	cfg     LocalConfig
+	log     *slog.Logger
+	inbox   chan inMsg    // assignments and queries; bounded, drops counted
+	changed chan struct{} // cap 1: the supervisor's instances changed
+	delay   prometheus.Histogram
+	refused prometheus.Counter
+	dropped prometheus.Counter
+
+	qid     atomic.Uint64
+	qmu     sync.Mutex // guards waiters
+	waiters map[uint64]chan Answer
+
+	mu  sync.Mutex // guards cur
+	cur applied
+}
+
+const appliedFile = "assignment.json"
+
+// NewLocal loads the last applied assignment and builds the node side. It starts
+// nothing.
+func NewLocal(cfg LocalConfig) (*Local, error) {
+	if cfg.Node == "" || cfg.Region == "" || cfg.DataDir == "" || cfg.Supervisor == nil || cfg.Intents == nil || cfg.Send == nil || cfg.CoordinatorName == nil || cfg.SetState == nil {
+		return nil, errors.New("coordinator: LocalConfig needs Node, Region, DataDir, Supervisor, Intents, Send, CoordinatorName and SetState")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = runtime.RealClock{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.ReportEvery = cmp.Or(cfg.ReportEvery, 10*time.Second)
+	cfg.ReportDelay = cmp.Or(cfg.ReportDelay, 20*time.Millisecond)
+	l := &Local{
+		cfg: cfg, log: cfg.Logger.With("component", "assignments"),
+		inbox: make(chan inMsg, 256), changed: make(chan struct{}, 1), waiters: map[uint64]chan Answer{},
+		delay: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "murmur_assignment_delivery_seconds",
+			Help:    "From the coordinator's commit of a plan to this node's supervisor holding the new assignment (first delivery; clocks of both nodes).",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "murmur_assignment_refused_total",
+			Help: "Assignments refused as older (term, generation) than the one applied, or for another node or region."}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "murmur_assignment_inbox_dropped_total",
+			Help: "Assignment-channel messages dropped because the inbox was full (the sender retries)."}),
+	}
+	if cfg.Registerer != nil {
+		for _, c := range []prometheus.Collector{l.delay, l.refused, l.dropped} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(cfg.DataDir, appliedFile))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("read %s: %w", appliedFile, err)
+	default:
+		if err := json.Unmarshal(b, &l.cur); err != nil {
+			return nil, fmt.Errorf("decode %s: %w (remove the file: the coordinator sends the assignment again)", filepath.Join(cfg.DataDir, appliedFile), err)
+		}
+	}
+	return l, nil
+}
+
+// NotifyInstances tells the node side that an instance changed (the supervisor's
+// OnChange). It never blocks.
+func (l *Local) NotifyInstances() {
+	select {
+	case l.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Applied returns the digest and generation of the applied assignment.
+func (l *Local) Applied() (digest string, generation uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cur.Digest, l.cur.Generation
+}
+
+// HandleMessage takes one message of the assignment channel (gossip handler). It
+// decodes, routes reports and answers at once, queues the rest, and never blocks.
+func (l *Local) HandleMessage(from string, payload []byte) {
+	msg, err := Decode(payload)
+	if err != nil {
+		l.log.Debug("bad message on the assignment channel", "from", from, "err", err)
+		return
+	}
+	switch m := msg.(type) {
+	case Report:
+		if l.cfg.Coordinator != nil {
+			l.cfg.Coordinator.HandleReport(m)
+		}
+		return
+	case Answer:
+		l.qmu.Lock()
+		ch := l.waiters[m.ID]
+		l.qmu.Unlock()
+		if ch != nil {
+			select {
+			case ch <- m:
+			default:
+			}
+		}
+		return
+	}
+	select {
+	case l.inbox <- inMsg{from, msg}:
+	default:
+		l.dropped.Inc()
+	}
+}
+
+// Query asks node to (its coordinator) for its region's workloads.
+func (l *Local) Query(ctx context.Context, node, intent string) (View, error) {
+	id := l.qid.Add(1)
+	ch := make(chan Answer, 1)
+	l.qmu.Lock()
+	l.waiters[id] = ch
+	l.qmu.Unlock()
+	defer func() {
+		l.qmu.Lock()
+		delete(l.waiters, id)
+		l.qmu.Unlock()
+	}()
+	b, err := Encode(Query{ID: id, Intent: intent})
+	if err != nil {
+		return View{}, err
+	}
+	if err := l.cfg.Send(node, b); err != nil {
+		return View{}, fmt.Errorf("ask %s: %w", node, err)
+	}
+	select {
+	case a := <-ch:
+		if a.Error != "" {
+			return View{}, fmt.Errorf("%s: %s", node, a.Error)
+		}
+		return a.View, nil
+	case <-ctx.Done():
+		return View{}, fmt.Errorf("ask %s: no answer: %w", node, ctx.Err())
+	}
+}
+
+// Run applies assignments and reports until ctx ends. On start it re-applies the
+// persisted assignment, so a node rebooted without network runs (or adopts) its last
+// known instances. It returns after every goroutine it started has exited.
+func (l *Local) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	l.mu.Lock()
+	cur := l.cur
+	l.mu.Unlock()
+	waiting := l.apply(cur)
+	l.publish(cur)
+	every := l.cfg.Clock.NewTimer(l.cfg.ReportEvery)
+	defer func() { every.Stop() }()
+	var soon runtime.Timer
+	var soonC <-chan time.Time
+	for {
+		intentsCh := l.cfg.Intents.Changed()
+		select {
+		case <-ctx.Done():
+			if soon != nil {
+				soon.Stop()
+			}
+			return nil
+		case im := <-l.inbox:
+			switch m := im.msg.(type) {
+			case Assignment:
+				if w, ok := l.accept(im.from, m); ok {
+					waiting = w
+					l.report(ctx, &wg, im.from)
+				}
+			case Query:
+				wg.Add(1)
+				go func() { defer wg.Done(); l.answer(im.from, m) }()
+			}
+		case <-intentsCh:
+			if len(waiting) > 0 {
+				l.mu.Lock()
+				cur = l.cur
+				l.mu.Unlock()
+				if waiting = l.apply(cur); true {
+					l.report(ctx, &wg, "")
+				}
+			}
+		case <-l.changed:
+			if soon == nil {
+				soon = l.cfg.Clock.NewTimer(l.cfg.ReportDelay)
+				soonC = soon.C()
+			}
+		case <-soonC:
+			soon, soonC = nil, nil
+			l.report(ctx, &wg, "")
+		case <-every.C():
+			every = l.cfg.Clock.NewTimer(l.cfg.ReportEvery)
+			l.report(ctx, &wg, "")
+		}
+	}
+}
+
+// accept fences, persists and applies an assignment. It returns the ids still waiting
+// for their intent's body.
+func (l *Local) accept(from string, a Assignment) ([]string, bool) {
+	if a.Node != l.cfg.Node || a.Region != l.cfg.Region {
+		l.refused.Inc()
+		l.log.Warn("assignment for another node or region refused", "from", from, "node", a.Node, "region", a.Region)
+		return nil, false
+	}
+	l.mu.Lock()
+	cur := l.cur
+	l.mu.Unlock()
+	if a.Cluster == cur.Cluster && (a.Term < cur.Term || (a.Term == cur.Term && a.Generation < cur.Generation)) {
+		l.refused.Inc()
+		l.log.Info("stale assignment refused", "from", from, "term", a.Term, "generation", a.Generation, "applied_term", cur.Term, "applied_generation", cur.Generation)
+		return nil, false
+	}
+	next := applied{Cluster: a.Cluster, Term: a.Term, Generation: a.Generation, Digest: a.Digest, From: from, Instances: a.Instances}
+	if next.Digest != cur.Digest || next.Term != cur.Term || next.Cluster != cur.Cluster || next.Generation != cur.Generation {
+		b, err := json.MarshalIndent(next, "", "  ")
+		if err == nil {
+			err = runtime.WriteFileAtomic(filepath.Join(l.cfg.DataDir, appliedFile), b, 0o600)
+		}
+		if err != nil {
+			l.log.Error("persist assignment; not applying it (the coordinator resends)", "err", err)
+			return nil, false
+		}
+	}
+	l.mu.Lock()
+	l.cur = next
+	l.mu.Unlock()
+	waiting := l.apply(next)
+	if a.CommittedAt > 0 && a.Digest != cur.Digest {
+		d := l.cfg.Clock.Now().Sub(time.Unix(0, a.CommittedAt))
+		l.delay.Observe(max(d, 0).Seconds())
+	}
+	if a.Digest != cur.Digest {
+		l.log.Info("assignment applied", "from", from, "instances", len(a.Instances), "generation", a.Generation, "term", a.Term, "waiting", len(waiting))
+	}
+	l.publish(next)
+	return waiting, true
+}
+
+func (l *Local) publish(a applied) {
+	if a.Digest == "" {
+		return
+	}
+	l.cfg.SetState(StateKeyApplied, a.Digest+"@"+strconv.FormatUint(a.Generation, 10))
+}
+
+// apply resolves the assignment into specs and hands them to the supervisor. An
+// instance the supervisor already has (same id and generation) keeps its spec; a new
+// one is built from the local intent store once the store holds the assigned version
+// (or a newer one); until then it waits: a half-known spec is never started.
+func (l *Local) apply(a applied) (waiting []string) {
+	have := map[string]runtime.InstanceSpec{}
+	for _, sp := range l.cfg.Supervisor.Desired() {
+		have[sp.ID] = sp
+	}
+	specs := make([]runtime.InstanceSpec, 0, len(a.Instances))
+	for _, as := range a.Instances {
+		if sp, ok := have[as.ID]; ok && sp.Generation == as.Generation && sp.Intent == as.Intent {
+			specs = append(specs, sp)
+			continue
+		}
+		in, v, ok := l.cfg.Intents.Lookup(as.Intent)
+		if !ok || in.Workload == nil || v.Less(as.Version) {
+			waiting = append(waiting, as.ID)
+			continue
+		}
+		specs = append(specs, Spec(as, in.Workload))
+	}
+	if err := l.cfg.Supervisor.SetDesired(specs); err != nil {
+		l.log.Error("hand the assignment to the supervisor", "err", err)
+	}
+	if len(waiting) > 0 {
+		l.log.Info("assigned instances wait for their intent to arrive", "instances", waiting)
+	}
+	return waiting
+}
+
+// Spec is the instance spec of an assigned instance of workload w.
+func Spec(a Assigned, w *policy.WorkloadSpec) runtime.InstanceSpec {
+	sp := runtime.InstanceSpec{
+		ID: a.ID, Intent: a.Intent, Generation: a.Generation, Driver: w.Driver,
+		Command: w.Command, Image: w.Image, Env: w.Env,
+		Resources: runtime.Resources{MilliCPU: w.CPUMilli(), MemoryBytes: w.MemoryBytes()},
+		Restart:   runtime.RestartSpec{Policy: w.Restart.Policy},
+	}
+	sp.Restart.MaxBackoff, _ = policy.ParseDuration(string(w.Restart.MaxBackoff))
+	if h := w.Health; h != nil && h.HTTP != "" {
+		sp.Health.HTTP = h.HTTP
+		sp.Health.Interval, _ = policy.ParseDuration(string(h.Interval))
+		sp.Health.Timeout, _ = policy.ParseDuration(string(h.Timeout))
+	}
+	return sp
+}
+
+// report sends this node's report to to, or to the coordinator it knows.
+func (l *Local) report(ctx context.Context, wg *sync.WaitGroup, to string) {
+	if to == "" {
+		to = l.cfg.CoordinatorName()
+	}
+	if to == "" {
+		l.mu.Lock()
+		to = l.cur.From
+		l.mu.Unlock()
+	}
+	if to == "" {
+		return
+	}
+	r := l.Report()
+	if to == l.cfg.Node && l.cfg.Coordinator != nil {
+		l.cfg.Coordinator.HandleReport(r)
+		return
+	}
+	b, err := Encode(r)
+	if err != nil {
+		l.log.Error("encode report", "err", err)
+		return
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := l.cfg.Send(to, b); err != nil && ctx.Err() == nil {
+			l.log.Debug("send report", "to", to, "err", err)
+		}
+	}()
+}
+
+// Report is this node's current report.
+func (l *Local) Report() Report {
+	l.mu.Lock()
+	cur := l.cur
+	l.mu.Unlock()
+	r := Report{Node: l.cfg.Node, Region: l.cfg.Region, Term: cur.Term, Generation: cur.Generation, Digest: cur.Digest}
+	have := map[string]bool{}
+	for _, st := range l.cfg.Supervisor.Instances() {
+		have[st.ID] = true
+		r.Instances = append(r.Instances, InstanceReport{ID: st.ID, Intent: st.Intent, Generation: st.Generation,
+			State: st.State, Restarts: st.Restarts, Since: st.StartedAt, Error: st.Error})
+	}
+	for _, as := range cur.Instances {
+		if !have[as.ID] {
+			r.Waiting = append(r.Waiting, as.ID)
+		}
+	}
+	return r
+}
+
+func (l *Local) answer(to string, q Query) {
+	a := Answer{ID: q.ID}
+	if c := l.cfg.Coordinator; c == nil {
+		a.Error = "no coordinator here"
+	} else if v, ok := c.View(q.Intent); ok {
+		a.View = v
+	} else {
+		a.Error = "not the coordinator of region " + l.cfg.Region + " (any more)"
+	}
+	b, err := Encode(a)
+	if err != nil {
+		l.log.Error("encode answer", "err", err)
+		return
+	}
+	if err := l.cfg.Send(to, b); err != nil {
+		l.log.Debug("answer query", "to", to, "err", err)
+	}
+}

@@ -1,0 +1,214 @@
+package coordinator
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
+	"github.com/murmur-edge/murmur/policy"
+)
+
+// Message types: the first byte of every payload of gossip kind KindAssign.
+const (
+	msgAssignment byte = 1 // coordinator → node: the node's whole assignment set
+	msgReport     byte = 2 // node → coordinator: what it applied and how its instances are
+	msgQuery      byte = 3 // any node → a coordinator: the region's workloads, please
+	msgAnswer     byte = 4 // coordinator → asking node
+)
+
+// Limits of what a node accepts from a peer.
+const (
+	// MaxMessageBytes bounds one message (gossip's reliable channel allows 4 MiB).
+	MaxMessageBytes = 4 << 20
+	// MaxInstances bounds the instances of one assignment set or report.
+	MaxInstances = 10000
+	maxName      = 253
+)
+
+// Assigned is one instance a node must run: which intent, at which version, under
+// which generation. The node looks the spec up in its own intent store.
+type Assigned struct {
+	ID         string         `codec:"i"`
+	Intent     string         `codec:"n"`
+	Version    policy.Version `codec:"v"`
+	Generation uint64         `codec:"g"`
+}
+
+// Assignment is the whole set of instances one node must run, read from the region's
+// applied Raft state. It replaces the previous set. (Term, Generation) orders the
+// assignments of one cluster: a node refuses one older than what it applied.
+type Assignment struct {
+	Region     string     `codec:"r"`
+	Cluster    string     `codec:"c"`
+	Term       uint64     `codec:"t"`
+	Generation uint64     `codec:"g"` // the table's generation it was read from
+	Node       string     `codec:"d"` // the node it is for
+	Digest     string     `codec:"h"` // Digest(Instances)
+	Instances  []Assigned `codec:"a"`
+	// CommittedAt is when the coordinator saw the entry behind this set committed
+	// (Unix nanoseconds of its clock), for the delivery-latency metric; 0 on resends.
+	CommittedAt int64 `codec:"at,omitempty"`
+}
+
+// InstanceReport is what a node says about one of its instances.
+type InstanceReport struct {
+	ID         string    `codec:"i" json:"instance"`
+	Intent     string    `codec:"n" json:"intent"`
+	Generation uint64    `codec:"g" json:"generation"`
+	State      string    `codec:"s" json:"state"`
+	Restarts   int       `codec:"r" json:"restarts"`
+	Since      time.Time `codec:"t" json:"since,omitzero"`
+	Error      string    `codec:"e,omitempty" json:"error,omitempty"`
+}
+
+// Report is a node's answer to an assignment and its periodic status: the digest of
+// the set it applied and every instance it runs or was asked to run.
+type Report struct {
+	Node       string           `codec:"d"`
+	Region     string           `codec:"r"`
+	Term       uint64           `codec:"t"`
+	Generation uint64           `codec:"g"`
+	Digest     string           `codec:"h"`
+	Waiting    []string         `codec:"w,omitempty"` // assigned instances whose intent body is not here yet
+	Instances  []InstanceReport `codec:"a"`
+}
+
+// Query asks a coordinator for its region's workloads.
+type Query struct {
+	ID     uint64 `codec:"q"`
+	Intent string `codec:"n,omitempty"`
+}
+
+// Answer is a coordinator's reply to a Query.
+type Answer struct {
+	ID    uint64 `codec:"q"`
+	View  View   `codec:"v"`
+	Error string `codec:"e,omitempty"`
+}
+
+// Digest identifies an assignment set: nodes gossip the digest of the set they
+// applied, so a coordinator sees who lags without asking.
+func Digest(in []Assigned) string {
+	s := slices.Clone(in)
+	slices.SortFunc(s, func(a, b Assigned) int { return strings.Compare(a.ID, b.ID) })
+	h := sha256.New()
+	for _, a := range s {
+		fmt.Fprintf(h, "%s\x00%s\x00%s\x00%d\n", a.ID, a.Intent, a.Version, a.Generation)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+func newCodec() *codec.MsgpackHandle {
+	h := &codec.MsgpackHandle{}
+	h.MaxInitLen = 1024 // never pre-allocate what a hostile length prefix claims
+	h.MaxDepth = 16
+	h.RawToString = true
+	h.WriteExt = true
+	return h
+}
+
+// ErrMessage marks bytes that are not a valid message.
+var ErrMessage = errors.New("bad coordinator message")
+
+// Encode encodes one message (an Assignment, Report, Query or Answer).
+func Encode(v any) ([]byte, error) {
+	var typ byte
+	switch v.(type) {
+	case Assignment, *Assignment:
+		typ = msgAssignment
+	case Report, *Report:
+		typ = msgReport
+	case Query, *Query:
+		typ = msgQuery
+	case Answer, *Answer:
+		typ = msgAnswer
+	default:
+		return nil, fmt.Errorf("encode %T: not a coordinator message", v)
+	}
+	var body []byte
+	if err := codec.NewEncoderBytes(&body, newCodec()).Encode(v); err != nil {
+		return nil, fmt.Errorf("encode %T: %w", v, err)
+	}
+	return append([]byte{typ}, body...), nil
+}
+
+// Decode decodes and checks a message from a peer. It never panics on hostile input.
+func Decode(b []byte) (msg any, err error) {
+	if len(b) < 2 {
+		return nil, fmt.Errorf("%w: %d bytes", ErrMessage, len(b))
+	}
+	if len(b) > MaxMessageBytes {
+		return nil, fmt.Errorf("%w: %d bytes, the limit is %d", ErrMessage, len(b), MaxMessageBytes)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			msg, err = nil, fmt.Errorf("%w: %v", ErrMessage, r)
+		}
+	}()
+	dec := codec.NewDecoderBytes(b[1:], newCodec())
+	switch b[0] {
+	case msgAssignment:
+		var a Assignment
+		if err := dec.Decode(&a); err != nil {
+			return nil, fmt.Errorf("%w: assignment: %v", ErrMessage, err)
+		}
+		return a, a.check()
+	case msgReport:
+		var r Report
+		if err := dec.Decode(&r); err != nil {
+			return nil, fmt.Errorf("%w: report: %v", ErrMessage, err)
+		}
+		return r, r.check()
+	case msgQuery:
+		var q Query
+		if err := dec.Decode(&q); err != nil {
+			return nil, fmt.Errorf("%w: query: %v", ErrMessage, err)
+		}
+		return q, nil
+	case msgAnswer:
+		var a Answer
+		if err := dec.Decode(&a); err != nil {
+			return nil, fmt.Errorf("%w: answer: %v", ErrMessage, err)
+		}
+		if len(a.View.Workloads) > MaxInstances*10 {
+			return nil, fmt.Errorf("%w: answer with %d workloads", ErrMessage, len(a.View.Workloads))
+		}
+		return a, nil
+	}
+	return nil, fmt.Errorf("%w: unknown type %d", ErrMessage, b[0])
+}
+
+func (a Assignment) check() error {
+	if a.Node == "" || a.Region == "" || len(a.Node) > maxName || len(a.Region) > maxName {
+		return fmt.Errorf("%w: assignment without a valid node or region", ErrMessage)
+	}
+	if len(a.Instances) > MaxInstances {
+		return fmt.Errorf("%w: assignment of %d instances, the limit is %d", ErrMessage, len(a.Instances), MaxInstances)
+	}
+	seen := make(map[string]bool, len(a.Instances))
+	for _, in := range a.Instances {
+		if in.ID == "" || in.Intent == "" || len(in.ID) > maxName || len(in.Intent) > maxName || seen[in.ID] {
+			return fmt.Errorf("%w: assignment: instance %q of %q is empty, too long or listed twice", ErrMessage, in.ID, in.Intent)
+		}
+		seen[in.ID] = true
+	}
+	if Digest(a.Instances) != a.Digest {
+		return fmt.Errorf("%w: assignment digest does not match its instances", ErrMessage)
+	}
+	return nil
+}
+
+func (r Report) check() error {
+	if r.Node == "" || len(r.Node) > maxName {
+		return fmt.Errorf("%w: report without a valid node", ErrMessage)
+	}
+	if len(r.Instances) > MaxInstances || len(r.Waiting) > MaxInstances {
+		return fmt.Errorf("%w: report of %d instances, the limit is %d", ErrMessage, len(r.Instances), MaxInstances)
+	}
+	return nil
+}

@@ -1,0 +1,70 @@
+package agent
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/murmur-edge/murmur/agent/api"
+	"github.com/murmur-edge/murmur/gossip"
+)
+
+// send delivers a payload of the assignment channel to node: a direct call for this
+// node, gossip's reliable channel (TCP) for the others. Assignments, reports and
+// queries are small, must arrive whole and in order per send, and every node already
+// listens there; the HTTP API may be loopback-only. See docs/workloads.md.
+func (a *Agent) send(node string, payload []byte) error {
+	if node == a.cfg.Name {
+		a.handleAssign(node, payload)
+		return nil
+	}
+	return a.gossip.SendReliable(node, gossip.KindAssign, payload)
+}
+
+func (a *Agent) handleAssign(from string, payload []byte) {
+	if l := a.local.Load(); l != nil {
+		l.HandleMessage(from, payload)
+	}
+}
+
+// handleWorkloads answers GET /v1/workloads: this node's region (or ?region=) as its
+// coordinator sees it, asked over the assignment channel when that is another node.
+func (a *Agent) handleWorkloads(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	reg := q.Get("region")
+	if reg == "" {
+		reg = a.cfg.Region
+	}
+	intent := q.Get("intent")
+	if reg == a.cfg.Region {
+		if v, ok := a.coord.View(intent); ok {
+			api.WriteJSON(w, http.StatusOK, v)
+			return
+		}
+	}
+	known := slices.ContainsFunc(a.gossip.Members(), func(m gossip.Member) bool { return m.Region == reg })
+	if !known {
+		api.WriteError(w, http.StatusNotFound, "no node of region "+reg+" is known: see GET /v1/regions for the regions of the fleet")
+		return
+	}
+	to := a.coordinatorOf(reg)
+	l := a.local.Load()
+	if to == "" || l == nil {
+		api.WriteError(w, http.StatusServiceUnavailable, "region "+reg+" has no coordinator right now (see GET /v1/regions); its nodes keep running their last assignments")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	if to == a.cfg.Name {
+		api.WriteError(w, http.StatusServiceUnavailable, "this node is becoming region "+reg+"'s coordinator; try again in a moment")
+		return
+	}
+	v, err := l.Query(ctx, to, intent)
+	if err != nil {
+		api.WriteError(w, http.StatusBadGateway, "ask the coordinator of region "+reg+": "+err.Error())
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, v)
+}
+
