@@ -141,7 +141,8 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		Meta: gossip.Meta{
 			ID: id.ID, Region: cfg.Region, HTTPAddr: cfg.HTTP, RaftAddr: raftAdvertise,
 			Version: Version, Eligible: cfg.CoordinatorEligible, Labels: cfg.Labels,
-			MilliCPU: cfg.Capacity.MilliCPU, MemoryBytes: cfg.Capacity.MemoryBytes,
+			// The scheduler hands out what the reserve leaves of the capacity.
+			MilliCPU: max(cfg.Capacity.MilliCPU-cfg.Reserve.MilliCPU, 0), MemoryBytes: max(cfg.Capacity.MemoryBytes-cfg.Reserve.MemoryBytes, 0),
 		},
 		BindAddr:   bindHost,
 		BindPort:   bp,

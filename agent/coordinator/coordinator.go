@@ -45,9 +45,9 @@ type Intents interface {
 
 // Config configures a Coordinator. Every field but the tunables is required.
 type Config struct {
-	Region string // the region it coordinates when its node leads the Raft group
-	Node   string // this node's name
-	Raft   Raft
+	Region  string // the region it coordinates when its node leads the Raft group
+	Node    string // this node's name
+	Raft    Raft
 	Fleet   Fleet
 	Intents Intents
 	// Send delivers a payload to a node of the fleet (the agent: gossip's reliable
@@ -79,6 +79,8 @@ type Coordinator struct {
 
 	view   atomic.Pointer[viewInputs] // nil while not leading
 	leader atomic.Bool                // the leader loop runs and has planned once
+
+	loopExited func() // tests: called after each leader loop has exited
 }
 
 type viewInputs struct {
@@ -118,6 +120,10 @@ func (c *Coordinator) HandleReport(r Report) {
 		return
 	}
 	c.reportMu.Lock()
+	if old, ok := c.inbox[r.Node]; ok && old.Seq > r.Seq {
+		c.reportMu.Unlock()
+		return // reports may overtake each other on the wire
+	}
 	c.inbox[r.Node] = r
 	c.reportMu.Unlock()
 	select {
@@ -166,9 +172,15 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		}
 	}
 	defer halt()
+	var term uint64 // of the running loop
 	for {
-		switch lead := c.cfg.Raft.IsLeader(); {
+		lead := c.cfg.Raft.IsLeader()
+		if lead && stop != nil && c.cfg.Raft.Term() != term {
+			halt() // leadership was lost and won again: a new term needs a new loop
+		}
+		switch {
 		case lead && stop == nil:
+			term = c.cfg.Raft.Term()
 			lctx, cancelLoop := context.WithCancel(ctx)
 			stop, done = cancelLoop, make(chan struct{})
 			go func() {
@@ -182,6 +194,10 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-ch:
+		case <-done: // nil while no loop runs
+			// The loop ended on its own: the term changed under it (leadership lost and
+			// won again, the signals coalesced). Look again; a new term gets a new loop.
+			halt()
 		}
 	}
 }
@@ -189,6 +205,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 // nodeTrack is the delivery state of one node, owned by the leader loop.
 type nodeTrack struct {
 	sent     string    // digest last sent
+	sentGen  uint64    // the table generation it was read at
 	sentAt   time.Time // when
 	tries    int       // sends of sent without an ack
 	inflight bool
@@ -213,32 +230,65 @@ type loopState struct {
 	wg          sync.WaitGroup
 }
 
-// leaderLoop is the coordinator's work while leading: barrier, then plan on every
-// change, commit, and deliver from the applied state.
-func (c *Coordinator) leaderLoop(ctx context.Context) {
-	ls := &loopState{track: map[string]*nodeTrack{}, reports: map[string]Report{}, hot: map[string]HotState{}, results: make(chan sendResult, 64)}
-	defer func() {
-		c.leader.Store(false)
-		c.view.Store(nil)
-		ls.wg.Wait()
-	}()
-	c.log.Info("coordinator loop started")
-	// Plan only on the whole table the predecessor committed.
+func newLoopState() *loopState {
+	return &loopState{track: map[string]*nodeTrack{}, reports: map[string]Report{}, hot: map[string]HotState{}, results: make(chan sendResult, 64)}
+}
+
+// barrier waits until the applied state holds everything the predecessor committed,
+// retrying until it succeeds or ctx ends.
+func (c *Coordinator) barrier(ctx context.Context) error {
 	for {
 		bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := c.cfg.Raft.Barrier(bctx)
 		cancel()
 		if err == nil {
-			break
+			return nil
 		}
 		c.log.Warn("raft barrier before planning failed; retrying", "err", err)
 		t := c.cfg.Clock.NewTimer(100 * time.Millisecond)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return
+			return ctx.Err()
 		case <-t.C():
 		}
+	}
+}
+
+// step is one turn of the leader loop: take reports, plan and commit when something
+// changed, deliver from the applied state. It returns whether to plan again at once
+// (a stale plan) and when it wants to be woken (a resend or Result.RecheckAt).
+func (c *Coordinator) step(ctx context.Context, ls *loopState, dirty bool) (again bool, next time.Time) {
+	if r := c.takeReports(); r != nil && c.absorb(ls, r) {
+		dirty = true
+	}
+	if dirty {
+		again = c.planOnce(ctx, ls)
+		c.leader.Store(true)
+	}
+	next = c.deliver(ctx, ls)
+	if !ls.recheckAt.IsZero() && (next.IsZero() || ls.recheckAt.Before(next)) {
+		next = ls.recheckAt
+	}
+	return again, next
+}
+
+// leaderLoop is the coordinator's work while leading: barrier, then plan on every
+// change, commit, and deliver from the applied state.
+func (c *Coordinator) leaderLoop(ctx context.Context) {
+	ls := newLoopState()
+	defer func() {
+		c.leader.Store(false)
+		c.view.Store(nil)
+		ls.wg.Wait()
+		if c.loopExited != nil {
+			c.loopExited()
+		}
+	}()
+	term := c.cfg.Raft.Term()
+	c.log.Info("coordinator loop started", "term", term)
+	if c.barrier(ctx) != nil {
+		return
 	}
 	fleetCh, unsub := c.cfg.Fleet.Subscribe()
 	defer unsub()
@@ -252,18 +302,13 @@ func (c *Coordinator) leaderLoop(ctx context.Context) {
 	}()
 	dirty := true
 	for {
+		if t := c.cfg.Raft.Term(); t != term || !c.cfg.Raft.IsLeader() {
+			c.log.Info("coordinator loop ends: leadership changed", "term", term, "now", t)
+			return
+		}
 		intentsCh := c.cfg.Intents.Changed()
-		if r := c.takeReports(); r != nil && c.absorb(ls, r) {
-			dirty = true
-		}
-		if dirty {
-			dirty = c.planOnce(ctx, ls)
-			c.leader.Store(true)
-		}
-		next := c.deliver(ctx, ls)
-		if !ls.recheckAt.IsZero() && (next.IsZero() || ls.recheckAt.Before(next)) {
-			next = ls.recheckAt
-		}
+		again, next := c.step(ctx, ls, dirty)
+		dirty = again
 		if wake != nil {
 			wake.Stop()
 			wake = nil
@@ -305,8 +350,11 @@ func (c *Coordinator) absorb(ls *loopState, in map[string]Report) bool {
 	changed := false
 	for node, r := range in {
 		old, had := ls.reports[node]
+		if had && old.Seq > r.Seq {
+			continue
+		}
 		ls.reports[node] = r
-		if t := ls.track[node]; t != nil && r.Digest != "" {
+		if t := ls.track[node]; t != nil && r.Digest != "" && (r.Digest != t.sent || r.Generation >= t.sentGen) {
 			t.acked = r.Digest
 			if r.Digest == t.sent {
 				t.tries = 0
@@ -337,6 +385,13 @@ func (c *Coordinator) planOnce(ctx context.Context, ls *loopState) (again bool) 
 	st := c.cfg.Raft.State()
 	ws, ps := c.cfg.Intents.LiveVersions()
 	members := c.cfg.Fleet.Members()
+	for _, m := range members {
+		// What a dead node said before it died is no evidence of its instances now
+		// (the reconcile rule after a heal must not trust it).
+		if m.Region == c.cfg.Region && !m.Up() {
+			delete(ls.reports, m.Name)
+		}
+	}
 	op := offloadPolicy(regionPolicies(ps, c.cfg.Region), c.cfg.Region)
 	ls.hot = UpdateHot(ls.hot, members, c.cfg.Region, op, now)
 	snap := Snapshot{Region: c.cfg.Region, Now: now, Members: members, State: st, Workloads: ws, Policies: ps, Reports: ls.reports, Hot: ls.hot}
@@ -434,16 +489,18 @@ func (c *Coordinator) deliver(ctx context.Context, ls *loopState) time.Time {
 			ls.track[m.Name] = t
 		}
 		if !m.Up() {
-			t.tries = 0
-			t.sent = "" // a node back from the dead gets its set again
+			// A node back from the dead is contacted again, whatever it gossips.
+			t.tries, t.sent, t.acked = 0, "", ""
 			continue
 		}
 		set := byNode[m.Name]
 		digest := Digest(set)
 		// The gossiped digest counts as an ack only for a node this loop has sent to:
 		// a new coordinator contacts every node once, and each answers with a report.
-		if g := m.State[StateKeyApplied]; g != "" && t.acked != digest && t.sent != "" {
-			if d, _ := splitApplied(g); d == digest {
+		// It must also be of the generation sent or later: an empty set has the same
+		// digest as the node's first, empty one, and gossip may still carry that.
+		if g := m.State[StateKeyApplied]; g != "" && t.acked != digest && t.sent == digest {
+			if d, gen := splitApplied(g); d == digest && gen >= t.sentGen {
 				t.acked = digest
 			}
 		}
@@ -451,7 +508,7 @@ func (c *Coordinator) deliver(ctx context.Context, ls *loopState) time.Time {
 			continue
 		}
 		if t.sent == digest {
-			due := t.sentAt.Add(c.cfg.ResendAfter << min(t.tries, 3))
+			due := t.sentAt.Add(c.backoff(t.tries))
 			if now.Before(due) {
 				if next.IsZero() || due.Before(next) {
 					next = due
@@ -473,9 +530,9 @@ func (c *Coordinator) deliver(ctx context.Context, ls *loopState) time.Time {
 		if t.sent == digest {
 			c.m.resends.Inc()
 		}
-		t.sent, t.sentAt, t.inflight = digest, now, true
+		t.sent, t.sentGen, t.sentAt, t.inflight = digest, st.Generation, now, true
 		t.tries++
-		due := now.Add(c.cfg.ResendAfter << min(t.tries, 3))
+		due := now.Add(c.backoff(t.tries))
 		if next.IsZero() || due.Before(next) {
 			next = due
 		}
@@ -496,6 +553,12 @@ func (c *Coordinator) deliver(ctx context.Context, ls *loopState) time.Time {
 	}
 	ls.lastGen = st.Generation
 	return next
+}
+
+// backoff is the wait after the tries-th unacknowledged send: ResendAfter, doubling
+// up to 8×.
+func (c *Coordinator) backoff(tries int) time.Duration {
+	return c.cfg.ResendAfter << min(max(tries-1, 0), 3)
 }
 
 func (c *Coordinator) sendDone(ls *loopState, r sendResult) {

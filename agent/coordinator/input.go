@@ -36,8 +36,9 @@ type HotState struct {
 // Rejected is a Workload intent that targets the region but that the policy in force
 // forbids (admission is checked again at placement, whichever node accepted it).
 type Rejected struct {
-	Intent string
-	Reason string
+	Intent  string
+	Desired int // replicas (0 for a global workload)
+	Reason  string
 }
 
 type nodeInfo struct {
@@ -138,7 +139,7 @@ func BuildInput(s Snapshot) (scheduler.Input, []Rejected) {
 			continue
 		}
 		if probs := admit(li.Intent, ps, s.Region); len(probs) > 0 {
-			rejected = append(rejected, Rejected{Intent: li.Name(), Reason: "forbidden in region " + s.Region + ": " + probs.Error()})
+			rejected = append(rejected, Rejected{Intent: li.Name(), Desired: w.ReplicaCount(), Reason: "forbidden in region " + s.Region + ": " + probs.Error()})
 			continue
 		}
 		sw := scheduler.Workload{
@@ -231,7 +232,7 @@ func summaries(s Snapshot, in scheduler.Input, res scheduler.Result, rejected []
 		out = append(out, Summary{Intent: w.Name, Desired: d})
 	}
 	for _, r := range rejected {
-		out = append(out, Summary{Intent: r.Intent, Reason: r.Reason})
+		out = append(out, Summary{Intent: r.Intent, Desired: r.Desired, Unplaced: r.Desired, Reason: r.Reason})
 	}
 	slices.SortFunc(out, func(a, b Summary) int { return cmp.Compare(a.Intent, b.Intent) })
 	for i := range out {

@@ -82,6 +82,11 @@ type applied struct {
 	Instances  []Assigned `json:"instances"`
 }
 
+type outReport struct {
+	to string
+	b  []byte
+}
+
 type inMsg struct {
 	from string
 	msg  any
@@ -99,6 +104,9 @@ type Local struct {
 	delay   prometheus.Histogram
 	refused prometheus.Counter
 	dropped prometheus.Counter
+
+	seq    atomic.Uint64  // last report sequence number
+	outbox chan outReport // cap 1: the newest report waiting for the sender
 
 	qid     atomic.Uint64
 	qmu     sync.Mutex // guards waiters
@@ -127,6 +135,7 @@ func NewLocal(cfg LocalConfig) (*Local, error) {
 	l := &Local{
 		cfg: cfg, log: cfg.Logger.With("component", "assignments"),
 		inbox: make(chan inMsg, 256), changed: make(chan struct{}, 1), waiters: map[uint64]chan Answer{},
+		outbox: make(chan outReport, 1),
 		delay: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "murmur_assignment_delivery_seconds",
 			Help:    "From the coordinator's commit of a plan to this node's supervisor holding the new assignment (first delivery; clocks of both nodes).",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}}),
@@ -135,6 +144,7 @@ func NewLocal(cfg LocalConfig) (*Local, error) {
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "murmur_assignment_inbox_dropped_total",
 			Help: "Assignment-channel messages dropped because the inbox was full (the sender retries)."}),
 	}
+	l.seq.Store(uint64(cfg.Clock.Now().UnixNano()))
 	if cfg.Registerer != nil {
 		for _, c := range []prometheus.Collector{l.delay, l.refused, l.dropped} {
 			if err := cfg.Registerer.Register(c); err != nil {
@@ -240,6 +250,8 @@ func (l *Local) Query(ctx context.Context, node, intent string) (View, error) {
 func (l *Local) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	wg.Add(1)
+	go func() { defer wg.Done(); l.sendLoop(ctx) }()
 	l.mu.Lock()
 	cur := l.cur
 	l.mu.Unlock()
@@ -262,7 +274,7 @@ func (l *Local) Run(ctx context.Context) error {
 			case Assignment:
 				if w, ok := l.accept(im.from, m); ok {
 					waiting = w
-					l.report(ctx, &wg, im.from)
+					l.report(im.from)
 				}
 			case Query:
 				wg.Add(1)
@@ -274,7 +286,7 @@ func (l *Local) Run(ctx context.Context) error {
 				cur = l.cur
 				l.mu.Unlock()
 				if waiting = l.apply(cur); true {
-					l.report(ctx, &wg, "")
+					l.report("")
 				}
 			}
 		case <-l.changed:
@@ -284,10 +296,10 @@ func (l *Local) Run(ctx context.Context) error {
 			}
 		case <-soonC:
 			soon, soonC = nil, nil
-			l.report(ctx, &wg, "")
+			l.report("")
 		case <-every.C():
 			every = l.cfg.Clock.NewTimer(l.cfg.ReportEvery)
-			l.report(ctx, &wg, "")
+			l.report("")
 		}
 	}
 }
@@ -390,7 +402,7 @@ func Spec(a Assigned, w *policy.WorkloadSpec) runtime.InstanceSpec {
 }
 
 // report sends this node's report to to, or to the coordinator it knows.
-func (l *Local) report(ctx context.Context, wg *sync.WaitGroup, to string) {
+func (l *Local) report(to string) {
 	if to == "" {
 		to = l.cfg.CoordinatorName()
 	}
@@ -412,13 +424,32 @@ func (l *Local) report(ctx context.Context, wg *sync.WaitGroup, to string) {
 		l.log.Error("encode report", "err", err)
 		return
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := l.cfg.Send(to, b); err != nil && ctx.Err() == nil {
-			l.log.Debug("send report", "to", to, "err", err)
+	// One sender, newest report only: a report waiting to go is replaced by a newer one.
+	for {
+		select {
+		case l.outbox <- outReport{to, b}:
+			return
+		default:
 		}
-	}()
+		select {
+		case <-l.outbox:
+		default:
+		}
+	}
+}
+
+// sendLoop sends reports one at a time, so they reach the coordinator in order.
+func (l *Local) sendLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case o := <-l.outbox:
+			if err := l.cfg.Send(o.to, o.b); err != nil && ctx.Err() == nil {
+				l.log.Debug("send report", "to", o.to, "err", err)
+			}
+		}
+	}
 }
 
 // Report is this node's current report.
@@ -426,7 +457,7 @@ func (l *Local) Report() Report {
 	l.mu.Lock()
 	cur := l.cur
 	l.mu.Unlock()
-	r := Report{Node: l.cfg.Node, Region: l.cfg.Region, Term: cur.Term, Generation: cur.Generation, Digest: cur.Digest}
+	r := Report{Seq: l.seq.Add(1), Node: l.cfg.Node, Region: l.cfg.Region, Term: cur.Term, Generation: cur.Generation, Digest: cur.Digest}
 	have := map[string]bool{}
 	for _, st := range l.cfg.Supervisor.Instances() {
 		have[st.ID] = true

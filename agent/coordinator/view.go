@@ -38,11 +38,12 @@ type Workload struct {
 
 // Summary is desired against running for one Workload intent in the region.
 type Summary struct {
-	Intent   string `codec:"n" json:"intent"`
-	Desired  int    `codec:"d" json:"desired"`
-	Placed   int    `codec:"p" json:"placed"`
-	Running  int    `codec:"r" json:"running"`
-	Unplaced int    `codec:"u,omitempty" json:"unplaced,omitempty"`
+	Intent  string `codec:"n" json:"intent"`
+	Desired int    `codec:"d" json:"desired"`
+	// Placed counts the instances of the table on nodes that are not dead or gone.
+	Placed   int `codec:"p" json:"placed"`
+	Running  int `codec:"r" json:"running"`
+	Unplaced int `codec:"u,omitempty" json:"unplaced,omitempty"`
 	// Reason says why work is unplaced: the scheduler's filter counts ("3 nodes
 	// filtered by label camera=yes") or the admission policy that forbids it.
 	Reason string `codec:"w,omitempty" json:"reason,omitempty"`
@@ -89,7 +90,9 @@ func buildView(regionName, self string, st region.State, nodes map[string]nodeIn
 		case scheduler.StatusSuspect:
 			w.State = StateUnknown
 		}
-		placed[p.Workload]++
+		if w.State != StateLost {
+			placed[p.Workload]++
+		}
 		if w.State == "running" {
 			running[p.Workload]++
 		}

@@ -69,6 +69,9 @@ type InstanceReport struct {
 // Report is a node's answer to an assignment and its periodic status: the digest of
 // the set it applied and every instance it runs or was asked to run.
 type Report struct {
+	// Seq orders one node's reports (they may overtake each other): it grows within
+	// an agent's run and starts from the clock at the next, so the newest wins.
+	Seq        uint64           `codec:"q"`
 	Node       string           `codec:"d"`
 	Region     string           `codec:"r"`
 	Term       uint64           `codec:"t"`
