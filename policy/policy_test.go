@@ -63,17 +63,17 @@ func TestParseExamples(t *testing.T) {
 }
 
 func TestDefaultsAndNormalisation(t *testing.T) {
-	ins, err := Parse([]byte("apiVersion: murmur/v1\nkind: Workload\nmetadata: {name: a}\nspec: {driver: exec, command: [x], resources: {cpu: '0.5', memory: 1048576}}\n"))
+	ins, err := Parse([]byte("apiVersion: murmur/v1\nkind: Workload\nmetadata: {name: a}\nspec: {driver: exec, command: [x], resources: {cpu: '0.5', memory: 8388608}}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	c, _ := Canonical(&ins[0])
-	want := `{"apiVersion":"murmur/v1","kind":"Workload","metadata":{"name":"a"},"spec":{"command":["x"],"constraints":{},"disconnect":{"replaceAfter":"0s"},"driver":"exec","mode":"replicated","priority":50,"replicas":1,"resources":{"cpu":"500m","memory":"1Mi"},"restart":{"maxBackoff":"30s","policy":"always"}}}`
+	want := `{"apiVersion":"murmur/v1","kind":"Workload","metadata":{"name":"a"},"spec":{"command":["x"],"constraints":{},"disconnect":{"replaceAfter":"0s"},"driver":"exec","mode":"replicated","priority":50,"replicas":1,"resources":{"cpu":"500m","memory":"8Mi"},"restart":{"maxBackoff":"30s","policy":"always"}}}`
 	if string(c) != want {
 		t.Errorf("canonical:\n got %s\nwant %s", c, want)
 	}
 	// Same meaning, different spelling → same hash.
-	ins2, err := Parse([]byte(`{"apiVersion":"murmur/v1","kind":"Workload","metadata":{"name":"a"},"spec":{"driver":"exec","command":["x"],"replicas":1,"priority":50,"restart":{"maxBackoff":"30000ms"},"resources":{"cpu":"500m","memory":"1Mi"}}}`))
+	ins2, err := Parse([]byte(`{"apiVersion":"murmur/v1","kind":"Workload","metadata":{"name":"a"},"spec":{"driver":"exec","command":["x"],"replicas":1,"priority":50,"restart":{"maxBackoff":"30000ms"},"resources":{"cpu":"500m","memory":"8Mi"}}}`))
 	if err != nil {
 		t.Fatal(err)
 	}

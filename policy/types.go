@@ -26,9 +26,10 @@ const (
 	MaxReplicas           = 10000
 	MaxLabels             = 64
 	MaxRegions            = 100
-	MaxListItems          = 1000   // command, env, allowedImages entries
-	MaxNameLen            = 63     // DNS label
-	maxYAMLAliasExpansion = 100000 // nodes an aliased document may add by expansion
+	MaxListItems          = 1000    // command, env, allowedImages entries
+	MaxNameLen            = 63      // DNS label
+	MinMemoryBytes        = 6 << 20 // resources.memory: Docker's (and the runtime's) smallest limit
+	maxYAMLAliasExpansion = 100000  // nodes an aliased document may add by expansion
 )
 
 // Intent is one parsed, defaulted and validated document. Exactly one of Workload and

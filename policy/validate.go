@@ -233,8 +233,8 @@ func validateWorkload(w *WorkloadSpec, ps *Problems) {
 	}
 	if m, err := ParseMemory(string(w.Resources.Memory)); err != nil {
 		ps.add("spec.resources.memory", "%s", err.Error())
-	} else if m <= 0 || m > 1<<50 {
-		ps.add("spec.resources.memory", "must be between 1 byte and 1Pi (got %s)", w.Resources.Memory)
+	} else if m < MinMemoryBytes || m > 1<<50 {
+		ps.add("spec.resources.memory", "must be between 6Mi (the smallest limit a container runtime enforces) and 1Pi (got %s)", w.Resources.Memory)
 	}
 	validateLabels("spec.constraints.labels", w.Constraints.Labels, ps)
 	if w.Priority != nil && (*w.Priority < 0 || *w.Priority > 100) {
