@@ -8,10 +8,11 @@ import (
 func extraCommands(cf *clientFlags) []*cobra.Command {
 	get := &cobra.Command{
 		Use:   "get",
-		Short: "Show objects of the fleet: intents, intent NAME, regions",
+		Short: "Show objects of the fleet: intents, intent NAME, regions, workloads",
 		Example: `  murmur get intents
   murmur get intent vision -o yaml
-  murmur get regions`,
+  murmur get regions
+  murmur get workloads -o wide`,
 		Args: cobra.NoArgs,
 	}
 	get.AddCommand(newGetIntentCommands(cf)...)

@@ -51,7 +51,7 @@ func getSubcommands(cf *clientFlags) []*cobra.Command {
 		},
 	}
 	cf.register(regions.Flags())
-	return []*cobra.Command{regions}
+	return []*cobra.Command{regions, newGetWorkloadsCmd(cf)}
 }
 
 // moreCommands are top-level commands of later subsystems.
