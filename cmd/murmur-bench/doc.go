@@ -11,14 +11,32 @@
 //	murmur-bench failover --bin bin/murmur --nodes 5 --kills 20
 //	murmur-bench handoff --bin bin/murmur --nodes 5 --runs 20
 //	murmur-bench intents --bin bin/murmur --nodes 5 --pushes 50 [--size 64Ki]
+//	murmur-bench workloads host --bin bin/murmur --nodes 5 --trials 20
+//	murmur-bench workloads coordinator --bin bin/murmur --nodes 5 --trials 20
+//	murmur-bench workloads apply --bin bin/murmur --nodes 5 --trials 20
+//	murmur-bench workloads apply --bin bin/murmur --nodes 10 --workloads 100 --replicas 3
+//
+// The workloads subcommands run exec Workloads (default /bin/sleep 3600) and observe
+// them two ways: in a node's GET /v1/workloads and in the process table (live
+// processes whose cwd is an instance directory under the run's temp dir). host and
+// coordinator keep a standing set (default 2 Workloads with one replica per node) and
+// power a host off per trial: SIGKILL of its agent and of its instances' process
+// groups; then they restart it (same name, data dir and ports) and wait until the
+// fleet has settled. apply POSTs Workloads and deletes them again per trial. Each run
+// ends with murmur_assignment_delivery_seconds summed over the agents, its p50/p99
+// estimated from the buckets.
 //
 // Contract: every process the tool starts is killed before it returns, on success, on
 // error and on SIGINT/SIGTERM (the signal cancels a context; the fleet's Close runs
-// deferred). Children also get PR_SET_PDEATHSIG=SIGKILL so they die if the tool itself
-// is SIGKILLed. Every wait is bounded by a timeout. Only 127.0.0.1 is used. Gossip
-// ports are picked free for TCP and UDP, with port+1 (Raft) free as well.
+// deferred), agents first, then every workload instance they started. Agents also get
+// PR_SET_PDEATHSIG=SIGKILL so they die if the tool itself is SIGKILLed; workload
+// instances do not (the exec driver detaches them on purpose): after a SIGKILL of the
+// tool they are the processes whose cwd is under its /tmp/murmur-bench-* directory.
+// Every wait is bounded by a timeout. Only 127.0.0.1 is used. Gossip ports are picked
+// free for TCP and UDP, with port+1 (Raft) free as well, from the kernel's ephemeral
+// range or, with --port-base, counting up from that base.
 //
 // It is a benchmark harness, not product code: it imports no murmur package and talks
 // to agents only through their HTTP API (GET /v1/members, GET /v1/regions, GET /metrics,
-// GET and POST /v1/intents) and /proc.
+// GET /v1/workloads, GET, POST and DELETE /v1/intents) and /proc.
 package main

@@ -42,10 +42,15 @@ type fleet struct {
 	client *http.Client
 	log    *slog.Logger
 
+	// realDir is dir with symlinks resolved: what /proc/PID/cwd shows for the
+	// workload instances the agents start under it (see instances.go).
+	realDir string
+
 	mu       sync.Mutex // guards the fields below
 	agents   []*agentProc
 	running  map[*agentProc]*exec.Cmd // started and not yet reaped
 	reserved map[int]bool             // ports handed out by this fleet
+	portNext int                      // with --port-base: the next candidate is PortBase+portNext
 }
 
 func newFleet(opts options, log *slog.Logger) (*fleet, error) {
@@ -65,6 +70,11 @@ func newFleet(opts options, log *slog.Logger) (*fleet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create temp dir: %w", err)
 	}
+	realDir, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("resolve temp dir: %w", err)
+	}
 	tr := &http.Transport{
 		MaxIdleConns:        1000,
 		MaxIdleConnsPerHost: 8,
@@ -74,6 +84,7 @@ func newFleet(opts options, log *slog.Logger) (*fleet, error) {
 	return &fleet{
 		opts:     opts,
 		dir:      dir,
+		realDir:  realDir,
 		client:   &http.Client{Transport: tr, Timeout: 2 * time.Second},
 		log:      log,
 		running:  map[*agentProc]*exec.Cmd{},
@@ -81,8 +92,10 @@ func newFleet(opts options, log *slog.Logger) (*fleet, error) {
 	}, nil
 }
 
-// Close SIGKILLs every process still running, reaps it (bounded), and removes the temp
-// dir unless keep is set. It is safe to call more than once.
+// Close SIGKILLs every process still running, reaps it (bounded), then SIGKILLs the
+// process group of every workload instance the agents started (they run in their own
+// process groups and outlive their agent, see instances.go), and removes the temp dir
+// unless keep is set. It is safe to call more than once.
 func (f *fleet) Close(keep bool) {
 	f.mu.Lock()
 	type pending struct {
@@ -103,6 +116,12 @@ func (f *fleet) Close(keep bool) {
 			f.log.Error("agent not reaped after SIGKILL", "name", p.a.name)
 		}
 	}
+	// Agents first, so no supervisor starts an instance again behind the sweep.
+	if n, err := killInstances(f.realDir, "", 5*time.Second); err != nil {
+		f.log.Error("workload instances left running", "err", err, "dir", f.dir)
+	} else if n > 0 {
+		f.log.Info("killed workload instances", "count", n)
+	}
 	if keep {
 		f.log.Info("kept agent logs and data", "dir", f.dir)
 		return
@@ -112,16 +131,33 @@ func (f *fleet) Close(keep bool) {
 
 // pickGossipPort returns a port free on 127.0.0.1 for TCP and UDP whose port+1 (Raft)
 // is free too, and that is at least 10 away from any port this fleet handed out.
+//
+// With --port-base the candidates count up from the base instead of coming from the
+// kernel's ephemeral range, so a run stays inside a range of its own.
 func (f *fleet) pickGossipPort() (int, error) {
 	for range 500 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, fmt.Errorf("pick port: %w", err)
-		}
-		p := l.Addr().(*net.TCPAddr).Port
-		ok := p+1 <= 65535 && !f.nearReserved(p, 10)
 		var closers []io.Closer
-		closers = append(closers, l)
+		var p int
+		if f.opts.PortBase > 0 {
+			var err error
+			if p, err = f.nextBasePort(); err != nil {
+				return 0, err
+			}
+			if f.nearReserved(p, 10) || p+1 > 65535 || !tryListen(&closers, "tcp", p) {
+				for _, c := range closers {
+					_ = c.Close()
+				}
+				continue
+			}
+		} else {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return 0, fmt.Errorf("pick port: %w", err)
+			}
+			p = l.Addr().(*net.TCPAddr).Port
+			closers = append(closers, l)
+		}
+		ok := p+1 <= 65535 && !f.nearReserved(p, 10)
 		if ok {
 			ok = tryListen(&closers, "udp", p) && tryListen(&closers, "tcp", p+1) && tryListen(&closers, "udp", p+1)
 		}
@@ -139,18 +175,46 @@ func (f *fleet) pickGossipPort() (int, error) {
 // pickHTTPPort returns a free TCP port not near any gossip/Raft port of this fleet.
 func (f *fleet) pickHTTPPort() (int, error) {
 	for range 500 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, fmt.Errorf("pick port: %w", err)
+		var p int
+		if f.opts.PortBase > 0 {
+			var err error
+			if p, err = f.nextBasePort(); err != nil {
+				return 0, err
+			}
+			var closers []io.Closer
+			free := !f.nearReserved(p, 1) && tryListen(&closers, "tcp", p)
+			for _, c := range closers {
+				_ = c.Close()
+			}
+			if !free {
+				continue
+			}
+		} else {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return 0, fmt.Errorf("pick port: %w", err)
+			}
+			p = l.Addr().(*net.TCPAddr).Port
+			_ = l.Close()
 		}
-		p := l.Addr().(*net.TCPAddr).Port
-		_ = l.Close()
 		if !f.nearReserved(p, 1) {
 			f.reserve(p)
 			return p, nil
 		}
 	}
 	return 0, errors.New("pick port: no free TCP port after 500 tries")
+}
+
+// nextBasePort returns the next candidate port counting up from --port-base.
+func (f *fleet) nextBasePort() (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p := f.opts.PortBase + f.portNext
+	f.portNext++
+	if p > 65535 {
+		return 0, fmt.Errorf("pick port: counting up from --port-base %d ran past 65535; use a lower base", f.opts.PortBase)
+	}
+	return p, nil
 }
 
 func tryListen(closers *[]io.Closer, network string, port int) bool {

@@ -40,7 +40,7 @@ func (e usageError) Unwrap() error { return e.error }
 func newRootCmd(log *slog.Logger, out io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "murmur-bench",
-		Short: "Measure a real murmur fleet on 127.0.0.1: join latency, failure detection, idle cost",
+		Short: "Measure a real murmur fleet on 127.0.0.1: join latency, failure detection, idle cost, workload placement",
 		Long: `murmur-bench launches real agents from --bin on 127.0.0.1 in a temporary directory,
 measures, prints the figures and a markdown table, and kills every process it started
 (also on Ctrl-C and on error).`,
@@ -50,6 +50,7 @@ measures, prints the figures and a markdown table, and kills every process it st
 	for _, name := range []string{"join", "kill", "idle", "failover", "handoff", "intents"} {
 		root.AddCommand(newSubCmd(name, log, out))
 	}
+	root.AddCommand(newWorkloadsCmd(log, out))
 	return root
 }
 
@@ -98,6 +99,7 @@ func newSubCmd(name string, log *slog.Logger, out io.Writer) *cobra.Command {
 	fs.StringVar(&o.Capacity, "capacity", "cpu=500m,memory=256Mi", "agents' --capacity")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the temp dir (agent logs, data) after a successful run")
 	fs.StringArrayVar(&o.ExtraArgs, "agent-arg", nil, "extra argument passed to every agent (repeatable), e.g. --agent-arg=--profile=wan")
+	fs.IntVar(&o.PortBase, "port-base", 0, "count ports up from this base instead of taking free ephemeral ones (e.g. 40000; each agent uses about 14)")
 	c.RunE = func(cmd *cobra.Command, _ []string) error {
 		runsSet = cmd.Flags().Changed("runs")
 		if name == "join" && !runsSet && o.Nodes > 20 {

@@ -117,7 +117,9 @@ func (f *fleet) waitCoordinator(ctx context.Context, observers []*agentProc, exc
 			}
 			v, err := f.region(ctx, o)
 			if err != nil {
-				last = err.Error()
+				if ctx.Err() == nil { // keep what was seen before the deadline cut this poll
+					last = err.Error()
+				}
 				break
 			}
 			views = append(views, v)

@@ -136,6 +136,16 @@ type options struct {
 	Voters         int           // failover, handoff: voters the region settles on
 	RestoreTimeout time.Duration // failover, handoff: bound on the fleet's recovery after a restart
 	Trail          time.Duration // failover, handoff: print each survivor's views for runs slower than this
+	PortBase       int           // 0: free ephemeral ports; else count up from here
+
+	// workloads host|coordinator|apply
+	Trials         int
+	Workloads      int    // Workload intents (standing set, or applied per trial)
+	Replicas       int    // replicas of each
+	Command        string // the workloads' command line (split on spaces)
+	InstanceCPU    string // resources.cpu of each Workload ("" = unset)
+	InstanceMemory string // resources.memory of each Workload ("" = unset)
+	Gap            time.Duration
 }
 
 // validate checks the options of subcommand cmd ("join", "kill" or "idle") and names
@@ -145,8 +155,13 @@ func (o options) validate(cmd string) error {
 		return errors.New("--bin is required: the murmur binary to launch (go build -o /tmp/murmur ./cmd/murmur)")
 	}
 	minNodes := 2
-	if cmd == "kill" || cmd == "failover" || cmd == "handoff" {
+	switch cmd {
+	case "kill", "failover", "handoff":
 		minNodes = 3 // a seed, a victim and at least one observer besides the seed
+	case "workloads host", "workloads coordinator":
+		minNodes = 3 // a victim, the coordinator (or its successor) and an observer
+	case "workloads apply":
+		minNodes = 1
 	}
 	if o.Nodes < minNodes || o.Nodes > 200 {
 		return fmt.Errorf("--nodes %d: want %d..200 for %s", o.Nodes, minNodes, cmd)
@@ -188,8 +203,15 @@ func (o options) validate(cmd string) error {
 		if o.Size < 0 || o.Size > 900<<10 {
 			return fmt.Errorf("--size %d bytes: want 0..900Ki (an intent's limit is 1Mi)", o.Size)
 		}
+	case "workloads host", "workloads coordinator", "workloads apply":
+		if err := o.validateWorkloads(cmd); err != nil {
+			return err
+		}
 	default:
-		return fmt.Errorf("unknown subcommand %q: use join, kill, idle, failover, handoff or intents", cmd)
+		return fmt.Errorf("unknown subcommand %q: use join, kill, idle, failover, handoff, intents or workloads host|coordinator|apply", cmd)
+	}
+	if o.PortBase != 0 && (o.PortBase < 1024 || o.PortBase > 65000) {
+		return fmt.Errorf("--port-base %d: want 0 (free ephemeral ports) or 1024..65000", o.PortBase)
 	}
 	if o.Poll < time.Millisecond || o.Poll > 10*time.Second {
 		return fmt.Errorf("--poll %s: want 1ms..10s", o.Poll)
@@ -243,4 +265,38 @@ func sumMetric(text []byte, name string) (sum float64, found bool, err error) {
 		found = true
 	}
 	return sum, found, nil
+}
+
+// validateWorkloads checks the flags of the workloads subcommands.
+func (o options) validateWorkloads(cmd string) error {
+	if o.Trials < 1 || o.Trials > 1000 {
+		return fmt.Errorf("--trials %d: want 1..1000", o.Trials)
+	}
+	if o.Workloads < 1 || o.Workloads > 500 {
+		return fmt.Errorf("--workloads %d: want 1..500", o.Workloads)
+	}
+	if o.Replicas < 1 || o.Replicas > 100 {
+		return fmt.Errorf("--replicas %d: want 1..100", o.Replicas)
+	}
+	if n := o.Workloads * o.Replicas; n > 2000 {
+		return fmt.Errorf("--workloads × --replicas = %d instances: want at most 2000", n)
+	}
+	if o.Voters < 1 || o.Voters > o.Nodes {
+		return fmt.Errorf("--voters %d: want 1..%d (--nodes), or 0 for the agents' automatic count", o.Voters, o.Nodes)
+	}
+	if o.RestoreTimeout < time.Second {
+		return fmt.Errorf("--restore-timeout %s: want at least 1s", o.RestoreTimeout)
+	}
+	if o.Gap < 0 || o.Gap > time.Minute {
+		return fmt.Errorf("--gap %s: want 0..1m", o.Gap)
+	}
+	if strings.TrimSpace(o.Command) == "" {
+		return errors.New("--command is empty: name a program, e.g. \"/bin/sleep 86400\"")
+	}
+	for _, q := range []struct{ flag, v string }{{"--cpu", o.InstanceCPU}, {"--memory", o.InstanceMemory}} {
+		if strings.ContainsAny(q.v, " \t\n{},:#\"'") {
+			return fmt.Errorf("%s %q: want a plain quantity such as 10m or 6Mi", q.flag, q.v)
+		}
+	}
+	return nil
 }
