@@ -255,6 +255,9 @@ func (l *Local) Run(ctx context.Context) error {
 	l.mu.Lock()
 	cur := l.cur
 	l.mu.Unlock()
+	// Taken before every lookup in the store, so an intent stored while an assignment
+	// is resolved wakes the loop (no lost wake-up).
+	intentsCh := l.cfg.Intents.Changed()
 	waiting := l.apply(cur)
 	l.publish(cur)
 	every := l.cfg.Clock.NewTimer(l.cfg.ReportEvery)
@@ -262,7 +265,6 @@ func (l *Local) Run(ctx context.Context) error {
 	var soon runtime.Timer
 	var soonC <-chan time.Time
 	for {
-		intentsCh := l.cfg.Intents.Changed()
 		select {
 		case <-ctx.Done():
 			if soon != nil {
@@ -272,7 +274,9 @@ func (l *Local) Run(ctx context.Context) error {
 		case im := <-l.inbox:
 			switch m := im.msg.(type) {
 			case Assignment:
+				ch := l.cfg.Intents.Changed()
 				if w, ok := l.accept(im.from, m); ok {
+					intentsCh = ch
 					waiting = w
 					l.report(im.from)
 				}
@@ -281,13 +285,13 @@ func (l *Local) Run(ctx context.Context) error {
 				go func() { defer wg.Done(); l.answer(im.from, m) }()
 			}
 		case <-intentsCh:
+			intentsCh = l.cfg.Intents.Changed()
 			if len(waiting) > 0 {
 				l.mu.Lock()
 				cur = l.cur
 				l.mu.Unlock()
-				if waiting = l.apply(cur); true {
-					l.report("")
-				}
+				waiting = l.apply(cur)
+				l.report("")
 			}
 		case <-l.changed:
 			if soon == nil {
