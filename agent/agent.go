@@ -190,7 +190,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	}
 	a.coord, err = coordinator.New(coordinator.Config{
 		Region: cfg.Region, Node: cfg.Name, Raft: a.region, Fleet: a.gossip, Intents: a.intents, Send: a.send,
-		Clock: deps.Clock, Logger: a.log, Registerer: a.reg,
+		ViewReady: a.viewReady, Clock: deps.Clock, Logger: a.log, Registerer: a.reg,
 	})
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/murmur-edge/murmur/agent/region"
 	"github.com/murmur-edge/murmur/policy"
 )
 
@@ -167,8 +168,8 @@ func (c *Config) Validate() error {
 	if c.BootstrapExpect < 0 {
 		return &FieldError{"bootstrap-expect", fmt.Errorf("%d: use 0 (settle rule) or the number of eligible nodes the region starts with", c.BootstrapExpect)}
 	}
-	if c.Voters < 0 || c.Voters > 7 || (c.Voters > 0 && c.Voters%2 == 0) {
-		return &FieldError{"voters", fmt.Errorf("%d: use 0 (automatic), 1, 3, 5 or 7", c.Voters)}
+	if err := region.CheckVoters(c.Voters); err != nil {
+		return &FieldError{"voters", err}
 	}
 	return nil
 }

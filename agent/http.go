@@ -75,7 +75,7 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("GET /v1/workloads", a.handleWorkloads)
 	a.intents.Register(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		api.WriteError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path+" (see GET /v1/status, /v1/members, /v1/intents, /v1/regions, /v1/workloads, /metrics)")
+		api.WriteError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path+" (see GET /v1/status, /v1/members, /v1/intents, /v1/regions, /v1/workloads, /metrics, /healthz)")
 	})
 	return a.authorize(mux)
 }

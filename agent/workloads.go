@@ -22,6 +22,31 @@ func (a *Agent) send(node string, payload []byte) error {
 	return a.gossip.SendReliable(node, gossip.KindAssign, payload)
 }
 
+// viewReady is the coordinator's gate before it plans: a majority of the region's
+// Raft voters are alive in this node's gossip view. A voter that just restarted can
+// win an election before gossip brought it the fleet; its empty view would make every
+// other node look gone. (Not gossip's Joined: that waits for a seed, and the seeds
+// may be the nodes that died.)
+func (a *Agent) viewReady() bool {
+	v, ok := a.region.LocalView()
+	if !ok || len(v.Voters) == 0 {
+		return false
+	}
+	up := map[string]bool{}
+	for _, m := range a.gossip.Members() {
+		if m.Region == a.cfg.Region && m.Up() {
+			up[m.ID] = true
+		}
+	}
+	n := 0
+	for _, id := range v.Voters {
+		if up[id] {
+			n++
+		}
+	}
+	return n >= len(v.Voters)/2+1
+}
+
 func (a *Agent) handleAssign(from string, payload []byte) {
 	if l := a.local.Load(); l != nil {
 		l.HandleMessage(from, payload)

@@ -54,6 +54,11 @@ type Config struct {
 	// channel, or a direct call for this node). It may block; the coordinator calls
 	// it from its own goroutines, one at a time per node.
 	Send func(node string, payload []byte) error
+	// ViewReady reports whether this node's fleet view can be planned on. A node that
+	// has just started (and may win an election within a second, its Raft state being
+	// intact) sees every other node as gone until gossip has caught up: planning then
+	// would stop everything elsewhere. Nil means always ready.
+	ViewReady func() bool
 
 	Clock      runtime.Clock // default runtime.RealClock
 	Logger     *slog.Logger
@@ -61,6 +66,10 @@ type Config struct {
 
 	// SafetyTick plans even when nothing signalled a change. Default 5 s.
 	SafetyTick time.Duration
+	// ViewGrace bounds how long a new leader waits for every node that holds
+	// placements to appear in its fleet view (any status) before it plans; after it,
+	// a node still missing counts as gone. Default 30 s.
+	ViewGrace time.Duration
 	// ResendAfter is the first wait before an unacknowledged assignment is sent again;
 	// it doubles per try up to 8×. Default 500 ms.
 	ResendAfter time.Duration
@@ -103,6 +112,7 @@ func New(cfg Config) (*Coordinator, error) {
 	}
 	cfg.SafetyTick = cmp.Or(cfg.SafetyTick, 5*time.Second)
 	cfg.ResendAfter = cmp.Or(cfg.ResendAfter, 500*time.Millisecond)
+	cfg.ViewGrace = cmp.Or(cfg.ViewGrace, 30*time.Second)
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err
@@ -226,12 +236,41 @@ type loopState struct {
 	recheckAt   time.Time
 	committedAt time.Time // when the last plan committed
 	lastGen     uint64    // table generation the last delivery pass read
+	waitedView  string    // why planning waits for the fleet view (logged once per reason)
+	started     time.Time // when this loop began leading
 	results     chan sendResult
 	wg          sync.WaitGroup
 }
 
-func newLoopState() *loopState {
-	return &loopState{track: map[string]*nodeTrack{}, reports: map[string]Report{}, hot: map[string]HotState{}, results: make(chan sendResult, 64)}
+func newLoopState(now time.Time) *loopState {
+	return &loopState{started: now, track: map[string]*nodeTrack{}, reports: map[string]Report{}, hot: map[string]HotState{}, results: make(chan sendResult, 64)}
+}
+
+// viewGap says why the fleet view cannot be planned on yet ("" when it can), and
+// when to look again without a change signal (zero: at the next change).
+func (c *Coordinator) viewGap(ls *loopState) (string, time.Time) {
+	if c.cfg.ViewReady != nil && !c.cfg.ViewReady() {
+		return "gossip has not caught up with a majority of the region's voters", time.Time{}
+	}
+	deadline := ls.started.Add(c.cfg.ViewGrace)
+	if !c.cfg.Clock.Now().Before(deadline) {
+		return "", time.Time{}
+	}
+	seen := map[string]bool{}
+	for _, m := range c.cfg.Fleet.Members() {
+		seen[m.Name] = true
+	}
+	var missing []string
+	for _, p := range c.cfg.Raft.State().Placements {
+		if !seen[p.Node] && !slices.Contains(missing, p.Node) {
+			missing = append(missing, p.Node)
+		}
+	}
+	if len(missing) == 0 {
+		return "", time.Time{}
+	}
+	slices.Sort(missing)
+	return fmt.Sprintf("nodes holding placements are not in the fleet view yet: %v (planning anyway after %s)", missing, c.cfg.ViewGrace), deadline
 }
 
 // barrier waits until the applied state holds everything the predecessor committed,
@@ -263,6 +302,20 @@ func (c *Coordinator) step(ctx context.Context, ls *loopState, dirty bool) (agai
 		dirty = true
 	}
 	if dirty {
+		if why, retryAt := c.viewGap(ls); why != "" {
+			if why != ls.waitedView {
+				c.log.Info("not planning yet: the fleet view is not complete", "reason", why)
+				ls.waitedView = why
+			}
+			// Deliver from the committed table only; plan at the next fleet change.
+			next = c.deliver(ctx, ls)
+			if !retryAt.IsZero() && (next.IsZero() || retryAt.Before(next)) {
+				next = retryAt
+			}
+			ls.recheckAt = retryAt
+			return false, next
+		}
+		ls.waitedView = ""
 		again = c.planOnce(ctx, ls)
 		c.leader.Store(true)
 	}
@@ -276,7 +329,7 @@ func (c *Coordinator) step(ctx context.Context, ls *loopState, dirty bool) (agai
 // leaderLoop is the coordinator's work while leading: barrier, then plan on every
 // change, commit, and deliver from the applied state.
 func (c *Coordinator) leaderLoop(ctx context.Context) {
-	ls := newLoopState()
+	ls := newLoopState(c.cfg.Clock.Now())
 	defer func() {
 		c.leader.Store(false)
 		c.view.Store(nil)

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -291,6 +292,7 @@ type harness struct {
 	c       *Coordinator
 	ls      *loopState
 	version int64
+	ready   atomic.Bool // ViewReady
 
 	sendMu sync.Mutex
 	sent   []Assignment
@@ -298,8 +300,9 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	h := &harness{t: t, clock: newFakeClock(), raft: newFakeRaft(), fleet: &fakeFleet{}, intents: newFakeIntents()}
+	h.ready.Store(true)
 	c, err := New(Config{Region: "r1", Node: "n1", Raft: h.raft, Fleet: h.fleet, Intents: h.intents, Send: h.send,
-		Clock: h.clock, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		ViewReady: h.ready.Load, Clock: h.clock, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +332,7 @@ func (h *harness) lead() {
 	if err := h.c.barrier(context.Background()); err != nil {
 		h.t.Fatal(err)
 	}
-	h.ls = newLoopState()
+	h.ls = newLoopState(h.clock.Now())
 }
 
 // run makes one step and renders what it committed and delivered.
@@ -503,6 +506,15 @@ func (h *harness) handle(t *testing.T, d *datadriven.TestData) string {
 		h.raft.setLeader(true)
 		h.lead()
 		return fmt.Sprintf("term %d, barriers %d\n", h.raft.Term(), h.raft.barriers)
+	case "view-ready":
+		h.ready.Store(name == "true")
+		return ""
+	case "forget":
+		// The node is missing from this node's fleet view (not yet learned, or forgotten).
+		h.fleet.mu.Lock()
+		delete(h.fleet.members, name)
+		h.fleet.mu.Unlock()
+		return ""
 	case "view":
 		return h.view()
 	case "table":

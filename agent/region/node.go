@@ -148,10 +148,8 @@ func (c *Config) setDefaults() error {
 	} else {
 		c.RaftAdvertise = string(c.Transport.LocalAddr())
 	}
-	switch c.Voters {
-	case 0, 1, 3, 5:
-	default:
-		errs = append(errs, fmt.Sprintf("region: --voters %d: use 1, 3 or 5 (or 0 for automatic)", c.Voters))
+	if err := CheckVoters(c.Voters); err != nil {
+		errs = append(errs, "region: --voters "+err.Error())
 	}
 	if c.BootstrapExpect < 0 {
 		errs = append(errs, "region: --bootstrap-expect must be >= 0")
@@ -191,6 +189,17 @@ func (c *Config) setDefaults() error {
 		c.Clock = realClock{}
 	}
 	return nil
+}
+
+// CheckVoters is the one rule for --voters: 0 (automatic), 1, 3 or 5. More than five
+// voters make every commit wait for more acknowledgements and buy no availability a
+// site needs; an even count tolerates no more failures than the odd one below it.
+func CheckVoters(n int) error {
+	switch n {
+	case 0, 1, 3, 5:
+		return nil
+	}
+	return fmt.Errorf("%d: use 1, 3 or 5 (or 0 for automatic)", n)
 }
 
 // raftConfig is the raft.Config every node of murmur uses.

@@ -66,7 +66,7 @@ comma-separated list). Flags win over the environment, which wins over the file.
 	f.String("log-format", "text", "text or json")
 	f.String("api-token-file", "", "file with the bearer token writes need when --http is not loopback")
 	f.StringArray("trust-key", nil, "file of an ed25519 public key; when set, only intents signed by a trusted key are accepted (repeatable)")
-	f.Int("voters", 0, "Raft voters per region: 0 = automatic (3, or 5 in large regions), or 1, 3, 5, 7")
+	f.Int("voters", 0, "Raft voters per region: 0 = automatic (3, or 5 in large regions), or 1, 3, 5")
 	f.Int("bootstrap-expect", 0, "wait for this many eligible nodes before a region's first Raft bootstrap (0: bootstrap once the view settles); see docs/regions.md")
 	f.Bool("coordinator-eligible", true, "may this node become a Raft voter and coordinator (false for weak devices)")
 

@@ -167,6 +167,11 @@ func startAgentIn(t *testing.T, name string, gossipPort int, dataDir string, ext
 		<-p.done
 		if t.Failed() {
 			t.Logf("--- log of %s:\n%s", name, tail(p.logs(), 40))
+			if dir := os.Getenv("MURMUR_E2E_LOGDIR"); dir != "" {
+				// The whole log, for a failure that the tail does not explain.
+				f := filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+"-"+name+"-"+strconv.Itoa(p.cmd.Process.Pid)+".log")
+				_ = os.WriteFile(f, []byte(p.logs()), 0o644)
+			}
 		}
 	})
 	return p
@@ -339,6 +344,7 @@ func TestRealBadInputExitsTwo(t *testing.T) {
 		{"unknown config key", []string{"agent", "--config", badCfg}, nil, `unknown key "bindd" on line 2`},
 		{"public API without token", []string{"agent", "--http", "0.0.0.0:0", "--data-dir", dir}, nil, "--api-token-file"},
 		{"bad log level", []string{"agent", "--log-level", "loud", "--data-dir", dir}, nil, "invalid --log-level"},
+		{"seven voters", []string{"agent", "--voters", "7", "--data-dir", dir}, nil, "invalid --voters: 7: use 1, 3 or 5"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,303 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/murmur-edge/murmur/agent/coordinator"
+	"github.com/murmur-edge/murmur/runtime"
+)
+
+// instancePids reads the exec instances a node's data dir records and returns those
+// whose process is alive, by instance id.
+func instancePids(dataDir string) map[string]int {
+	out := map[string]int{}
+	files, _ := filepath.Glob(filepath.Join(dataDir, "runtime", "exec", "*", "handle.json"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		var h struct {
+			InstanceID string `json:"instanceID"`
+			PID        int    `json:"pid"`
+		}
+		if json.Unmarshal(b, &h) != nil || h.PID <= 0 {
+			continue
+		}
+		if syscall.Kill(h.PID, 0) == nil && !zombie(h.PID) {
+			out[h.InstanceID] = h.PID
+		}
+	}
+	return out
+}
+
+func zombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z'
+}
+
+// killHost cuts a node's power: SIGKILL of its agent and of every instance process
+// group it started.
+func killHost(t *testing.T, p *proc) {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	for _, pid := range instancePids(p.dataDir) {
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+	}
+}
+
+// killInstancesAtEnd stops every instance the agents started when the test ends
+// (agents leave their instances running when they exit, on purpose).
+func killInstancesAtEnd(t *testing.T, ps *[]*proc) {
+	t.Cleanup(func() {
+		for _, p := range *ps {
+			for _, pid := range instancePids(p.dataDir) {
+				_ = syscall.Kill(-pid, syscall.SIGKILL)
+			}
+		}
+	})
+}
+
+func workloadsOf(addr, query string) (coordinator.View, bool) {
+	var v coordinator.View
+	if err := getJSON(addr, "/v1/workloads"+query, &v); err != nil {
+		return v, false
+	}
+	return v, true
+}
+
+// running counts, per node, the instances of intent that the view shows running.
+func running(v coordinator.View, intent string) map[string]int {
+	out := map[string]int{}
+	for _, w := range v.Workloads {
+		if w.Intent == intent && w.State == runtime.StateRunning {
+			out[w.Node]++
+		}
+	}
+	return out
+}
+
+func total(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// processes counts, per node, the live instance processes of intent (process table).
+func processes(ps []*proc, intent string) map[string]int {
+	out := map[string]int{}
+	for _, p := range ps {
+		for id := range instancePids(p.dataDir) {
+			if strings.HasPrefix(id, intent+"-") {
+				out[p.name]++
+			}
+		}
+	}
+	return out
+}
+
+func alive(ps []*proc) []*proc {
+	var out []*proc
+	for _, p := range ps {
+		select {
+		case <-p.done:
+		default:
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// TestRealWorkloadsFollowTheirHosts is the mission on real processes: 3 replicas on a
+// 5-node region run as 3 processes on 3 nodes; a host dies and they run elsewhere;
+// the coordinator's host dies and there are still exactly 3; an agent restarts and
+// adopts its instances; a global workload runs once per node; delete stops them all.
+func TestRealWorkloadsFollowTheirHosts(t *testing.T) {
+	seedPort := freePort(t)
+	seed := fmt.Sprintf("127.0.0.1:%d", seedPort)
+	ps := []*proc{startAgent(t, "w1", seedPort, "--region", "plant")}
+	for i := 2; i <= 5; i++ {
+		ps = append(ps, startAgent(t, fmt.Sprintf("w%d", i), freePort(t), "--region", "plant", "--join", seed))
+	}
+	killInstancesAtEnd(t, &ps)
+	byName := map[string]*proc{}
+	for _, p := range ps {
+		byName[p.name] = p
+	}
+	eventually(t, 60*time.Second, "a coordinator with 3 voters", func() bool {
+		_, _, ok := agreedCoordinator(ps, "plant", 3)
+		return ok
+	})
+	body := []byte(`apiVersion: murmur/v1
+kind: Workload
+metadata: {name: web}
+spec:
+  replicas: 3
+  driver: exec
+  command: ["/bin/sleep", "3600"]
+  resources: {cpu: 50m, memory: 16Mi}
+`)
+	postIntent(t, ps[4].http, body, "")
+	body = []byte(`apiVersion: murmur/v1
+kind: Workload
+metadata: {name: mon}
+spec:
+  mode: global
+  driver: exec
+  command: ["/bin/sleep", "3600"]
+  resources: {cpu: 10m, memory: 8Mi}
+`)
+	postIntent(t, ps[4].http, body, "")
+
+	settled := func(live []*proc, what string) {
+		t.Helper()
+		eventually(t, 30*time.Second, what, func() bool {
+			v, ok := workloadsOf(live[0].http, "")
+			if !ok {
+				return false
+			}
+			web, procs := running(v, "web"), processes(live, "web")
+			if total(web) != 3 || len(web) != 3 || !maps(web, procs) {
+				return false
+			}
+			mon := running(v, "mon")
+			return len(mon) == len(live) && total(mon) == len(live) && total(processes(live, "mon")) == len(live)
+		})
+	}
+	settled(ps, "web as 3 processes on 3 nodes and mon once per node")
+
+	// A host running web dies (not the coordinator): its web instance runs elsewhere.
+	coord, _, _ := agreedCoordinator(ps, "plant", 0)
+	v, _ := workloadsOf(ps[0].http, "")
+	var victim *proc
+	for n := range running(v, "web") {
+		if n != coord && (victim == nil || n < victim.name) {
+			victim = byName[n]
+		}
+	}
+	if victim == nil {
+		t.Fatalf("no non-coordinator node runs web: %+v", v.Workloads)
+	}
+	killHost(t, victim)
+	settled(alive(ps), "web running 3 times on the survivors after "+victim.name+" died")
+
+	// It comes back: its old instance is not started again (the table moved on).
+	back := restartAgent(t, victim, victim.gossipPort(), "--region", "plant", "--join", seed)
+	ps = append(ps, back)
+	byName[back.name] = back
+	settled(alive(ps), victim.name+" back: still exactly 3 web, mon on every node")
+	eventually(t, 60*time.Second, "3 voters again", func() bool {
+		_, _, ok := agreedCoordinator(alive(ps), "plant", 3)
+		return ok
+	})
+
+	// The coordinator's host dies: a new coordinator, still exactly 3, no duplicates.
+	coord, _, _ = agreedCoordinator(alive(ps), "plant", 0)
+	killHost(t, byName[coord])
+	settled(alive(ps), "exactly 3 web after the coordinator "+coord+"'s host died")
+
+	// An agent restarts (not its host): its instances are adopted, same processes, and
+	// nothing moves.
+	var keep *proc
+	for _, p := range alive(ps) {
+		if len(instancePids(p.dataDir)) >= 2 {
+			keep = p
+			break
+		}
+	}
+	before := instancePids(keep.dataDir)
+	tableBefore, _ := workloadsOf(alive(ps)[0].http, "")
+	_ = keep.cmd.Process.Signal(syscall.SIGKILL)
+	<-keep.done
+	again := restartAgent(t, keep, keep.gossipPort(), "--region", "plant", "--join", seed)
+	ps = append(ps, again)
+	eventually(t, 30*time.Second, keep.name+" restarted and reports its instances running", func() bool {
+		v, ok := workloadsOf(again.http, "")
+		return ok && running(v, "mon")[keep.name] == 1
+	})
+	if after := instancePids(keep.dataDir); !equalPids(before, after) {
+		t.Errorf("%s's instances after an agent restart = %v, want the same processes %v (adopted)", keep.name, after, before)
+	}
+	settled(alive(ps), "still exactly 3 web after "+keep.name+"'s agent restarted")
+	tableAfter, _ := workloadsOf(alive(ps)[0].http, "")
+	if a, b := placementsOf(tableBefore), placementsOf(tableAfter); !slices.Equal(a, b) {
+		t.Errorf("an agent restart moved work: before %v, after %v", a, b)
+	}
+
+	// The coordinator's agent restarts at once (Raft state intact, so it may lead again
+	// before gossip brought it the fleet): no instance elsewhere is touched.
+	live := alive(ps)
+	coord, _, _ = agreedCoordinator(live, "plant", 0)
+	var cp *proc
+	others := map[string]map[string]int{}
+	for _, p := range live {
+		if p.name == coord {
+			cp = p
+		} else {
+			others[p.name] = instancePids(p.dataDir)
+		}
+	}
+	_ = cp.cmd.Process.Signal(syscall.SIGKILL)
+	<-cp.done
+	ps = append(ps, restartAgent(t, cp, cp.gossipPort(), "--region", "plant", "--join", seed))
+	settled(alive(ps), "still exactly 3 web after the coordinator "+coord+"'s agent restarted")
+	for _, p := range alive(ps) {
+		if want, ok := others[p.name]; ok {
+			if got := instancePids(p.dataDir); !equalPids(want, got) {
+				t.Errorf("%s's instances changed when the coordinator's agent restarted: %v, were %v", p.name, got, want)
+			}
+		}
+	}
+
+	// Delete: every web process stops; mon keeps running.
+	if out, err := exec.Command(murmurBin(t), "delete", "web", "--addr", alive(ps)[0].http).CombinedOutput(); err != nil {
+		t.Fatalf("delete web: %v\n%s", err, out)
+	}
+	eventually(t, 30*time.Second, "no web process left anywhere", func() bool {
+		v, ok := workloadsOf(alive(ps)[0].http, "")
+		return ok && total(processes(ps, "web")) == 0 && total(running(v, "web")) == 0 && total(processes(alive(ps), "mon")) == len(alive(ps))
+	})
+}
+
+func maps(a, b map[string]int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func equalPids(a, b map[string]int) bool { return maps(a, b) }
+
+func placementsOf(v coordinator.View) []string {
+	var out []string
+	for _, w := range v.Workloads {
+		if w.State != coordinator.StateLost {
+			out = append(out, w.Instance+"@"+w.Node)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
