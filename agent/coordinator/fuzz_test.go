@@ -1,0 +1,70 @@
+package coordinator
+
+import (
+	"testing"
+	"time"
+
+	"github.com/murmur-edge/murmur/policy"
+)
+
+// FuzzDecode: the assignment channel carries peers' bytes; Decode must never panic,
+// and what it accepts must encode and decode to the same message kind.
+func FuzzDecode(f *testing.F) {
+	set := []Assigned{{ID: "web-4-0", Intent: "web", Version: policy.Version{Wall: 1, Node: "a"}, Generation: 4}}
+	for _, m := range []any{
+		Assignment{Region: "r", Cluster: "c", Term: 2, Generation: 4, Node: "n1", Digest: Digest(set), Instances: set, CommittedAt: 1},
+		Assignment{Region: "r", Node: "n1", Digest: Digest(nil)},
+		Report{Seq: 9, Node: "n1", Region: "r", Digest: "x", Instances: []InstanceReport{{ID: "web-4-0", Intent: "web", Generation: 4, State: "running", Since: time.Unix(5, 0)}}},
+		Query{ID: 3, Intent: "web"},
+		Answer{ID: 3, View: View{Region: "r", Workloads: []Workload{{Intent: "web", Instance: "web-4-0"}}}},
+	} {
+		b, err := Encode(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte{msgAssignment, 0xdf, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{msgReport, 0x91})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := Decode(b)
+		if err != nil {
+			return
+		}
+		again, err := Encode(m)
+		if err != nil {
+			t.Fatalf("re-encode %T: %v", m, err)
+		}
+		m2, err := Decode(again)
+		if err != nil {
+			t.Fatalf("decode of re-encoded %T: %v", m, err)
+		}
+		if again[0] != b[0] {
+			t.Fatalf("kind changed: %d → %d (%T)", b[0], again[0], m2)
+		}
+	})
+}
+
+func TestDecodeRefuses(t *testing.T) {
+	set := []Assigned{{ID: "a", Intent: "w", Generation: 1}}
+	bad := map[string]any{
+		"wrong digest":  Assignment{Region: "r", Node: "n", Digest: "nope", Instances: set},
+		"no node":       Assignment{Region: "r", Digest: Digest(set), Instances: set},
+		"duplicate id":  Assignment{Region: "r", Node: "n", Digest: Digest(append(set, set...)), Instances: append(set, set...)},
+		"report nobody": Report{Region: "r"},
+	}
+	for name, m := range bad {
+		b, err := Encode(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Decode(b); err == nil {
+			t.Errorf("%s: Decode accepted %+v", name, m)
+		}
+	}
+	for _, b := range [][]byte{nil, {1}, {99, 0x80}, append([]byte{1}, make([]byte, MaxMessageBytes)...)} {
+		if _, err := Decode(b); err == nil {
+			t.Errorf("Decode(%d bytes, type %v) accepted", len(b), b)
+		}
+	}
+}
