@@ -313,8 +313,10 @@ func (s *state) planReplicated(ws *wlState) {
 		liveN++
 		ni := s.pnode[pi]
 		ns := &s.nodes[ni]
-		if ns.dead {
-			continue // waiting for replaceAfter
+		if !ns.alive {
+			// Dead (waiting for replaceAfter) or suspect: kept where it is, as Node
+			// says; what is known of such a node may be stale, so nothing is moved.
+			continue
 		}
 		p := &P[pi]
 		var cause Cause

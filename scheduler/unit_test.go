@@ -130,3 +130,27 @@ func TestSpreadAtScale(t *testing.T) {
 		}
 	}
 }
+
+// TestSuspectNodeKeepsItsInstances: an instance on a suspect node is kept and counted,
+// even when what is known of the node (no drivers, other labels) would make it move.
+func TestSuspectNodeKeepsItsInstances(t *testing.T) {
+	in := Input{
+		Region: "r", Now: baseNow, Generation: 9,
+		Nodes: []Node{
+			{Name: "a", Status: StatusAlive, Capacity: Resources{MilliCPU: 1000, MemoryBytes: 1 << 30}, Drivers: []string{"exec"}},
+			{Name: "b", Status: StatusSuspect}, // nothing known: no drivers, no capacity
+		},
+		Workloads:  []Workload{{Name: "w", Replicas: 2, Driver: "exec", Constraints: map[string]string{"k": "v"}}},
+		Placements: []Placement{{ID: "w-1-0", Workload: "w", Node: "b", Generation: 1}},
+	}
+	in.Nodes[0].Labels = map[string]string{"k": "v"}
+	res := Plan(in)
+	for _, a := range res.Actions {
+		if a.Instance == "w-1-0" || a.Replaces == "w-1-0" {
+			t.Errorf("the suspect node's instance was acted on: %+v", a)
+		}
+	}
+	if len(res.Actions) != 1 || res.Actions[0].Kind != ActionPlace || res.Actions[0].Node != "a" {
+		t.Errorf("actions = %+v, want one placement on a", res.Actions)
+	}
+}

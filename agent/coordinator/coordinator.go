@@ -66,9 +66,12 @@ type Config struct {
 
 	// SafetyTick plans even when nothing signalled a change. Default 5 s.
 	SafetyTick time.Duration
-	// ViewGrace bounds how long a new leader waits for every node that holds
-	// placements to appear in its fleet view (any status) before it plans; after it,
-	// a node still missing counts as gone. Default 30 s.
+	// ViewGrace: for this long after winning leadership, a node that holds placements
+	// but is missing from the fleet view counts as suspect (its instances are kept, it
+	// gets no new work), not as gone. A restarted node learns alive members from its
+	// first push/pull but never the ones already dead (memberlist sends no news of
+	// unknown dead nodes), nor, until gossip reaches it, every alive one. After the
+	// grace a node still missing counts as gone. Default 30 s.
 	ViewGrace time.Duration
 	// ResendAfter is the first wait before an unacknowledged assignment is sent again;
 	// it doubles per try up to 8×. Default 500 ms.
@@ -246,31 +249,12 @@ func newLoopState(now time.Time) *loopState {
 	return &loopState{started: now, track: map[string]*nodeTrack{}, reports: map[string]Report{}, hot: map[string]HotState{}, results: make(chan sendResult, 64)}
 }
 
-// viewGap says why the fleet view cannot be planned on yet ("" when it can), and
-// when to look again without a change signal (zero: at the next change).
-func (c *Coordinator) viewGap(ls *loopState) (string, time.Time) {
+// viewGap says why the fleet view cannot be planned on yet ("" when it can).
+func (c *Coordinator) viewGap() string {
 	if c.cfg.ViewReady != nil && !c.cfg.ViewReady() {
-		return "gossip has not caught up with a majority of the region's voters", time.Time{}
+		return "gossip has not caught up with a majority of the region's voters"
 	}
-	deadline := ls.started.Add(c.cfg.ViewGrace)
-	if !c.cfg.Clock.Now().Before(deadline) {
-		return "", time.Time{}
-	}
-	seen := map[string]bool{}
-	for _, m := range c.cfg.Fleet.Members() {
-		seen[m.Name] = true
-	}
-	var missing []string
-	for _, p := range c.cfg.Raft.State().Placements {
-		if !seen[p.Node] && !slices.Contains(missing, p.Node) {
-			missing = append(missing, p.Node)
-		}
-	}
-	if len(missing) == 0 {
-		return "", time.Time{}
-	}
-	slices.Sort(missing)
-	return fmt.Sprintf("nodes holding placements are not in the fleet view yet: %v (planning anyway after %s)", missing, c.cfg.ViewGrace), deadline
+	return ""
 }
 
 // barrier waits until the applied state holds everything the predecessor committed,
@@ -302,18 +286,13 @@ func (c *Coordinator) step(ctx context.Context, ls *loopState, dirty bool) (agai
 		dirty = true
 	}
 	if dirty {
-		if why, retryAt := c.viewGap(ls); why != "" {
+		if why := c.viewGap(); why != "" {
 			if why != ls.waitedView {
 				c.log.Info("not planning yet: the fleet view is not complete", "reason", why)
 				ls.waitedView = why
 			}
 			// Deliver from the committed table only; plan at the next fleet change.
-			next = c.deliver(ctx, ls)
-			if !retryAt.IsZero() && (next.IsZero() || retryAt.Before(next)) {
-				next = retryAt
-			}
-			ls.recheckAt = retryAt
-			return false, next
+			return false, c.deliver(ctx, ls)
 		}
 		ls.waitedView = ""
 		again = c.planOnce(ctx, ls)
@@ -447,12 +426,17 @@ func (c *Coordinator) planOnce(ctx context.Context, ls *loopState) (again bool) 
 	}
 	op := offloadPolicy(regionPolicies(ps, c.cfg.Region), c.cfg.Region)
 	ls.hot = UpdateHot(ls.hot, members, c.cfg.Region, op, now)
-	snap := Snapshot{Region: c.cfg.Region, Now: now, Members: members, State: st, Workloads: ws, Policies: ps, Reports: ls.reports, Hot: ls.hot}
+	graceEnd := ls.started.Add(c.cfg.ViewGrace)
+	snap := Snapshot{Region: c.cfg.Region, Now: now, Members: members, State: st, Workloads: ws, Policies: ps, Reports: ls.reports, Hot: ls.hot,
+		MissingSuspect: now.Before(graceEnd)}
 	in, rejected := BuildInput(snap)
 	res := scheduler.Plan(in)
 	c.m.planSeconds.Observe(time.Since(start).Seconds())
 	ls.sums = summaries(snap, in, res, rejected)
 	ls.recheckAt = res.RecheckAt
+	if snap.MissingSuspect && len(in.Nodes) > countRegion(members, c.cfg.Region) && (ls.recheckAt.IsZero() || graceEnd.Before(ls.recheckAt)) {
+		ls.recheckAt = graceEnd // plan again when the missing nodes start to count as gone
+	}
 	defer func() { c.publishView(ls, c.cfg.Raft.State()) }()
 	if res.Empty() {
 		return false
@@ -487,6 +471,16 @@ func (c *Coordinator) planOnce(ctx context.Context, ls *loopState) (again bool) 
 		c.log.Info("unplaced", "intent", u.Workload, "instance", u.Instance, "count", u.Count, "reason", u.Reason)
 	}
 	return false
+}
+
+func countRegion(ms []gossip.Member, r string) int {
+	n := 0
+	for _, m := range ms {
+		if m.Region == r {
+			n++
+		}
+	}
+	return n
 }
 
 // PlanCommand turns a scheduler result into the region command that commits it: the

@@ -25,8 +25,9 @@
 //  2. Wait for a change: membership or a record (gossip Subscribe), an intent (store
 //     Changed), a report that changes an instance's state, Result.RecheckAt, a resend
 //     that is due, or the safety tick (5 s).
-//  3. If the fleet view cannot be trusted yet (ViewReady false, or for the first 30 s a
-//     node holding placements is missing from the view), deliver only; never plan.
+//  3. If the fleet view cannot be trusted yet (ViewReady false), deliver only; never
+//     plan. For its first 30 s a node holding placements but missing from the view
+//     counts as suspect, not gone (a restarted node never hears of nodes already dead).
 //  4. Build the input with BuildInput (pure, golden-tested): nodes of the region with
 //     status, capacity (minus reserve), load, labels, drivers, drain flags; the
 //     Workload intents that target the region and that its Policies admit (admission

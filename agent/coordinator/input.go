@@ -25,6 +25,9 @@ type Snapshot struct {
 	Policies  []intents.LiveIntent
 	Reports   map[string]Report   // node name → its latest report
 	Hot       map[string]HotState // node name → offload bookkeeping
+	// MissingSuspect: a node holding placements that is missing from Members counts
+	// as suspect (instances kept and counted, no new work) instead of gone.
+	MissingSuspect bool
 }
 
 // HotState is the offload bookkeeping the coordinator keeps per node between plans.
@@ -130,6 +133,24 @@ func BuildInput(s Snapshot) (scheduler.Input, []Rejected) {
 			n.LoadHighSince, n.LastMigrationAt = h.HighSince, h.LastMigration
 		}
 		in.Nodes = append(in.Nodes, n)
+	}
+
+	if s.MissingSuspect {
+		seen := make(map[string]bool, len(in.Nodes))
+		for _, n := range in.Nodes {
+			seen[n.Name] = true
+		}
+		var missing []string
+		for _, p := range s.State.Placements {
+			if !seen[p.Node] {
+				seen[p.Node] = true
+				missing = append(missing, p.Node)
+			}
+		}
+		slices.Sort(missing)
+		for _, name := range missing {
+			in.Nodes = append(in.Nodes, scheduler.Node{Name: name, Region: s.Region, Status: scheduler.StatusSuspect})
+		}
 	}
 
 	var rejected []Rejected
