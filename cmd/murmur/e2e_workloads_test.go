@@ -131,11 +131,18 @@ func alive(ps []*proc) []*proc {
 // the coordinator's host dies and there are still exactly 3; an agent restarts and
 // adopts its instances; a global workload runs once per node; delete stops them all.
 func TestRealWorkloadsFollowTheirHosts(t *testing.T) {
-	seedPort := freePort(t)
-	seed := fmt.Sprintf("127.0.0.1:%d", seedPort)
-	ps := []*proc{startAgent(t, "w1", seedPort, "--region", "plant")}
-	for i := 2; i <= 5; i++ {
-		ps = append(ps, startAgent(t, fmt.Sprintf("w%d", i), freePort(t), "--region", "plant", "--join", seed))
+	// Every agent lists every address as a seed (it skips its own), as an operator
+	// would: the test kills nodes for good, seeds included, and restarts others.
+	ports := make([]int, 5)
+	var flags []string
+	for i := range ports {
+		ports[i] = freePort(t)
+		flags = append(flags, "--join", fmt.Sprintf("127.0.0.1:%d", ports[i]))
+	}
+	flags = append([]string{"--region", "plant"}, flags...)
+	var ps []*proc
+	for i, port := range ports {
+		ps = append(ps, startAgent(t, fmt.Sprintf("w%d", i+1), port, flags...))
 	}
 	killInstancesAtEnd(t, &ps)
 	byName := map[string]*proc{}
@@ -200,7 +207,7 @@ spec:
 	settled(alive(ps), "web running 3 times on the survivors after "+victim.name+" died")
 
 	// It comes back: its old instance is not started again (the table moved on).
-	back := restartAgent(t, victim, victim.gossipPort(), "--region", "plant", "--join", seed)
+	back := restartAgent(t, victim, victim.gossipPort(), flags...)
 	ps = append(ps, back)
 	byName[back.name] = back
 	settled(alive(ps), victim.name+" back: still exactly 3 web, mon on every node")
@@ -217,8 +224,9 @@ spec:
 	// An agent restarts (not its host): its instances are adopted, same processes, and
 	// nothing moves.
 	var keep *proc
+	coord, _, _ = agreedCoordinator(alive(ps), "plant", 0)
 	for _, p := range alive(ps) {
-		if len(instancePids(p.dataDir)) >= 2 {
+		if p.name != coord && len(instancePids(p.dataDir)) >= 2 {
 			keep = p
 			break
 		}
@@ -227,7 +235,7 @@ spec:
 	tableBefore, _ := workloadsOf(alive(ps)[0].http, "")
 	_ = keep.cmd.Process.Signal(syscall.SIGKILL)
 	<-keep.done
-	again := restartAgent(t, keep, keep.gossipPort(), "--region", "plant", "--join", seed)
+	again := restartAgent(t, keep, keep.gossipPort(), flags...)
 	ps = append(ps, again)
 	eventually(t, 30*time.Second, keep.name+" restarted and reports its instances running", func() bool {
 		v, ok := workloadsOf(again.http, "")
@@ -257,7 +265,7 @@ spec:
 	}
 	_ = cp.cmd.Process.Signal(syscall.SIGKILL)
 	<-cp.done
-	ps = append(ps, restartAgent(t, cp, cp.gossipPort(), "--region", "plant", "--join", seed))
+	ps = append(ps, restartAgent(t, cp, cp.gossipPort(), flags...))
 	settled(alive(ps), "still exactly 3 web after the coordinator "+coord+"'s agent restarted")
 	for _, p := range alive(ps) {
 		if want, ok := others[p.name]; ok {
@@ -294,7 +302,7 @@ func equalPids(a, b map[string]int) bool { return maps(a, b) }
 func placementsOf(v coordinator.View) []string {
 	var out []string
 	for _, w := range v.Workloads {
-		if w.State != coordinator.StateLost {
+		if w.State == runtime.StateRunning {
 			out = append(out, w.Instance+"@"+w.Node)
 		}
 	}
