@@ -348,6 +348,38 @@ func (r *wlRun) waitSettled(ctx context.Context, observer *agentProc, want map[s
 	}
 }
 
+// respread deletes the standing workloads, waits until they are gone, applies them
+// again and waits until they run, and returns how many instances each node runs.
+func (r *wlRun) respread(ctx context.Context, a *agentProc, names []string, want map[string]int) (map[string]int, error) {
+	gone := map[string]bool{}
+	for _, n := range names {
+		if err := r.remove(ctx, a, n); err != nil {
+			return nil, err
+		}
+		gone[n] = true
+	}
+	if err := r.waitSettled(ctx, a, map[string]int{}, gone, r.o.ConvergeTimout); err != nil {
+		return nil, fmt.Errorf("deleting the standing workloads: %w", err)
+	}
+	if err := r.apply(ctx, a, names); err != nil {
+		return nil, err
+	}
+	if err := r.waitSettled(ctx, a, want, nil, r.o.ConvergeTimout); err != nil {
+		return nil, fmt.Errorf("standing workloads applied again: %w", err)
+	}
+	v, err := r.view(ctx, a, "")
+	if err != nil {
+		return nil, err
+	}
+	onNode := map[string]int{}
+	for _, w := range v.Workloads {
+		if _, ok := want[w.Intent]; ok {
+			onNode[w.Node]++
+		}
+	}
+	return onNode, nil
+}
+
 // scrapeDelivery returns a's delivery histogram (empty when the agent has none yet).
 func (r *wlRun) scrapeDelivery(ctx context.Context, a *agentProc) (histogram, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -647,7 +679,15 @@ func (r *wlRun) runReplace(ctx context.Context, scn string) error {
 				return fmt.Errorf("trial %d: coordinator %q is not one of the fleet's agents", k, coord)
 			}
 			if onNode[coord] == 0 {
-				return fmt.Errorf("trial %d: the coordinator %s hosts no instance (placement %v); run one replica per node (--replicas = --nodes, the default)", k, coord, onNode)
+				// Replacements stay where they were placed, so after earlier trials the
+				// coordinator may run nothing: spread the standing workloads again.
+				f.log.Info("the coordinator hosts no instance; applying the standing workloads again", "coordinator", coord, "placement", onNode)
+				if onNode, err = r.respread(ctx, as[0], standing, want); err != nil {
+					return fmt.Errorf("trial %d: %w", k, err)
+				}
+				if onNode[coord] == 0 {
+					return fmt.Errorf("trial %d: the coordinator %s hosts no instance even after a fresh apply (placement %v); run one replica per node (--replicas = --nodes, the default)", k, coord, onNode)
+				}
 			}
 		} else {
 			var cands []*agentProc
