@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/murmur-edge/murmur/agent/intents"
 	"github.com/murmur-edge/murmur/agent/region"
 	"github.com/murmur-edge/murmur/gossip"
+	"github.com/murmur-edge/murmur/policy"
 	"github.com/murmur-edge/murmur/runtime"
 	"github.com/murmur-edge/murmur/scheduler"
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,6 +42,7 @@ type Fleet interface {
 // Intents is what the coordinator needs of the intent store (*intents.Service).
 type Intents interface {
 	LiveVersions() (workloads, policies []intents.LiveIntent)
+	Tombstones() map[string]policy.Version
 	Changed() <-chan struct{}
 }
 
@@ -239,6 +242,9 @@ type loopState struct {
 	recheckAt   time.Time
 	committedAt time.Time // when the last plan committed
 	lastGen     uint64    // table generation the last delivery pass read
+	term        uint64    // the Raft term this loop leads; stamped on every assignment
+	readyAt     time.Time // first step whose fleet view could be planned on
+	fleetKey    string    // what of the fleet view the last plan read
 	waitedView  string    // why planning waits for the fleet view (logged once per reason)
 	started     time.Time // when this loop began leading
 	results     chan sendResult
@@ -281,9 +287,12 @@ func (c *Coordinator) barrier(ctx context.Context) error {
 // step is one turn of the leader loop: take reports, plan and commit when something
 // changed, deliver from the applied state. It returns whether to plan again at once
 // (a stale plan) and when it wants to be woken (a resend or Result.RecheckAt).
-func (c *Coordinator) step(ctx context.Context, ls *loopState, dirty bool) (again bool, next time.Time) {
+func (c *Coordinator) step(ctx context.Context, ls *loopState, dirty, fleetOnly bool) (again bool, next time.Time) {
 	if r := c.takeReports(); r != nil && c.absorb(ls, r) {
-		dirty = true
+		dirty, fleetOnly = true, false
+	}
+	if ctx.Err() != nil || !c.cfg.Raft.IsLeader() || (ls.term != 0 && c.cfg.Raft.Term() != ls.term) {
+		return false, time.Time{} // no longer this term's leader: deliver nothing
 	}
 	if dirty {
 		if why := c.viewGap(); why != "" {
@@ -295,8 +304,14 @@ func (c *Coordinator) step(ctx context.Context, ls *loopState, dirty bool) (agai
 			return false, c.deliver(ctx, ls)
 		}
 		ls.waitedView = ""
-		again = c.planOnce(ctx, ls)
+		if ls.readyAt.IsZero() {
+			ls.readyAt = c.cfg.Clock.Now()
+		}
+		again = c.planOnce(ctx, ls, fleetOnly)
 		c.leader.Store(true)
+	}
+	if ctx.Err() != nil || !c.cfg.Raft.IsLeader() || (ls.term != 0 && c.cfg.Raft.Term() != ls.term) {
+		return again, time.Time{}
 	}
 	next = c.deliver(ctx, ls)
 	if !ls.recheckAt.IsZero() && (next.IsZero() || ls.recheckAt.Before(next)) {
@@ -318,10 +333,14 @@ func (c *Coordinator) leaderLoop(ctx context.Context) {
 		}
 	}()
 	term := c.cfg.Raft.Term()
+	ls.term = term
 	c.log.Info("coordinator loop started", "term", term)
 	if c.barrier(ctx) != nil {
 		return
 	}
+	// Reports that arrived before this term may be minutes old: only fresh ones count
+	// (every node reports when the new term's assignment reaches it).
+	c.takeReports()
 	fleetCh, unsub := c.cfg.Fleet.Subscribe()
 	defer unsub()
 	safety := c.cfg.Clock.NewTimer(c.cfg.SafetyTick)
@@ -332,15 +351,15 @@ func (c *Coordinator) leaderLoop(ctx context.Context) {
 			wake.Stop()
 		}
 	}()
-	dirty := true
+	dirty, fleetOnly := true, false
 	for {
 		if t := c.cfg.Raft.Term(); t != term || !c.cfg.Raft.IsLeader() {
 			c.log.Info("coordinator loop ends: leadership changed", "term", term, "now", t)
 			return
 		}
 		intentsCh := c.cfg.Intents.Changed()
-		again, next := c.step(ctx, ls, dirty)
-		dirty = again
+		again, next := c.step(ctx, ls, dirty, fleetOnly)
+		dirty, fleetOnly = again, false
 		if wake != nil {
 			wake.Stop()
 			wake = nil
@@ -358,7 +377,9 @@ func (c *Coordinator) leaderLoop(ctx context.Context) {
 			c.log.Info("coordinator loop stopped")
 			return
 		case <-fleetCh:
-			dirty = true
+			// Every load sample of every node signals; plan only if what the planner
+			// reads of the region changed (planOnce compares).
+			dirty, fleetOnly = true, true
 		case <-intentsCh:
 			dirty = true
 		case <-c.reportCh:
@@ -386,7 +407,10 @@ func (c *Coordinator) absorb(ls *loopState, in map[string]Report) bool {
 			continue
 		}
 		ls.reports[node] = r
-		if t := ls.track[node]; t != nil && r.Digest != "" && (r.Digest != t.sent || r.Generation >= t.sentGen) {
+		// The node's own word on what it applied, empty included (a node that lost its
+		// state gets its set again); only an ack of the set sent, but at an older
+		// generation, is stale.
+		if t := ls.track[node]; t != nil && (r.Digest != t.sent || r.Generation >= t.sentGen) {
 			t.acked = r.Digest
 			if r.Digest == t.sent {
 				t.tries = 0
@@ -411,12 +435,18 @@ func instanceKey(r Report) string {
 
 // planOnce builds the input, plans, and commits a non-empty plan. It returns true
 // when the plan was refused as stale and must be made again.
-func (c *Coordinator) planOnce(ctx context.Context, ls *loopState) (again bool) {
+func (c *Coordinator) planOnce(ctx context.Context, ls *loopState, fleetOnly bool) (again bool) {
 	start := time.Now()
 	now := c.cfg.Clock.Now()
-	st := c.cfg.Raft.State()
 	ws, ps := c.cfg.Intents.LiveVersions()
 	members := c.cfg.Fleet.Members()
+	op := offloadPolicy(regionPolicies(ps, c.cfg.Region), c.cfg.Region)
+	key := fleetKey(members, c.cfg.Region, op)
+	if fleetOnly && key == ls.fleetKey && (ls.recheckAt.IsZero() || now.Before(ls.recheckAt)) {
+		return false
+	}
+	ls.fleetKey = key
+	st := c.cfg.Raft.State()
 	for _, m := range members {
 		// What a dead node said before it died is no evidence of its instances now
 		// (the reconcile rule after a heal must not trust it).
@@ -424,10 +454,10 @@ func (c *Coordinator) planOnce(ctx context.Context, ls *loopState) (again bool) 
 			delete(ls.reports, m.Name)
 		}
 	}
-	op := offloadPolicy(regionPolicies(ps, c.cfg.Region), c.cfg.Region)
 	ls.hot = UpdateHot(ls.hot, members, c.cfg.Region, op, now)
-	graceEnd := ls.started.Add(c.cfg.ViewGrace)
-	snap := Snapshot{Region: c.cfg.Region, Now: now, Members: members, State: st, Workloads: ws, Policies: ps, Reports: ls.reports, Hot: ls.hot,
+	graceEnd := ls.readyAt.Add(c.cfg.ViewGrace)
+	snap := Snapshot{Region: c.cfg.Region, Now: now, Members: members, State: st, Workloads: ws, Policies: ps,
+		Tombstones: c.cfg.Intents.Tombstones(), Reports: ls.reports, Hot: ls.hot,
 		MissingSuspect: now.Before(graceEnd)}
 	in, rejected := BuildInput(snap)
 	res := scheduler.Plan(in)
@@ -471,6 +501,22 @@ func (c *Coordinator) planOnce(ctx context.Context, ls *loopState) (again bool) 
 		c.log.Info("unplaced", "intent", u.Workload, "instance", u.Instance, "count", u.Count, "reason", u.Reason)
 	}
 	return false
+}
+
+// fleetKey is what the planner reads of the region's members: status, whether a
+// record arrived, drivers, labels, capacity, and whether the load is above the
+// offload threshold. A change of anything else (a load sample within the same side of
+// the threshold, another region) does not call for a plan.
+func fleetKey(ms []gossip.Member, r string, op scheduler.OffloadPolicy) string {
+	var b strings.Builder
+	for _, m := range ms {
+		if m.Region != r {
+			continue
+		}
+		hot := (op.CPUAbove > 0 && m.Load.CPU > op.CPUAbove) || (op.MemoryAbove > 0 && m.Load.Memory > op.MemoryAbove)
+		fmt.Fprintf(&b, "%s|%s|%t|%v|%v|%d|%d|%t\n", m.Name, m.Status, m.Health != "", m.Drivers, m.Labels, m.MilliCPU, m.MemoryBytes, hot)
+	}
+	return b.String()
 }
 
 func countRegion(ms []gossip.Member, r string) int {
@@ -520,7 +566,10 @@ func Assignments(st region.State) map[string][]Assigned {
 // due (zero if none).
 func (c *Coordinator) deliver(ctx context.Context, ls *loopState) time.Time {
 	st := c.cfg.Raft.State()
-	term := c.cfg.Raft.Term()
+	term := ls.term
+	if term == 0 {
+		term = c.cfg.Raft.Term()
+	}
 	now := c.cfg.Clock.Now()
 	byNode := Assignments(st)
 	var next time.Time
@@ -566,7 +615,9 @@ func (c *Coordinator) deliver(ctx context.Context, ls *loopState) time.Time {
 			t.tries = 0
 		}
 		a := Assignment{Region: c.cfg.Region, Cluster: st.ClusterID, Term: term, Generation: st.Generation, Node: m.Name, Digest: digest, Instances: set}
-		if t.sent != digest && !ls.committedAt.IsZero() {
+		if t.sent != digest && !ls.committedAt.IsZero() && now.Sub(ls.committedAt) < 5*time.Second {
+			// First send of a set after a commit: the node measures the delivery time.
+			// (Not for a node back from the dead, whose set changed long ago.)
 			a.CommittedAt = ls.committedAt.UnixNano()
 		}
 		payload, err := Encode(a)
@@ -586,6 +637,9 @@ func (c *Coordinator) deliver(ctx context.Context, ls *loopState) time.Time {
 		ls.wg.Add(1)
 		go func(node string) {
 			defer ls.wg.Done()
+			if ctx.Err() != nil {
+				return
+			}
 			err := c.cfg.Send(node, payload)
 			select {
 			case ls.results <- sendResult{node, err}:

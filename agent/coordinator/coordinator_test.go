@@ -32,7 +32,7 @@ func TestRunFollowsLeadership(t *testing.T) {
 	fleet := &fakeFleet{}
 	store := newFakeIntents()
 	for _, n := range []string{"n1", "n2"} {
-		fleet.set(gossip.Member{Name: n, Region: "r1", Status: gossip.StatusAlive, MilliCPU: 1000, MemoryBytes: 1 << 30, Drivers: []string{"exec"}})
+		fleet.set(gossip.Member{Name: n, Region: "r1", Status: gossip.StatusAlive, MilliCPU: 1000, MemoryBytes: 1 << 30, Drivers: []string{"exec"}, Health: gossip.HealthOK})
 	}
 	one := 1
 	store.put(intents.LiveIntent{Intent: &policy.Intent{Kind: policy.KindWorkload, Metadata: policy.Metadata{Name: "web"},
@@ -122,13 +122,16 @@ func TestBuildInputGolden(t *testing.T) {
 	st.Placements["web-40-0"] = region.Placement{ID: "web-40-0", Workload: "web", Node: "n1", Version: policy.Version{Wall: 5, Node: "a"}, Generation: 40, StartedAt: now.Add(-time.Hour)}
 	st.Placements["web-40-1"] = region.Placement{ID: "web-40-1", Workload: "web", Node: "n2", Version: policy.Version{Wall: 5, Node: "a"}, Generation: 40, StartedAt: now.Add(-time.Hour)}
 	st.Placements["old-3-0"] = region.Placement{ID: "old-3-0", Workload: "old", Node: "n2", Generation: 3}
+	st.Placements["late-30-0"] = region.Placement{ID: "late-30-0", Workload: "late", Node: "n1", Generation: 30, Version: policy.Version{Wall: 9, Node: "b"}}
+	st.Placements["late-30-1"] = region.Placement{ID: "late-30-1", Workload: "late", Node: "n3", Generation: 30, Version: policy.Version{Wall: 8, Node: "b"}}
 	snap := Snapshot{
 		Region: "site-a", Now: now,
 		Members: []gossip.Member{
-			{Name: "n1", Region: "site-a", Status: "alive", MilliCPU: 2000, MemoryBytes: 1 << 30, Load: gossip.Load{CPU: 0.9, Memory: 0.2}, Labels: map[string]string{"zone": "z1"}, Drivers: []string{"exec"}},
+			{Name: "n1", Region: "site-a", Status: "alive", Health: "ok", MilliCPU: 2000, MemoryBytes: 1 << 30, Load: gossip.Load{CPU: 0.9, Memory: 0.2}, Labels: map[string]string{"zone": "z1"}, Drivers: []string{"exec"}},
 			{Name: "n2", Region: "site-a", Status: "dead", StatusSince: now.Add(-2 * time.Second), MilliCPU: 1000, MemoryBytes: 512 << 20, Drivers: []string{"exec", "docker"}},
 			{Name: "n3", Region: "site-a", Status: "suspect", MilliCPU: 1000, MemoryBytes: 512 << 20},
-			{Name: "x1", Region: "site-b", Status: "alive", MilliCPU: 4000, MemoryBytes: 4 << 30},
+			{Name: "x1", Region: "site-b", Status: "alive", Health: "ok", MilliCPU: 4000, MemoryBytes: 4 << 30},
+			{Name: "n4", Region: "site-a", Status: "alive", MilliCPU: 1000, MemoryBytes: 512 << 20}, // no load record yet: suspect
 		},
 		State: st,
 		Workloads: []intents.LiveIntent{
@@ -149,6 +152,7 @@ func TestBuildInputGolden(t *testing.T) {
 				Offload:   &policy.Offload{CPUAbove: &cpu, SustainedFor: "10s", Cooldown: "30s"},
 				Admission: &policy.Admission{AllowedImages: []string{"registry.local/*"}}}}},
 		},
+		Tombstones: map[string]policy.Version{"old": {Wall: 1, Node: "a"}}, // "late" is unknown here: held
 		Reports: map[string]Report{
 			"n1": {Node: "n1", Instances: []InstanceReport{{ID: "web-40-0", Generation: 40, State: "running", Since: now.Add(-time.Minute)}}},
 			"n2": {Node: "n2", Instances: []InstanceReport{{ID: "web-40-1", Generation: 39, State: "running"}}}, // an older generation: not this placement

@@ -26,8 +26,11 @@
 //     Changed), a report that changes an instance's state, Result.RecheckAt, a resend
 //     that is due, or the safety tick (5 s).
 //  3. If the fleet view cannot be trusted yet (ViewReady false), deliver only; never
-//     plan. For its first 30 s a node holding placements but missing from the view
-//     counts as suspect, not gone (a restarted node never hears of nodes already dead).
+//     plan. For 30 s after the view is first ready, a node holding placements but
+//     missing from the view counts as suspect, not gone (a restarted node never hears
+//     of nodes already dead); so does a member whose load record has not arrived. A
+//     placement of a workload the intent store does not hold is kept as it is: only a
+//     tombstone proves a workload deleted.
 //  4. Build the input with BuildInput (pure, golden-tested): nodes of the region with
 //     status, capacity (minus reserve), load, labels, drivers, drain flags; the
 //     Workload intents that target the region and that its Policies admit (admission

@@ -231,11 +231,22 @@ func (f *fakeFleet) set(m gossip.Member) {
 type fakeIntents struct {
 	mu       sync.Mutex
 	byName   map[string]intents.LiveIntent
+	tombs    map[string]policy.Version
 	changeCh chan struct{}
 }
 
+func (f *fakeIntents) Tombstones() map[string]policy.Version {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]policy.Version{}
+	for k, v := range f.tombs {
+		out[k] = v
+	}
+	return out
+}
+
 func newFakeIntents() *fakeIntents {
-	return &fakeIntents{byName: map[string]intents.LiveIntent{}, changeCh: make(chan struct{})}
+	return &fakeIntents{byName: map[string]intents.LiveIntent{}, tombs: map[string]policy.Version{}, changeCh: make(chan struct{})}
 }
 
 func (f *fakeIntents) LiveVersions() (ws, ps []intents.LiveIntent) {
@@ -267,15 +278,27 @@ func (f *fakeIntents) Lookup(name string) (*policy.Intent, policy.Version, bool)
 	li, ok := f.byName[name]
 	return li.Intent, li.Version, ok
 }
-func (f *fakeIntents) put(li intents.LiveIntent) {
+func (f *fakeIntents) forget(name string) {
 	f.mu.Lock()
-	f.byName[li.Name()] = li
+	delete(f.byName, name)
 	close(f.changeCh)
 	f.changeCh = make(chan struct{})
 	f.mu.Unlock()
 }
-func (f *fakeIntents) remove(name string) {
+
+func (f *fakeIntents) put(li intents.LiveIntent) {
 	f.mu.Lock()
+	f.byName[li.Name()] = li
+	delete(f.tombs, li.Name())
+	close(f.changeCh)
+	f.changeCh = make(chan struct{})
+	f.mu.Unlock()
+}
+// remove deletes name: a tombstone above its last version. forget drops it without
+// a tombstone (a store that never heard of it).
+func (f *fakeIntents) remove(name string, v policy.Version) {
+	f.mu.Lock()
+	f.tombs[name] = v
 	delete(f.byName, name)
 	close(f.changeCh)
 	f.changeCh = make(chan struct{})
@@ -333,12 +356,13 @@ func (h *harness) lead() {
 		h.t.Fatal(err)
 	}
 	h.ls = newLoopState(h.clock.Now())
+	h.ls.term = h.raft.Term()
 }
 
 // run makes one step and renders what it committed and delivered.
 func (h *harness) run(dirty bool) string {
 	before := len(h.raft.commits)
-	_, _ = h.c.step(context.Background(), h.ls, dirty)
+	_, _ = h.c.step(context.Background(), h.ls, dirty, false)
 	h.ls.wg.Wait()
 	for {
 		select {
@@ -440,7 +464,10 @@ func (h *harness) handle(t *testing.T, d *datadriven.TestData) string {
 	case "node":
 		m := gossip.Member{Name: name, Region: arg(d, "region", "r1"), Status: arg(d, "status", gossip.StatusAlive),
 			MilliCPU: int64(argInt(t, d, "cpu", 2000)), MemoryBytes: int64(argInt(t, d, "mem", 2048)) << 20,
-			Labels: labels(d), Drivers: []string{"exec"}, StatusSince: h.clock.Now()}
+			Labels: labels(d), Drivers: []string{"exec"}, StatusSince: h.clock.Now(), Health: arg(d, "health", gossip.HealthOK)}
+		if m.Health == "none" {
+			m.Health, m.Drivers = "", nil // no load record yet
+		}
 		h.fleet.set(m)
 		return ""
 	case "workload":
@@ -465,7 +492,12 @@ func (h *harness) handle(t *testing.T, d *datadriven.TestData) string {
 			Metadata: policy.Metadata{Name: name}, Policy: spec}, Version: policy.Version{Wall: h.version, Node: "op"}})
 		return ""
 	case "delete":
-		h.intents.remove(name)
+		h.version++
+		h.intents.remove(name, policy.Version{Wall: h.version, Node: "op"})
+		return ""
+	case "store-lacks":
+		// This node's intent store does not hold name (it is behind the fleet).
+		h.intents.forget(name)
 		return ""
 	case "advance":
 		dur, err := time.ParseDuration(name)

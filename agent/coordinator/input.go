@@ -23,6 +23,8 @@ type Snapshot struct {
 	State     region.State    // the applied table
 	Workloads []intents.LiveIntent
 	Policies  []intents.LiveIntent
+	// Tombstones: deleted intents by name, with the version of the delete.
+	Tombstones map[string]policy.Version
 	Reports   map[string]Report   // node name → its latest report
 	Hot       map[string]HotState // node name → offload bookkeeping
 	// MissingSuspect: a node holding placements that is missing from Members counts
@@ -42,6 +44,9 @@ type Rejected struct {
 	Intent  string
 	Desired int // replicas (0 for a global workload)
 	Reason  string
+	// Held: not forbidden but unknown to this coordinator's store; its instances are
+	// planned as they are (a placeholder workload) until the intent arrives.
+	Held bool
 }
 
 type nodeInfo struct {
@@ -129,6 +134,13 @@ func BuildInput(s Snapshot) (scheduler.Input, []Rejected) {
 		if n.Status == scheduler.StatusDead {
 			n.DeadSince = m.StatusSince
 		}
+		if m.Health == "" && n.Status == scheduler.StatusAlive {
+			// A member whose load record has not arrived yet (right after a restart, a
+			// push/pull's members can land before its records): its drivers and load
+			// are unknown, so it keeps its instances and gets nothing new, as a
+			// suspect node does.
+			n.Status = scheduler.StatusSuspect
+		}
 		if h, ok := s.Hot[m.Name]; ok {
 			n.LoadHighSince, n.LastMigrationAt = h.HighSince, h.LastMigration
 		}
@@ -177,6 +189,45 @@ func BuildInput(s Snapshot) (scheduler.Input, []Rejected) {
 		}
 		sw.ReplaceAfter, _ = policy.ParseDuration(string(w.Disconnect.ReplaceAfter))
 		in.Workloads = append(in.Workloads, sw)
+	}
+
+	// A placement of a workload this node's store does not know (yet) is kept as it
+	// is: the store may be behind (an intent applied while this node was cut off), and
+	// planning on that would stop the work everywhere. Only a tombstone at or above the
+	// placement's version proves the workload deleted.
+	known := make(map[string]bool, len(in.Workloads)+len(rejected))
+	for _, li := range s.Workloads {
+		known[li.Name()] = true
+	}
+	up := map[string]bool{}
+	for _, n := range in.Nodes {
+		up[n.Name] = n.Status == scheduler.StatusAlive || n.Status == scheduler.StatusSuspect
+	}
+	held := map[string]*scheduler.Workload{}
+	var heldNames []string
+	for _, p := range s.State.Placements {
+		if known[p.Workload] || !up[p.Node] {
+			continue // (a record on a dead or gone node is not one of its replicas)
+		}
+		if v, ok := s.Tombstones[p.Workload]; ok && !v.Less(p.Version) {
+			continue
+		}
+		w := held[p.Workload]
+		if w == nil {
+			w = &scheduler.Workload{Name: p.Workload, Mode: scheduler.ModeReplicated, Version: p.Version}
+			held[p.Workload] = w
+			heldNames = append(heldNames, p.Workload)
+		}
+		w.Replicas++
+		if p.Version.Less(w.Version) {
+			w.Version = p.Version // the oldest: nothing is migrated as an update
+		}
+	}
+	slices.Sort(heldNames)
+	for _, n := range heldNames {
+		in.Workloads = append(in.Workloads, *held[n])
+		rejected = append(rejected, Rejected{Intent: n, Desired: held[n].Replicas, Held: true,
+			Reason: "this coordinator's intent store does not hold " + n + " at version " + held[n].Version.String() + " yet; its instances are kept as they are"})
 	}
 
 	reported := map[string]InstanceReport{}
@@ -253,11 +304,19 @@ func summaries(s Snapshot, in scheduler.Input, res scheduler.Result, rejected []
 		out = append(out, Summary{Intent: w.Name, Desired: d})
 	}
 	for _, r := range rejected {
+		if r.Held {
+			continue // listed with the workloads (its placeholder), reason added below
+		}
 		out = append(out, Summary{Intent: r.Intent, Desired: r.Desired, Unplaced: r.Desired, Reason: r.Reason})
 	}
 	slices.SortFunc(out, func(a, b Summary) int { return cmp.Compare(a.Intent, b.Intent) })
 	for i := range out {
 		byName[out[i].Intent] = &out[i]
+	}
+	for _, r := range rejected {
+		if sm := byName[r.Intent]; sm != nil && r.Held {
+			sm.Reason = r.Reason
+		}
 	}
 	global := map[string]bool{}
 	for _, w := range in.Workloads {

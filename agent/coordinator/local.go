@@ -258,8 +258,16 @@ func (l *Local) Run(ctx context.Context) error {
 	// Taken before every lookup in the store, so an intent stored while an assignment
 	// is resolved wakes the loop (no lost wake-up).
 	intentsCh := l.cfg.Intents.Changed()
-	waiting := l.apply(cur)
-	l.publish(cur)
+	var waiting []string
+	if cur.Digest != "" {
+		// Never assigned (a new node, or assignment.json removed): keep what the
+		// supervisor restored from its own desired set until the coordinator speaks.
+		var err error
+		if waiting, err = l.apply(cur); err != nil {
+			l.log.Error("re-apply the persisted assignment", "err", err)
+		}
+		l.publish(cur)
+	}
 	every := l.cfg.Clock.NewTimer(l.cfg.ReportEvery)
 	defer func() { every.Stop() }()
 	var soon runtime.Timer
@@ -290,7 +298,11 @@ func (l *Local) Run(ctx context.Context) error {
 				l.mu.Lock()
 				cur = l.cur
 				l.mu.Unlock()
-				waiting = l.apply(cur)
+				if w, err := l.apply(cur); err != nil {
+					l.log.Error("hand the assignment to the supervisor", "err", err)
+				} else {
+					waiting = w
+				}
 				l.report("")
 			}
 		case <-l.changed:
@@ -335,10 +347,15 @@ func (l *Local) accept(from string, a Assignment) ([]string, bool) {
 			return nil, false
 		}
 	}
+	waiting, err := l.apply(next)
+	if err != nil {
+		// Neither acknowledged nor gossiped: the coordinator sends it again.
+		l.log.Error("hand the assignment to the supervisor; not acknowledging it", "err", err)
+		return nil, false
+	}
 	l.mu.Lock()
 	l.cur = next
 	l.mu.Unlock()
-	waiting := l.apply(next)
 	if a.CommittedAt > 0 && a.Digest != cur.Digest {
 		d := l.cfg.Clock.Now().Sub(time.Unix(0, a.CommittedAt))
 		l.delay.Observe(max(d, 0).Seconds())
@@ -361,7 +378,7 @@ func (l *Local) publish(a applied) {
 // instance the supervisor already has (same id and generation) keeps its spec; a new
 // one is built from the local intent store once the store holds the assigned version
 // (or a newer one); until then it waits: a half-known spec is never started.
-func (l *Local) apply(a applied) (waiting []string) {
+func (l *Local) apply(a applied) (waiting []string, err error) {
 	have := map[string]runtime.InstanceSpec{}
 	for _, sp := range l.cfg.Supervisor.Desired() {
 		have[sp.ID] = sp
@@ -380,12 +397,12 @@ func (l *Local) apply(a applied) (waiting []string) {
 		specs = append(specs, Spec(as, in.Workload))
 	}
 	if err := l.cfg.Supervisor.SetDesired(specs); err != nil {
-		l.log.Error("hand the assignment to the supervisor", "err", err)
+		return nil, err
 	}
 	if len(waiting) > 0 {
 		l.log.Info("assigned instances wait for their intent to arrive", "instances", waiting)
 	}
-	return waiting
+	return waiting, nil
 }
 
 // Spec is the instance spec of an assigned instance of workload w.

@@ -88,7 +88,6 @@ func (r *localRig) run(t *testing.T) func() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.l.Run(ctx) }()
-	<-r.sup.sets // the start-up apply of the persisted assignment
 	return func() {
 		cancel()
 		if err := <-done; err != nil {

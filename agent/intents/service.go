@@ -393,6 +393,18 @@ func (s *Service) LiveVersions() (workloads, policies []LiveIntent) {
 	return workloads, policies
 }
 
+// Tombstones returns the version of every deleted intent still remembered, by name.
+func (s *Service) Tombstones() map[string]policy.Version {
+	snap := s.snap.Load()
+	out := map[string]policy.Version{}
+	for _, n := range snap.names {
+		if e := snap.byName[n]; e.rec.Deleted {
+			out[n] = e.rec.Version
+		}
+	}
+	return out
+}
+
 // Lookup returns the stored intent of name and its version; ok is false when the
 // name is unknown or deleted.
 func (s *Service) Lookup(name string) (in *policy.Intent, v policy.Version, ok bool) {

@@ -271,7 +271,14 @@ func New(cfg Config) (*Node, error) {
 		names: map[string]string{},
 		subs:  map[chan struct{}]struct{}{},
 	}
-	n.fsm.onErr = func(idx uint64, err error) { n.log.Error("region log entry rejected", "index", idx, "err", err) }
+	n.fsm.onErr = func(idx uint64, err error) {
+		if errors.Is(err, ErrStalePlan) {
+			// Expected under concurrency: the coordinator plans again.
+			n.log.Info("region plan refused as stale", "index", idx, "err", err)
+			return
+		}
+		n.log.Error("region log entry rejected", "index", idx, "err", err)
+	}
 	m, err := newMetrics(cfg.Registerer, cfg.Region)
 	if err != nil {
 		return nil, err
@@ -396,7 +403,8 @@ func (n *Node) raftPtr() *raft.Raft {
 
 // Apply commits cmd to the region's log and applies it. Leader only: elsewhere it
 // returns an error wrapping ErrNotLeader naming the leader. It returns the log index of
-// the command (the generation of the placements it made). The wait is bounded by ctx's
+// the command (the generation of OpPlace placements; an OpPlan carries its own). The
+// wait is bounded by ctx's
 // deadline (default 5 s) and ends when ctx is cancelled; the entry may still commit
 // after that.
 func (n *Node) Apply(ctx context.Context, cmd Command) (uint64, error) {
