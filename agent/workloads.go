@@ -92,4 +92,3 @@ func (a *Agent) handleWorkloads(w http.ResponseWriter, r *http.Request) {
 	}
 	api.WriteJSON(w, http.StatusOK, v)
 }
-

@@ -294,6 +294,7 @@ func (f *fakeIntents) put(li intents.LiveIntent) {
 	f.changeCh = make(chan struct{})
 	f.mu.Unlock()
 }
+
 // remove deletes name: a tombstone above its last version. forget drops it without
 // a tombstone (a store that never heard of it).
 func (f *fakeIntents) remove(name string, v policy.Version) {

@@ -25,8 +25,8 @@ type Snapshot struct {
 	Policies  []intents.LiveIntent
 	// Tombstones: deleted intents by name, with the version of the delete.
 	Tombstones map[string]policy.Version
-	Reports   map[string]Report   // node name → its latest report
-	Hot       map[string]HotState // node name → offload bookkeeping
+	Reports    map[string]Report   // node name → its latest report
+	Hot        map[string]HotState // node name → offload bookkeeping
 	// MissingSuspect: a node holding placements that is missing from Members counts
 	// as suspect (instances kept and counted, no new work) instead of gone.
 	MissingSuspect bool

@@ -83,7 +83,7 @@ func SetIntent(name, version string) Command {
 func DeleteIntent(name string) Command         { return Command{Op: OpDeleteIntent, Name: name} }
 func SetDrain(node string, drain bool) Command { return Command{Op: OpDrain, Node: node, Drain: drain} }
 func Batch(cmds ...Command) Command            { return Command{Op: OpBatch, Batch: cmds} }
-func PlanCommand(p Plan) Command                { return Command{Op: OpPlan, Plan: &p} }
+func PlanCommand(p Plan) Command               { return Command{Op: OpPlan, Plan: &p} }
 
 // Limits of the command format, enforced by Validate (and so by the decoder).
 const (

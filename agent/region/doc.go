@@ -25,7 +25,6 @@
 //     without Raft; Restore discards the previous state.
 //   - The Raft TCP transport speaks a small handshake carrying the region name; a
 //     connection from a node of another region is refused (stream.go).
-//
 //   - OpPlan commits one scheduler plan; its Base must be the table's current
 //     Generation (optimistic concurrency: a plan made on an old table is refused with
 //     ErrStalePlan and planned again). Barrier (leader only) waits until everything
