@@ -323,14 +323,14 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // sampleLoop publishes the node's load record every second.
 func (a *Agent) sampleLoop(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
 	for {
 		a.publishLoad()
+		t := a.clock.NewTimer(time.Second)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 	}
 }

@@ -52,8 +52,7 @@ func peersOf(ms []gossip.Member) []region.Peer {
 func (a *Agent) regionLoop(ctx context.Context) {
 	changed, unsubscribe := a.region.Subscribe()
 	defer unsubscribe()
-	tick := time.NewTicker(500 * time.Millisecond)
-	defer tick.Stop()
+
 	published := map[string]string{}
 	var lastIndexAt time.Time
 	for {
@@ -79,12 +78,15 @@ func (a *Agent) regionLoop(ctx context.Context) {
 			a.gossip.SetState(k, v)
 			published[k] = v
 		}
+		tick := a.clock.NewTimer(500 * time.Millisecond)
 		select {
 		case <-ctx.Done():
+			tick.Stop()
 			return
 		case <-changed:
-		case <-tick.C:
+		case <-tick.C():
 		}
+		tick.Stop()
 	}
 }
 
