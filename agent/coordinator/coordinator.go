@@ -245,6 +245,7 @@ type loopState struct {
 	term        uint64    // the Raft term this loop leads; stamped on every assignment
 	readyAt     time.Time // first step whose fleet view could be planned on
 	fleetKey    string    // what of the fleet view the last plan read
+	next        time.Time // when the last step wanted to be woken
 	waitedView  string    // why planning waits for the fleet view (logged once per reason)
 	started     time.Time // when this loop began leading
 	results     chan sendResult
@@ -291,6 +292,16 @@ func (c *Coordinator) step(ctx context.Context, ls *loopState, dirty, fleetOnly 
 	if r := c.takeReports(); r != nil && c.absorb(ls, r) {
 		dirty, fleetOnly = true, false
 	}
+	if fleetOnly && ls.fleetKey != "" && ls.waitedView == "" && (ls.recheckAt.IsZero() || c.cfg.Clock.Now().Before(ls.recheckAt)) {
+		// Most fleet signals are load samples: nothing to plan or deliver unless what
+		// the planner reads of the region changed (status, drivers, labels, capacity,
+		// a threshold crossing). This keeps an idle coordinator idle.
+		_, ps := c.cfg.Intents.LiveVersions()
+		op := offloadPolicy(regionPolicies(ps, c.cfg.Region), c.cfg.Region)
+		if fleetKey(c.cfg.Fleet.Members(), c.cfg.Region, op) == ls.fleetKey {
+			return false, ls.next
+		}
+	}
 	if ctx.Err() != nil || !c.cfg.Raft.IsLeader() || (ls.term != 0 && c.cfg.Raft.Term() != ls.term) {
 		return false, time.Time{} // no longer this term's leader: deliver nothing
 	}
@@ -317,6 +328,7 @@ func (c *Coordinator) step(ctx context.Context, ls *loopState, dirty, fleetOnly 
 	if !ls.recheckAt.IsZero() && (next.IsZero() || ls.recheckAt.Before(next)) {
 		next = ls.recheckAt
 	}
+	ls.next = next
 	return again, next
 }
 
