@@ -165,6 +165,11 @@ func startAgentIn(t *testing.T, name string, gossipPort int, dataDir string, ext
 	t.Cleanup(func() {
 		_ = p.cmd.Process.Kill()
 		<-p.done
+		// Agents leave their workload instances running on purpose (they survive an
+		// agent restart); a test must not.
+		for _, pid := range instancePids(dataDir) {
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+		}
 		if t.Failed() {
 			t.Logf("--- log of %s:\n%s", name, tail(p.logs(), 40))
 			if dir := os.Getenv("MURMUR_E2E_LOGDIR"); dir != "" {

@@ -62,18 +62,6 @@ func killHost(t *testing.T, p *proc) {
 	}
 }
 
-// killInstancesAtEnd stops every instance the agents started when the test ends
-// (agents leave their instances running when they exit, on purpose).
-func killInstancesAtEnd(t *testing.T, ps *[]*proc) {
-	t.Cleanup(func() {
-		for _, p := range *ps {
-			for _, pid := range instancePids(p.dataDir) {
-				_ = syscall.Kill(-pid, syscall.SIGKILL)
-			}
-		}
-	})
-}
-
 func workloadsOf(addr, query string) (coordinator.View, bool) {
 	var v coordinator.View
 	if err := getJSON(addr, "/v1/workloads"+query, &v); err != nil {
@@ -144,7 +132,6 @@ func TestRealWorkloadsFollowTheirHosts(t *testing.T) {
 	for i, port := range ports {
 		ps = append(ps, startAgent(t, fmt.Sprintf("w%d", i+1), port, flags...))
 	}
-	killInstancesAtEnd(t, &ps)
 	byName := map[string]*proc{}
 	for _, p := range ps {
 		byName[p.name] = p
