@@ -183,16 +183,16 @@ func (s *streamLayer) handshake(conn net.Conn) {
 	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	h, err := readHello(conn)
 	if err != nil {
+		s.onReject() // counted before the answer, so a caller that sees it sees the count
 		_ = writeAnswer(conn, helloBad, s.region)
 		conn.Close()
-		s.onReject()
 		s.log.Debug("raft connection refused", "remote", conn.RemoteAddr().String(), "err", err)
 		return
 	}
 	if h.region != s.region {
+		s.onReject()
 		_ = writeAnswer(conn, helloWrongRegion, s.region)
 		conn.Close()
-		s.onReject()
 		s.log.Warn("raft connection from another region refused", "remote", conn.RemoteAddr().String(), "their_region", h.region)
 		return
 	}
