@@ -23,6 +23,7 @@ import (
 	"github.com/murmur-edge/murmur/gossip"
 	"github.com/murmur-edge/murmur/runtime"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/netutil"
 )
 
 // Deps are what main builds and passes down: logger, metrics, and test hooks.
@@ -67,10 +68,17 @@ type Agent struct {
 	drivers    []string
 	limitsNote string
 
+	lock     *os.File // the data dir's exclusive lock, held from New until Run returns
 	ready    chan struct{}
 	httpAddr string // set before ready is closed
 	token    []byte // bearer token for writes; nil when the API is loopback-only
 }
+
+// Limits of the HTTP API.
+const (
+	maxHeaderBytes = 64 << 10 // request headers; larger ones get 431
+	maxHTTPConns   = 256      // concurrent connections
+)
 
 // New validates cfg, prepares the data dir and builds the components. It starts
 // nothing: no listener, no goroutine.
@@ -120,6 +128,18 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		}
 		a.token = tok
 	}
+	// Before anything reads or writes the data dir (the boot counter, the stores).
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, &FieldError{"data-dir", err}
+	}
+	a.lock = lock
+	built := false
+	defer func() {
+		if !built {
+			a.unlock()
+		}
+	}()
 	id, err := loadIdentity(cfg.DataDir)
 	if err != nil {
 		return nil, &FieldError{"data-dir", err}
@@ -199,7 +219,16 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if err := a.registerMetrics(); err != nil {
 		return nil, err
 	}
+	built = true
 	return a, nil
+}
+
+// unlock releases the data dir (Run does when it returns).
+func (a *Agent) unlock() {
+	if a.lock != nil {
+		a.lock.Close()
+		a.lock = nil
+	}
 }
 
 // Ready is closed once the HTTP API and gossip listen.
@@ -214,12 +243,16 @@ func (a *Agent) Gossip() *gossip.Gossip { return a.gossip }
 // Run serves until ctx is cancelled, then leaves the fleet and returns once every
 // goroutine it started has exited.
 func (a *Agent) Run(ctx context.Context) error {
+	defer a.unlock()
 	a.started = a.now()
 	ln, err := net.Listen("tcp", a.cfg.HTTP)
 	if err != nil {
 		return fmt.Errorf("listen for the HTTP API on %s: %w", a.cfg.HTTP, err)
 	}
 	a.httpAddr = ln.Addr().String()
+	// A device serves its operators and a few tools, not the Internet: bound what a
+	// flood of connections can hold (further ones wait in the kernel's backlog).
+	ln = netutil.LimitListener(ln, maxHTTPConns)
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -240,7 +273,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("load this node's assignment: %w", err)
 	}
 	a.local.Store(local)
-	srv := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{
+		Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes: maxHeaderBytes, IdleTimeout: 2 * time.Minute,
+	}
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 8)

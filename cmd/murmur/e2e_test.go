@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -350,6 +351,8 @@ func TestRealBadInputExitsTwo(t *testing.T) {
 		{"public API without token", []string{"agent", "--http", "0.0.0.0:0", "--data-dir", dir}, nil, "--api-token-file"},
 		{"bad log level", []string{"agent", "--log-level", "loud", "--data-dir", dir}, nil, "invalid --log-level"},
 		{"seven voters", []string{"agent", "--voters", "7", "--data-dir", dir}, nil, "invalid --voters: 7: use 1, 3 or 5"},
+		{"negative timeout", []string{"apply", "-f", badCfg, "--wait", "--timeout", "-5s"}, nil, "invalid --timeout: -5s: give a positive duration"},
+		{"zero timeout on delete", []string{"delete", "web", "--timeout", "0s"}, nil, "invalid --timeout: 0s"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -403,5 +406,41 @@ func TestRealMetricsPassPromlint(t *testing.T) {
 	}
 	for _, pr := range problems {
 		t.Errorf("promlint: %s: %s", pr.Metric, pr.Text)
+	}
+}
+
+// TestRealDataDirLockAndHTTPLimits: a second agent on a running agent's data dir
+// refuses to start (exit 2, naming the other pid) instead of sharing its identity; the
+// API refuses oversized request headers.
+func TestRealDataDirLockAndHTTPLimits(t *testing.T) {
+	p := startAgent(t, "l1", freePort(t))
+	eventually(t, 20*time.Second, "l1's API answers", func() bool { return members(p.http) != nil })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	second := exec.CommandContext(ctx, murmurBin(t), "agent", "--name", "l1", "--data-dir", p.dataDir,
+		"--bind", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--http", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+	out, err := second.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("second agent on the same data dir: err %v, want exit 2; output: %s", err, out)
+	}
+	want := fmt.Sprintf("is in use by another murmur agent (pid %d)", p.cmd.Process.Pid)
+	if !strings.Contains(string(out), want) {
+		t.Errorf("output %q does not contain %q", out, want)
+	}
+	if b, err := os.ReadFile(filepath.Join(p.dataDir, "boot-count")); err != nil || strings.TrimSpace(string(b)) != "1" {
+		t.Errorf("boot-count = %q, %v: the refused agent must not touch the data dir", b, err)
+	}
+
+	req, _ := http.NewRequest(http.MethodGet, "http://"+p.http+"/v1/status", nil)
+	req.Header.Set("X-Filler", strings.Repeat("a", 100<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("100 KiB of request headers: HTTP %d, want 431", resp.StatusCode)
 	}
 }

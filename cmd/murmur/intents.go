@@ -82,6 +82,9 @@ none. Each is reported as created, updated or unchanged.`,
 			if len(files) == 0 {
 				return usageError{errors.New("apply needs -f FILE, -f DIR or -f -")}
 			}
+			if err := checkTimeout(timeout); err != nil {
+				return err
+			}
 			return applyIntents(cmd.Context(), cf, applyOptions{files: files, wait: wait, timeout: timeout, signKey: signKey, stdin: cmd.InOrStdin()}, cmd.OutOrStdout())
 		},
 	}
@@ -105,6 +108,9 @@ func newDeleteCmd(cf *clientFlags) *cobra.Command {
 			wait, _ := cmd.Flags().GetBool("wait")
 			timeout, _ := cmd.Flags().GetDuration("timeout")
 			signKey, _ := cmd.Flags().GetString("sign-key")
+			if err := checkTimeout(timeout); err != nil {
+				return err
+			}
 			return deleteIntent(cmd.Context(), cf, args[0], wait, timeout, signKey, cmd.OutOrStdout())
 		},
 	}
@@ -113,6 +119,14 @@ func newDeleteCmd(cf *clientFlags) *cobra.Command {
 	cmd.Flags().Duration("timeout", 30*time.Second, "how long --wait waits")
 	cmd.Flags().String("sign-key", "", "ed25519 private key file to sign the delete with (needed when agents use --trust-key)")
 	return cmd
+}
+
+// checkTimeout refuses a --timeout that is not a positive duration.
+func checkTimeout(d time.Duration) error {
+	if d <= 0 {
+		return usageError{fmt.Errorf("invalid --timeout: %s: give a positive duration, e.g. 30s", d)}
+	}
+	return nil
 }
 
 type applyOptions struct {
