@@ -195,6 +195,10 @@ type Placement struct {
 	Failures int `json:"failures,omitempty"`
 	// Healthy is the last health-check result (true when the workload has no check and runs).
 	Healthy bool `json:"healthy,omitempty"`
+	// Replaces is, while a migration hands over, the instance this one replaces. The
+	// coordinator keeps it and stops the old instance once this one runs; Plan ignores
+	// it (the coordinator leaves the old instance out of the input meanwhile).
+	Replaces string `json:"replaces,omitempty"`
 }
 
 // Input is everything Plan decides from. Plan reads it and never modifies it.

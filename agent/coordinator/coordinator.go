@@ -480,10 +480,11 @@ func (c *Coordinator) planOnce(ctx context.Context, ls *loopState, fleetOnly boo
 		ls.recheckAt = graceEnd // plan again when the missing nodes start to count as gone
 	}
 	defer func() { c.publishView(ls, c.cfg.Raft.State()) }()
-	if res.Empty() {
+	handovers := Handovers(st, ls.reports)
+	if res.Empty() && len(handovers) == 0 {
 		return false
 	}
-	cmd := PlanCommand(st.Generation, res)
+	cmd := PlanCommand(st.Generation, res, handovers)
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	_, err := c.cfg.Raft.Apply(actx, cmd)
 	cancel()
@@ -509,8 +510,18 @@ func (c *Coordinator) planOnce(ctx context.Context, ls *loopState, fleetOnly boo
 			ls.hot[a.From] = h
 		}
 	}
+	for _, id := range handovers {
+		c.log.Info("placement", "action", "stop", "cause", "handed-over", "instance", id, "reason", "its replacement runs", "generation", res.Generation)
+	}
 	for _, u := range res.Unplaced {
 		c.log.Info("unplaced", "intent", u.Workload, "instance", u.Instance, "count", u.Count, "reason", u.Reason)
+	}
+	// A stopped replacement gives the instance it was replacing back to the planner
+	// (its node died, or its workload went): plan again with it in view.
+	for _, a := range res.Actions {
+		if a.Kind == scheduler.ActionStop && st.Placements[a.Instance].Replaces != "" {
+			return true
+		}
 	}
 	return false
 }
@@ -542,20 +553,24 @@ func countRegion(ms []gossip.Member, r string) int {
 }
 
 // PlanCommand turns a scheduler result into the region command that commits it: the
-// stopped instances and those a migration replaces go, the new placements come. The
-// hand-over of a migration is not tracked: the old instance stops as the new one is
-// assigned (at-least-once holds: the new one is started by its node right away).
-func PlanCommand(base uint64, res scheduler.Result) region.Command {
+// stopped instances go, the new placements come, and so do handedOver (instances whose
+// replacement runs, from Handovers). A migration is two-phase: its new placement
+// records the instance it Replaces, which keeps running until the new one is reported
+// running; a later plan stops it.
+func PlanCommand(base uint64, res scheduler.Result, handedOver []string) region.Command {
 	p := region.Plan{Base: base, Generation: res.Generation}
 	for _, a := range res.Actions {
 		switch a.Kind {
 		case scheduler.ActionStop:
 			p.Stops = append(p.Stops, a.Instance)
-		case scheduler.ActionMigrate:
-			p.Stops = append(p.Stops, a.Replaces)
-			fallthrough
-		case scheduler.ActionPlace:
-			p.Places = append(p.Places, region.Placement{ID: a.Instance, Workload: a.Workload, Node: a.Node, Version: a.Version, StartedAt: res.Now})
+		case scheduler.ActionMigrate, scheduler.ActionPlace:
+			p.Places = append(p.Places, region.Placement{ID: a.Instance, Workload: a.Workload, Node: a.Node, Version: a.Version,
+				StartedAt: res.Now, Replaces: a.Replaces})
+		}
+	}
+	for _, id := range handedOver {
+		if !slices.Contains(p.Stops, id) {
+			p.Stops = append(p.Stops, id)
 		}
 	}
 	return region.PlanCommand(p)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -205,5 +206,39 @@ func TestUpdateHot(t *testing.T) {
 	h = UpdateHot(h, ms(0.5), "r", op, t0.Add(2*time.Second))
 	if !h["a"].HighSince.IsZero() || !h["a"].LastMigration.Equal(t0) {
 		t.Errorf("cooled node keeps its last migration only: %+v", h["a"])
+	}
+}
+
+func TestHandovers(t *testing.T) {
+	st := region.NewState()
+	put := func(id, node, replaces string, gen uint64) {
+		st.Placements[id] = region.Placement{ID: id, Workload: "w", Node: node, Generation: gen, Replaces: replaces}
+	}
+	put("w-1-0", "a", "", 1)
+	put("w-2-0", "b", "w-1-0", 2) // a migration of w-1-0, itself migrated again:
+	put("w-3-0", "c", "w-2-0", 3)
+	put("x-4-0", "d", "gone", 4) // replaces something no longer in the table
+	up := map[string]bool{"a": true, "b": true, "c": true, "d": true}
+	if got := HandingOver(st, up); len(got) != 2 || !got["w-1-0"] || !got["w-2-0"] {
+		t.Errorf("HandingOver = %v, want w-1-0 and w-2-0", got)
+	}
+	up["c"] = false // the newest replacement's node is down: w-2-0 counts again
+	if got := HandingOver(st, up); len(got) != 1 || !got["w-1-0"] {
+		t.Errorf("HandingOver with c down = %v, want w-1-0 only", got)
+	}
+	running := func(node, id string, gen uint64, state string) map[string]Report {
+		return map[string]Report{node: {Node: node, Instances: []InstanceReport{{ID: id, Generation: gen, State: state}}}}
+	}
+	if got := Handovers(st, running("c", "w-3-0", 3, "starting")); len(got) != 0 {
+		t.Errorf("not yet running: Handovers = %v, want none", got)
+	}
+	if got := Handovers(st, running("c", "w-3-0", 2, "running")); len(got) != 0 {
+		t.Errorf("another generation running: Handovers = %v, want none", got)
+	}
+	if got := Handovers(st, running("c", "w-3-0", 3, "running")); !slices.Equal(got, []string{"w-1-0", "w-2-0"}) {
+		t.Errorf("Handovers = %v, want the whole chain w-1-0, w-2-0", got)
+	}
+	if got := PlanCommand(3, scheduler.Result{Generation: 4}, []string{"w-1-0"}); len(got.Plan.Stops) != 1 || got.Plan.Base != 3 {
+		t.Errorf("PlanCommand with a hand-over only = %+v", got.Plan)
 	}
 }

@@ -37,7 +37,10 @@
 //     is checked again here, whichever node accepted the intent); the table joined
 //     with the nodes' reports; the offload bookkeeping (UpdateHot).
 //  5. Plan. A non-empty result is committed as one OpPlan entry whose Base is the
-//     table's generation (the FSM refuses a stale plan; plan again).
+//     table's generation (the FSM refuses a stale plan; plan again). Migrations are
+//     two-phase: the new placement records what it Replaces; the old one is left out
+//     of the input while its replacement's node is up, and stopped (Handovers) in the
+//     plan after the replacement is reported running.
 //  6. Deliver: read the applied state (never the plan in memory), group it by node,
 //     and send each node whose acknowledged digest differs its whole set. Retry with
 //     backoff (500 ms doubling to 4 s) until the node acknowledges it in a report or

@@ -363,7 +363,14 @@ func (h *harness) lead() {
 // run makes one step and renders what it committed and delivered.
 func (h *harness) run(dirty bool) string {
 	before := len(h.raft.commits)
-	_, _ = h.c.step(context.Background(), h.ls, dirty, false)
+	// Like the leader loop: a step that asks to plan again is followed by another.
+	for range 5 {
+		again, _ := h.c.step(context.Background(), h.ls, dirty, false)
+		if !again {
+			break
+		}
+		dirty = true
+	}
 	h.ls.wg.Wait()
 	for {
 		select {

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"cmp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -236,6 +237,7 @@ func BuildInput(s Snapshot) (scheduler.Input, []Rejected) {
 			reported[node+"\x00"+ir.ID] = ir
 		}
 	}
+	handingOver := HandingOver(s.State, up)
 	ids := make([]string, 0, len(s.State.Placements))
 	for id := range s.State.Placements {
 		ids = append(ids, id)
@@ -243,6 +245,9 @@ func BuildInput(s Snapshot) (scheduler.Input, []Rejected) {
 	slices.Sort(ids)
 	for _, id := range ids {
 		p := s.State.Placements[id]
+		if handingOver[id] {
+			continue // its replacement counts instead; it stops once that one runs
+		}
 		if ir, ok := reported[p.Node+"\x00"+p.ID]; ok && ir.Generation == p.Generation {
 			p.State, p.Healthy = schedState(ir.State), ir.State == runtime.StateRunning
 			if !ir.Since.IsZero() {
@@ -254,6 +259,57 @@ func BuildInput(s Snapshot) (scheduler.Input, []Rejected) {
 		in.Placements = append(in.Placements, p)
 	}
 	return in, rejected
+}
+
+// HandingOver returns the placements a migration is replacing: those named by the
+// Replaces of a placement whose node is up (alive or suspect, by up). They keep
+// running, left out of the planner's input so they are neither counted twice nor
+// moved again. When the replacement's node is down, the old one counts again. Pure.
+func HandingOver(st region.State, up map[string]bool) map[string]bool {
+	out := map[string]bool{}
+	for _, p := range st.Placements {
+		if p.Replaces == "" || !up[p.Node] {
+			continue
+		}
+		if _, ok := st.Placements[p.Replaces]; ok {
+			out[p.Replaces] = true
+		}
+	}
+	return out
+}
+
+// Handovers returns the placements to stop because their replacement runs: for each
+// placement reported running at its generation, what it replaces, and what that one
+// replaced in turn. Sorted. Pure.
+func Handovers(st region.State, reports map[string]Report) []string {
+	running := map[string]bool{}
+	for node, r := range reports {
+		for _, ir := range r.Instances {
+			if ir.State == runtime.StateRunning {
+				running[node+"\x00"+ir.ID+"\x00"+strconv.FormatUint(ir.Generation, 10)] = true
+			}
+		}
+	}
+	stop := map[string]bool{}
+	for _, p := range st.Placements {
+		if p.Replaces == "" || !running[p.Node+"\x00"+p.ID+"\x00"+strconv.FormatUint(p.Generation, 10)] {
+			continue
+		}
+		for id, hops := p.Replaces, 0; id != "" && hops < len(st.Placements); hops++ {
+			old, ok := st.Placements[id]
+			if !ok || stop[id] {
+				break
+			}
+			stop[id] = true
+			id = old.Replaces
+		}
+	}
+	out := make([]string, 0, len(stop))
+	for id := range stop {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // schedState maps a runtime instance state to the scheduler's.

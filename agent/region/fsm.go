@@ -15,7 +15,7 @@ import (
 // Placement says where one instance runs: the scheduler's own type, so the table the
 // FSM commits is the table the planner reads, with no translation between them. The
 // FSM keeps only the committed fields (ID, Workload, Node, Version, Generation,
-// StartedAt); State, Healthy and Failures are what nodes report, joined in by the
+// StartedAt, Replaces); State, Healthy and Failures are what nodes report, joined in by the
 // coordinator, and are always zero here. Generation is the generation of the plan
 // (or the log index of the OpPlace command) that put the instance on Node: an
 // instance found running with an older generation (after a partition heals) is stale.
@@ -138,7 +138,7 @@ func applyValid(s *State, idx uint64, cmd Command) {
 		for _, pl := range p.Places {
 			s.Placements[pl.ID] = Placement{
 				ID: pl.ID, Workload: pl.Workload, Node: pl.Node, Version: pl.Version,
-				Generation: p.Generation, StartedAt: pl.StartedAt,
+				Generation: p.Generation, StartedAt: pl.StartedAt, Replaces: pl.Replaces,
 			}
 		}
 		s.Generation = p.Generation

@@ -262,6 +262,52 @@ spec:
 		}
 	}
 
+	// Update web (a new command): every replica moves to the new version, two-phase, so
+	// at no observation do fewer than 3 web processes live.
+	oldIDs := map[string]bool{}
+	v0, _ := workloadsOf(alive(ps)[0].http, "")
+	for _, w := range v0.Workloads {
+		if w.Intent == "web" {
+			oldIDs[w.Instance] = true
+		}
+	}
+	postIntent(t, alive(ps)[0].http, []byte(`apiVersion: murmur/v1
+kind: Workload
+metadata: {name: web}
+spec:
+  replicas: 3
+  driver: exec
+  command: ["/bin/sleep", "3601"]
+  resources: {cpu: 50m, memory: 16Mi}
+`), "")
+	fewest := 3
+	eventually(t, 30*time.Second, "web updated: 3 new instances running, the old ones gone", func() bool {
+		live := alive(ps)
+		if n := total(processes(live, "web")); n < fewest {
+			fewest = n
+		}
+		v, ok := workloadsOf(live[0].http, "")
+		if !ok {
+			return false
+		}
+		n := 0
+		for _, w := range v.Workloads {
+			if w.Intent != "web" {
+				continue
+			}
+			if oldIDs[w.Instance] {
+				return false
+			}
+			if w.State == runtime.StateRunning {
+				n++
+			}
+		}
+		return n == 3 && total(processes(live, "web")) == 3
+	})
+	if fewest < 3 {
+		t.Errorf("during the update only %d web processes were live at one point, want 3 at all times", fewest)
+	}
+
 	// Delete: every web process stops; mon keeps running.
 	if out, err := exec.Command(murmurBin(t), "delete", "web", "--addr", alive(ps)[0].http).CombinedOutput(); err != nil {
 		t.Fatalf("delete web: %v\n%s", err, out)
