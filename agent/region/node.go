@@ -465,6 +465,12 @@ func checkRegionMarker(dir, region string, create bool) error {
 	return fmt.Errorf("read region marker: %w", err)
 }
 
+// SegmentSize is the size of one Raft log segment file, preallocated when it is
+// created. raft-wal's default, 64 MiB, keeps an agent from starting on a small flash
+// volume and wears it; a region's log is a few plans a minute. An entry larger than a
+// segment is still written whole (the segment just grows).
+const SegmentSize = 8 << 20
+
 type stores struct {
 	logs   raft.LogStore
 	stable raft.StableStore
@@ -483,7 +489,7 @@ func openStores(dir string, inmem bool, log *slog.Logger) (*stores, error) {
 	// raft-wal's Close leaves its bolt meta store open (and flock-ed): own it and close
 	// it ourselves, so a Node can be restarted in the same process (tests, Recover).
 	meta := &metadb.BoltMetaDB{}
-	w, err := wal.Open(filepath.Join(dir, "wal"), wal.WithMetaStore(meta))
+	w, err := wal.Open(filepath.Join(dir, "wal"), wal.WithMetaStore(meta), wal.WithSegmentSize(SegmentSize))
 	if err != nil {
 		meta.Close()
 		return nil, fmt.Errorf("open raft log %s: %w", filepath.Join(dir, "wal"), err)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -291,4 +293,54 @@ func TestTCPThreeNodeRegion(t *testing.T) {
 	waitFor(t, 5*time.Second, "the committed placements", func() (bool, string) {
 		return len(next.n.State().Placements) == 2, ""
 	})
+}
+
+// TestRaftSegmentsAreSmall: the Raft log preallocates SegmentSize per segment, not
+// raft-wal's 64 MiB (an agent must start on a small flash volume).
+func TestRaftSegmentsAreSmall(t *testing.T) {
+	addr := freeAddr(t)
+	dir := t.TempDir()
+	n, err := New(Config{NodeID: "id-s", Name: "s", Region: "small", RaftBind: addr, DataDir: dir, Eligible: true,
+		SettlePeriod: 50 * time.Millisecond, Tick: 50 * time.Millisecond, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	n.UpdatePeers([]Peer{{ID: "id-s", Name: "s", Region: "small", RaftAddr: addr, Eligible: true, Alive: true}})
+	waitFor(t, 10*time.Second, "single-node region leader", func() (bool, string) { return n.IsLeader(), "" })
+	// An entry larger than a segment is still committed (the segment grows).
+	big := Plan{Generation: 1}
+	for i := range 60000 {
+		big.Places = append(big.Places, Placement{ID: fmt.Sprintf("instance-with-a-long-name-%06d", i), Workload: strings.Repeat("w", 60), Node: strings.Repeat("n", 60)})
+	}
+	if b, err := EncodeCommand(PlanCommand(big)); err != nil || len(b) <= SegmentSize {
+		t.Fatalf("test entry: %d bytes, %v; want more than %d", len(b), err, SegmentSize)
+	}
+	if _, err := n.Apply(context.Background(), PlanCommand(big)); err != nil {
+		t.Fatalf("apply an entry larger than a segment: %v", err)
+	}
+	if got := len(n.State().Placements); got != 60000 {
+		t.Errorf("placements after the big plan = %d, want 60000", got)
+	}
+	segs, err := filepath.Glob(filepath.Join(dir, "raft", "wal", "*.wal"))
+	if err != nil || len(segs) == 0 {
+		t.Fatalf("no segment files in %s: %v", filepath.Join(dir, "raft", "wal"), err)
+	}
+	for _, f := range segs {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() > 2*SegmentSize+SegmentSize/2 { // the first segment holds the big entry
+			t.Errorf("%s is %d bytes, want at most %d", f, fi.Size(), 2*SegmentSize+SegmentSize/2)
+		}
+	}
 }
