@@ -131,7 +131,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	// Before anything reads or writes the data dir (the boot counter, the stores).
 	lock, err := lockDataDir(cfg.DataDir)
 	if err != nil {
-		return nil, &FieldError{"data-dir", err}
+		return nil, dataDirError(cfg.DataDir, err)
 	}
 	a.lock = lock
 	built := false
@@ -142,7 +142,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	}()
 	id, err := loadIdentity(cfg.DataDir)
 	if err != nil {
-		return nil, &FieldError{"data-dir", err}
+		return nil, dataDirError(cfg.DataDir, err)
 	}
 	a.id = id
 

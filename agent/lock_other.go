@@ -14,3 +14,6 @@ func lockDataDir(dataDir string) (*os.File, error) {
 	}
 	return nil, nil
 }
+
+// dataDirError reports a data dir failure as a FieldError (exit 2).
+func dataDirError(dataDir string, err error) error { return &FieldError{"data-dir", err} }

@@ -43,3 +43,15 @@ func lockDataDir(dataDir string) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// dataDirError is the error New returns for a failure on the data dir: a FieldError
+// (exit 2, fix the flag) unless the storage itself failed (no space, I/O error,
+// read-only, quota), which a service manager should retry (exit 1).
+func dataDirError(dataDir string, err error) error {
+	for _, e := range []error{syscall.ENOSPC, syscall.EIO, syscall.EROFS, syscall.EDQUOT} {
+		if errors.Is(err, e) {
+			return fmt.Errorf("data dir %s: %w", dataDir, err)
+		}
+	}
+	return &FieldError{"data-dir", err}
+}
