@@ -29,9 +29,12 @@ func freeAddr(t *testing.T) string {
 
 // A single-node region on the real TCP transport bootstraps alone, and refuses Raft
 // traffic and control calls from a node of another region.
-func TestTCPRegionIsolation(t *testing.T) {
+// startAlone runs a single-node region on the real TCP transport and data dir until
+// the test ends, and returns once it leads.
+func startAlone(t *testing.T, name, region, dataDir string) (*Node, string) {
+	t.Helper()
 	addr := freeAddr(t)
-	n, err := New(Config{NodeID: "id-a", Name: "a", Region: "east", RaftBind: addr, DataDir: t.TempDir(), Eligible: true,
+	n, err := New(Config{NodeID: "id-" + name, Name: name, Region: region, RaftBind: addr, DataDir: dataDir, Eligible: true,
 		SettlePeriod: 100 * time.Millisecond, Tick: 50 * time.Millisecond, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -39,14 +42,19 @@ func TestTCPRegionIsolation(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- n.Run(ctx) }()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Error(err)
 		}
-	}()
-	n.UpdatePeers([]Peer{{ID: "id-a", Name: "a", Region: "east", RaftAddr: addr, Eligible: true, Alive: true}})
+	})
+	n.UpdatePeers([]Peer{{ID: "id-" + name, Name: name, Region: region, RaftAddr: addr, Eligible: true, Alive: true}})
 	waitFor(t, 10*time.Second, "single-node region leader", func() (bool, string) { return n.IsLeader(), "" })
+	return n, addr
+}
+
+func TestTCPRegionIsolation(t *testing.T) {
+	n, addr := startAlone(t, "a", "east", t.TempDir())
 	if _, err := n.Apply(context.Background(), Place("i", "w", "a")); err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
@@ -298,24 +306,8 @@ func TestTCPThreeNodeRegion(t *testing.T) {
 // TestRaftSegmentsAreSmall: the Raft log preallocates SegmentSize per segment, not
 // raft-wal's 64 MiB (an agent must start on a small flash volume).
 func TestRaftSegmentsAreSmall(t *testing.T) {
-	addr := freeAddr(t)
 	dir := t.TempDir()
-	n, err := New(Config{NodeID: "id-s", Name: "s", Region: "small", RaftBind: addr, DataDir: dir, Eligible: true,
-		SettlePeriod: 50 * time.Millisecond, Tick: 50 * time.Millisecond, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
-	n.UpdatePeers([]Peer{{ID: "id-s", Name: "s", Region: "small", RaftAddr: addr, Eligible: true, Alive: true}})
-	waitFor(t, 10*time.Second, "single-node region leader", func() (bool, string) { return n.IsLeader(), "" })
+	n, _ := startAlone(t, "s", "small", dir)
 	// An entry larger than a segment is still committed (the segment grows).
 	big := Plan{Generation: 1}
 	for i := range 60000 {
