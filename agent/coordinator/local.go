@@ -118,6 +118,9 @@ type Local struct {
 
 const appliedFile = "assignment.json"
 
+// maxAnswering bounds the workload queries answered at once; more are dropped.
+const maxAnswering = 16
+
 // NewLocal loads the last applied assignment and builds the node side. It starts
 // nothing.
 func NewLocal(cfg LocalConfig) (*Local, error) {
@@ -250,6 +253,7 @@ func (l *Local) Query(ctx context.Context, node, intent string) (View, error) {
 func (l *Local) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	answering := make(chan struct{}, maxAnswering) // queries being answered (each a blocking send)
 	wg.Add(1)
 	go func() { defer wg.Done(); l.sendLoop(ctx) }()
 	l.mu.Lock()
@@ -289,8 +293,17 @@ func (l *Local) Run(ctx context.Context) error {
 					l.report(im.from)
 				}
 			case Query:
-				wg.Add(1)
-				go func() { defer wg.Done(); l.answer(im.from, m) }()
+				select {
+				case answering <- struct{}{}:
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						defer func() { <-answering }()
+						l.answer(im.from, m)
+					}()
+				default:
+					l.dropped.Inc() // the asker times out and may ask again
+				}
 			}
 		case <-intentsCh:
 			intentsCh = l.cfg.Intents.Changed()
