@@ -241,19 +241,17 @@ type loopState struct {
 	sums        []Summary
 	recheckAt   time.Time
 	committedAt time.Time // when the last plan committed
-	lastGen     uint64    // table generation the last delivery pass read
 	term        uint64    // the Raft term this loop leads; stamped on every assignment
 	readyAt     time.Time // first step whose fleet view could be planned on
 	fleetKey    string    // what of the fleet view the last plan read
 	next        time.Time // when the last step wanted to be woken
 	waitedView  string    // why planning waits for the fleet view (logged once per reason)
-	started     time.Time // when this loop began leading
 	results     chan sendResult
 	wg          sync.WaitGroup
 }
 
-func newLoopState(now time.Time) *loopState {
-	return &loopState{started: now, track: map[string]*nodeTrack{}, reports: map[string]Report{}, hot: map[string]HotState{}, results: make(chan sendResult, 64)}
+func newLoopState() *loopState {
+	return &loopState{track: map[string]*nodeTrack{}, reports: map[string]Report{}, hot: map[string]HotState{}, results: make(chan sendResult, 64)}
 }
 
 // viewGap says why the fleet view cannot be planned on yet ("" when it can).
@@ -335,7 +333,7 @@ func (c *Coordinator) step(ctx context.Context, ls *loopState, dirty, fleetOnly 
 // leaderLoop is the coordinator's work while leading: barrier, then plan on every
 // change, commit, and deliver from the applied state.
 func (c *Coordinator) leaderLoop(ctx context.Context) {
-	ls := newLoopState(c.cfg.Clock.Now())
+	ls := newLoopState()
 	defer func() {
 		c.leader.Store(false)
 		c.view.Store(nil)
@@ -679,7 +677,6 @@ func (c *Coordinator) deliver(ctx context.Context, ls *loopState) time.Time {
 			delete(ls.track, n)
 		}
 	}
-	ls.lastGen = st.Generation
 	return next
 }
 

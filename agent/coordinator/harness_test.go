@@ -356,7 +356,7 @@ func (h *harness) lead() {
 	if err := h.c.barrier(context.Background()); err != nil {
 		h.t.Fatal(err)
 	}
-	h.ls = newLoopState(h.clock.Now())
+	h.ls = newLoopState()
 	h.ls.term = h.raft.Term()
 }
 
