@@ -15,8 +15,12 @@
 //   - Version: a hybrid logical clock stamp plus node name that totally orders updates
 //     to one name across the fleet. NextVersion takes `now` as an argument.
 //   - Record: an intent (or a tombstone) as stored and disseminated, with its version.
-//   - Sign and Verify: ed25519 signatures over the canonical encoding; key files in PEM
-//     (PKCS#8 / PKIX) or base64.
+//     CheckRecord verifies one received from a peer.
+//   - SignIntent, SignTombstone and VerifyVersioned: ed25519 signatures over
+//     SignedMessage(content, version) — the canonical encoding (or TombstoneBytes for a
+//     delete) together with the version the signer chose, so a signed record cannot be
+//     stored under another version and an older one never replaces a newer one; key
+//     files in PEM (PKCS#8 / PKIX) or base64.
 //
 // Contract: no I/O, no clock reads, no goroutines, no randomness except through
 // arguments (GenerateSigningKey takes an io.Reader). Same input, same output.

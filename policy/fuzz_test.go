@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -56,6 +57,30 @@ func FuzzParseVersion(f *testing.F) {
 		v2, err := ParseVersion(v.String())
 		if err != nil || v2 != v {
 			t.Fatalf("round trip %q → %v → %v, %v", s, v, v2, err)
+		}
+	})
+}
+
+// FuzzSignedVersion: the version of a signature (a document's signature.version, a
+// delete's Murmur-Signature header) never panics the decoder; what it accepts is in
+// canonical spelling, a valid signed version, and makes a SignedMessage that is JSON.
+func FuzzSignedVersion(f *testing.F) {
+	f.Add("1732291200123.0@key:3f2a0b1c2d3e4f50")
+	f.Add("1.4294967295@n")
+	f.Add("01.0@key:ab")
+	f.Add("1.0@key:a\"b")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, s string) {
+		sig := &Signature{KeyID: "k", Value: "v", Version: s}
+		v, err := sig.SignedVersion()
+		if err != nil {
+			return
+		}
+		if v.String() != s || CheckSignedVersion(v) != nil {
+			t.Fatalf("accepted %q as %v", s, v)
+		}
+		if msg := SignedMessage([]byte(`{"a":1}`), v); !json.Valid(msg) {
+			t.Fatalf("SignedMessage at %q is not JSON: %s", s, msg)
 		}
 	})
 }

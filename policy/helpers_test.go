@@ -5,5 +5,6 @@ import (
 	"errors"
 )
 
-func errorsIs(err, target error) bool { return errors.Is(err, target) }
-func b64(b []byte) string             { return base64.StdEncoding.EncodeToString(b) }
+func errorsIs(err, target error) bool     { return errors.Is(err, target) }
+func errorsAs(err error, target any) bool { return errors.As(err, target) }
+func b64(b []byte) string                 { return base64.StdEncoding.EncodeToString(b) }

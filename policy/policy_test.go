@@ -315,7 +315,7 @@ func TestSignatures(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := ins[0]
-	if err := SignIntent(&in, priv); err != nil {
+	if err := SignIntent(&in, Version{Wall: 1732291200123, Node: SignerNode(KeyID(pub))}, priv); err != nil {
 		t.Fatal(err)
 	}
 	// The signed document goes through Parse with its signature.
@@ -327,7 +327,8 @@ func TestSignatures(t *testing.T) {
 	if diff := cmp.Diff(in.Signature, back[0].Signature); diff != "" {
 		t.Fatal(diff)
 	}
-	body, _ := Canonical(&in)
+	canonical, _ := Canonical(&in)
+	body := SignedMessage(canonical, Version{Wall: 1732291200123, Node: SignerNode(KeyID(pub))})
 	trusted := NewTrustedKeys(pub)
 	tampered := bytes.Replace(body, []byte("3600"), []byte("3601"), 1)
 	tests := []struct {
@@ -383,15 +384,173 @@ func TestSignatures(t *testing.T) {
 	_ = ed25519.PublicKeySize
 }
 
+// TestSignedVersions: the signature covers the version the signer chose, for intents
+// and for deletes; changing the version (or presenting an unversioned signature of an
+// earlier release) breaks it.
+func TestSignedVersions(t *testing.T) {
+	pub, priv, _ := GenerateSigningKey(bytes.NewReader(bytes.Repeat([]byte{4}, 32)))
+	trusted := NewTrustedKeys(pub)
+	signer := SignerNode(KeyID(pub))
+	v := Version{Wall: 1732291200123, Counter: 2, Node: signer}
+	ins, err := Parse(readTestdata(t, "workload-exec.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := ins[0]
+	if err := SignIntent(&in, v, priv); err != nil {
+		t.Fatal(err)
+	}
+	if in.Signature.Version != "1732291200123.2@key:"+KeyID(pub) {
+		t.Errorf("signature.version = %q", in.Signature.Version)
+	}
+	canonical, _ := Canonical(&in)
+	if got, err := trusted.VerifyVersioned(canonical, in.Signature); err != nil || got != v {
+		t.Fatalf("VerifyVersioned = %v, %v; want %v", got, err, v)
+	}
+	// The signed document round-trips through Parse with its version, and the canonical
+	// encoding (hash, stored body) does not hold the version.
+	doc, _ := Document(&in)
+	back, err := Parse(doc)
+	if err != nil || *back[0].Signature != *in.Signature {
+		t.Fatalf("Parse(Document) = %+v, %v", back[0].Signature, err)
+	}
+	if bytes.Contains(canonical, []byte("1732291200123")) {
+		t.Errorf("the canonical encoding holds the version: %s", canonical)
+	}
+	// What is signed holds the version; every change of it breaks the signature.
+	if msg := SignedMessage(canonical, v); !bytes.Contains(msg, []byte(`"version":"1732291200123.2@key:`)) || !bytes.HasPrefix(msg, []byte(`{"intent":{"apiVersion"`)) {
+		t.Errorf("SignedMessage = %s", msg)
+	}
+	for _, other := range []Version{
+		{Wall: v.Wall + 1, Counter: v.Counter, Node: v.Node},
+		{Wall: v.Wall, Counter: v.Counter + 1, Node: v.Node},
+		{Wall: v.Wall, Counter: v.Counter, Node: "node-a"},
+		{Wall: v.Wall - 1, Counter: v.Counter, Node: v.Node},
+	} {
+		sig := *in.Signature
+		sig.Version = other.String()
+		if _, err := trusted.VerifyVersioned(canonical, &sig); !errorsIs(err, ErrBadSignature) {
+			t.Errorf("signature moved to version %s: %v, want ErrBadSignature", other, err)
+		}
+	}
+	unversioned := *in.Signature
+	unversioned.Version = ""
+	if _, err := trusted.VerifyVersioned(canonical, &unversioned); !errorsIs(err, ErrUnversioned) {
+		t.Errorf("signature without version: %v, want ErrUnversioned", err)
+	}
+	// A signature of an earlier release (over the canonical encoding alone) is refused,
+	// with or without a version next to it.
+	legacy := Sign(priv, canonical)
+	if _, err := trusted.VerifyVersioned(canonical, legacy); !errorsIs(err, ErrUnversioned) {
+		t.Errorf("earlier release's signature: %v, want ErrUnversioned", err)
+	}
+	legacy.Version = v.String()
+	if _, err := trusted.VerifyVersioned(canonical, legacy); !errorsIs(err, ErrBadSignature) {
+		t.Errorf("earlier release's signature with a version: %v, want ErrBadSignature", err)
+	}
+
+	// Deletes: the signed bytes hold the name and the version.
+	tomb, err := SignTombstone("vision", v, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := SignedMessage(TombstoneBytes("vision"), v)
+	for _, want := range []string{`"name":"vision"`, `"deleted":true`, `"version":"` + v.String() + `"`} {
+		if !bytes.Contains(msg, []byte(want)) {
+			t.Errorf("signed tombstone bytes %s lack %s", msg, want)
+		}
+	}
+	rec := Record{Name: "vision", Version: v, Deleted: true, Signature: tomb}
+	if !bytes.Equal(rec.SignedBytes(), msg) {
+		t.Errorf("Record.SignedBytes = %s, want %s", rec.SignedBytes(), msg)
+	}
+	if got, err := trusted.VerifyVersioned(TombstoneBytes("vision"), tomb); err != nil || got != v {
+		t.Errorf("signed delete: %v, %v", got, err)
+	}
+	if _, err := trusted.VerifyVersioned(TombstoneBytes("other"), tomb); !errorsIs(err, ErrBadSignature) {
+		t.Errorf("delete signature used for another name: %v", err)
+	}
+	moved := *tomb
+	moved.Version = Version{Wall: v.Wall + 1, Node: v.Node}.String()
+	if _, err := trusted.VerifyVersioned(TombstoneBytes("vision"), &moved); !errorsIs(err, ErrBadSignature) {
+		t.Errorf("delete signature moved to another version: %v", err)
+	}
+	if _, err := trusted.VerifyVersioned(canonical, tomb); !errorsIs(err, ErrBadSignature) {
+		t.Errorf("delete signature used for the intent: %v", err)
+	}
+
+	// Versions a signer may not choose.
+	for _, bad := range []Version{{Wall: 0, Node: signer}, {Wall: 1, Node: ""}, {Wall: 1, Node: "a b"}, {Wall: 1, Node: "key:"}, {Wall: 1, Node: strings.Repeat("a", 129)}} {
+		if err := SignIntent(&in, bad, priv); err == nil {
+			t.Errorf("SignIntent at %q accepted", bad)
+		}
+		if _, err := SignTombstone("vision", bad, priv); err == nil {
+			t.Errorf("SignTombstone at %q accepted", bad)
+		}
+	}
+	// Documents: signature.version is checked at parse time.
+	for _, tt := range []struct{ version, msg string }{
+		{"later", "want wall.counter@node"},
+		{"01.0@key:ab", "write it as 1.0@key:ab"},
+		{"0.0@key:ab", "must be positive"},
+		{"1.0@key ab", "letters, digits"},
+	} {
+		d := strings.Replace(string(doc), `"version":"`+v.String()+`"`, `"version":"`+tt.version+`"`, 1)
+		_, err := Parse([]byte(d))
+		var ps Problems
+		if !errorsAs(err, &ps) || len(ps) != 1 || ps[0].Field != "signature.version" || !strings.Contains(ps[0].Message, tt.msg) {
+			t.Errorf("signature.version %q: %v; want one problem at signature.version containing %q", tt.version, err, tt.msg)
+		}
+	}
+
+	// The signer's next version: above what the node holds, the signer's clock if later.
+	now := time.UnixMilli(1732291200123)
+	for _, tt := range []struct {
+		held, want Version
+	}{
+		{Version{}, Version{Wall: now.UnixMilli(), Node: signer}},
+		{Version{Wall: now.UnixMilli() - 5, Counter: 9, Node: "node-a"}, Version{Wall: now.UnixMilli(), Node: signer}},
+		{Version{Wall: now.UnixMilli() + 5000, Counter: 3, Node: "node-z"}, Version{Wall: now.UnixMilli() + 5000, Counter: 4, Node: signer}},
+		{Version{Wall: now.UnixMilli(), Counter: 0, Node: signer}, Version{Wall: now.UnixMilli(), Counter: 1, Node: signer}},
+	} {
+		got := NextSignedVersion(tt.held, now, KeyID(pub))
+		if got != tt.want || !tt.held.Less(got) {
+			t.Errorf("NextSignedVersion(%v) = %v, want %v", tt.held, got, tt.want)
+		}
+	}
+}
+
 func TestCheckRecord(t *testing.T) {
 	_, priv, _ := GenerateSigningKey(bytes.NewReader(bytes.Repeat([]byte{1}, 32)))
 	trusted := NewTrustedKeys(priv.Public().(ed25519.PublicKey))
 	ins, _ := Parse(readTestdata(t, "policy.yaml"))
 	body, _ := Canonical(&ins[0])
-	now := time.UnixMilli(1_000_000)
-	good := Record{Name: "site-rules", Kind: KindPolicy, Version: Version{Wall: 999_000, Node: "n"}, Hash: Hash(body), Body: body, Signature: Sign(priv, body)}
-	tomb := Record{Name: "site-rules", Version: Version{Wall: 999_000, Node: "n"}, Deleted: true, Hash: Hash(TombstoneBytes("site-rules")), Signature: Sign(priv, TombstoneBytes("site-rules"))}
-	mod := func(r Record, f func(*Record)) Record { f(&r); return r }
+	now := time.UnixMilli(1_000_000_000)
+	v := Version{Wall: 999_999_000, Node: "key:ops"}
+	signed := ins[0]
+	if err := SignIntent(&signed, v, priv); err != nil {
+		t.Fatal(err)
+	}
+	tombSig, err := SignTombstone("site-rules", v, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := Record{Name: "site-rules", Kind: KindPolicy, Version: v, Hash: Hash(body), Body: body, Signature: signed.Signature}
+	tomb := Record{Name: "site-rules", Version: v, Deleted: true, Hash: Hash(TombstoneBytes("site-rules")), Signature: tombSig}
+	mod := func(r Record, f func(*Record)) Record {
+		if r.Signature != nil {
+			sig := *r.Signature
+			r.Signature = &sig
+		}
+		f(&r)
+		return r
+	}
+	// resign signs r again at its (changed) version, as a trusted signer would.
+	resign := func(r *Record) {
+		r.Signature = Sign(priv, r.SignedBytes())
+		r.Signature.Version = r.Version.String()
+	}
+	later := func(r *Record) { r.Version.Wall += 1000 }
 	tests := []struct {
 		name string
 		r    Record
@@ -406,14 +565,26 @@ func TestCheckRecord(t *testing.T) {
 		{"name mismatch", mod(good, func(r *Record) { r.Name = "other" }), nil, ErrMalformed},
 		{"kind mismatch", mod(good, func(r *Record) { r.Kind = KindWorkload }), nil, ErrMalformed},
 		{"not canonical", mod(good, func(r *Record) { r.Body = IndentJSON(body); r.Hash = Hash(r.Body) }), nil, ErrMalformed},
-		{"future", mod(good, func(r *Record) { r.Version.Wall = 2_000_000 }), nil, ErrFuture},
+		{"future", mod(good, func(r *Record) { r.Version.Wall = now.UnixMilli() + 61_000; r.Signature = nil }), nil, ErrFuture},
+		{"signed a few minutes ahead", mod(good, func(r *Record) { r.Version.Wall = now.UnixMilli() + 300_000; resign(r) }), trusted, nil},
+		{"signed a few minutes ahead, node without keys", mod(good, func(r *Record) { r.Version.Wall = now.UnixMilli() + 300_000; resign(r) }), nil, ErrFuture},
+		{"signed beyond the signed skew", mod(good, func(r *Record) { r.Version.Wall = now.UnixMilli() + 25*3600_000; resign(r) }), trusted, ErrFuture},
+		{"relay changed the version", mod(good, later), trusted, ErrBadSignature},
+		{"relay changed the version, node without keys", mod(good, later), nil, ErrBadSignature},
+		{"relay changed both versions", mod(good, func(r *Record) { later(r); r.Signature.Version = r.Version.String() }), trusted, ErrBadSignature},
+		{"relay changed a tombstone's version", mod(tomb, later), trusted, ErrBadSignature},
+		{"relay changed a tombstone's versions", mod(tomb, func(r *Record) { later(r); r.Signature.Version = r.Version.String() }), trusted, ErrBadSignature},
+		{"tombstone signature on the body", mod(good, func(r *Record) { r.Signature = tombSig }), trusted, ErrBadSignature},
+		{"unversioned signature (earlier release)", mod(good, func(r *Record) { r.Signature = Sign(priv, body) }), trusted, ErrUnversioned},
+		{"unversioned tombstone signature", mod(tomb, func(r *Record) { r.Signature = Sign(priv, TombstoneBytes("site-rules")) }), trusted, ErrUnversioned},
+		{"earlier release's signature given a version", mod(good, func(r *Record) { r.Signature = Sign(priv, body); r.Signature.Version = r.Version.String() }), trusted, ErrBadSignature},
 		{"no version", mod(good, func(r *Record) { r.Version = Version{} }), nil, ErrMalformed},
 		{"tombstone with body", mod(tomb, func(r *Record) { r.Body = body }), nil, ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := tt.r
-			_, err := CheckRecord(&r, tt.keys, now, time.Minute)
+			_, err := CheckRecord(&r, tt.keys, now, time.Minute, 24*time.Hour)
 			if tt.want == nil && err != nil || tt.want != nil && !errorsIs(err, tt.want) {
 				t.Errorf("CheckRecord = %v, want %v", err, tt.want)
 			}

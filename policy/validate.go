@@ -117,6 +117,11 @@ func Validate(in *Intent) Problems {
 		if s.Value == "" {
 			ps.add("signature.value", "required when signature is set")
 		}
+		if s.Version != "" {
+			if _, err := s.SignedVersion(); err != nil {
+				ps.add("signature.version", "%v", err)
+			}
+		}
 	}
 	switch in.Kind {
 	case KindWorkload:

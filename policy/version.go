@@ -12,7 +12,10 @@ import (
 // hybrid logical clock stamp — Wall (Unix milliseconds of the accepting node's clock)
 // and Counter (breaks ties within one millisecond and absorbs clock skew) — plus the
 // name of the accepting node, which breaks the remaining ties. Higher wins everywhere.
-// The zero Version is lower than every version NextVersion returns.
+// A signed record carries the version its signer chose instead (NextSignedVersion:
+// the signer's clock, above the version held for the name, Node "key:<keyId>"), and
+// its signature covers it. The zero Version is lower than every version NextVersion
+// returns.
 type Version struct {
 	Wall    int64  `json:"wall" codec:"w"`
 	Counter uint32 `json:"counter" codec:"c"`

@@ -148,7 +148,7 @@ func (s *Service) wants(name string, v policy.Version) bool {
 	}
 	s.pendMu.Lock()
 	defer s.pendMu.Unlock()
-	if _, bad := s.logged[name+"@"+v.String()]; bad {
+	if s.logged[name+"@"+v.String()] {
 		return false
 	}
 	p, ok := s.pending[name]
@@ -234,7 +234,7 @@ func (s *Service) storeRemote(r *policy.Record) {
 	if p, ok := s.pending[r.Name]; ok && policy.Compare(r.Version, p.version) >= 0 {
 		delete(s.pending, r.Name)
 	}
-	_, bad := s.logged[r.Name+"@"+r.Version.String()]
+	bad := s.logged[r.Name+"@"+r.Version.String()]
 	s.pendMu.Unlock()
 	if bad {
 		return
@@ -242,7 +242,9 @@ func (s *Service) storeRemote(r *policy.Record) {
 	if e, ok := s.snap.Load().byName[r.Name]; ok && policy.Compare(r.Version, e.rec.Version) <= 0 {
 		return // equal or older: never roll back
 	}
-	in, err := policy.CheckRecord(r, s.trusted, s.cfg.Clock(), s.cfg.MaxClockSkew)
+	// CheckRecord also refuses a signed record whose version is not the one its
+	// signature covers: a relay cannot move it to a version that would win.
+	in, err := policy.CheckRecord(r, s.trusted, s.cfg.Clock(), s.cfg.MaxClockSkew, s.cfg.MaxSignedSkew)
 	if err != nil {
 		s.rejectRemote(r, err)
 		return
@@ -275,11 +277,13 @@ func (s *Service) storeRemote(r *policy.Record) {
 	}
 }
 
-// rejectRemote counts a rejected record and logs it once per name@version.
+// rejectRemote counts a rejected record and logs it once per name@version. The version
+// is not fetched again, unless it was only too far ahead of this node's clock:
+// anti-entropy fetches it again, and it is stored once the clock is close enough.
 func (s *Service) rejectRemote(r *policy.Record, err error) {
 	reason := "invalid"
 	switch {
-	case errors.Is(err, policy.ErrUnsigned), errors.Is(err, policy.ErrUntrustedKey), errors.Is(err, policy.ErrBadSignature):
+	case errors.Is(err, policy.ErrUnsigned), errors.Is(err, policy.ErrUnversioned), errors.Is(err, policy.ErrUntrustedKey), errors.Is(err, policy.ErrBadSignature):
 		reason = "signature"
 	case errors.Is(err, policy.ErrFuture):
 		reason = "future"
@@ -290,9 +294,9 @@ func (s *Service) rejectRemote(r *policy.Record, err error) {
 	_, seen := s.logged[key]
 	if !seen {
 		if len(s.logged) >= 4096 {
-			s.logged = map[string]struct{}{}
+			s.logged = map[string]bool{}
 		}
-		s.logged[key] = struct{}{}
+		s.logged[key] = reason != "future"
 	}
 	s.pendMu.Unlock()
 	if !seen {

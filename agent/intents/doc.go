@@ -15,8 +15,12 @@
 //     Versions only go up: a record equal to or older than the stored one is ignored,
 //     whoever sends it.
 //   - With trusted keys, every intent — from the API or from a peer — must carry a
-//     valid signature by one of them; rejected peer versions are counted
-//     (murmur_intents_gossip_rejected_total) and logged once per name@version.
+//     valid signature by one of them, covering its version; rejected peer versions are
+//     counted (murmur_intents_gossip_rejected_total) and logged once per name@version.
+//   - A signed intent or delete is stored at the version its signature covers, never a
+//     minted one; the API refuses (409) one that is not above the version held for the
+//     name, so an older signed record is never accepted again, through any node
+//     (docs/intents.md, "Signed intents and replay").
 //
 // Dissemination: the accepting node broadcasts {name, version, hash} (msgAnnounce)
 // and also sends, over reliable messages to up to Config.EagerPushNodes alive members,

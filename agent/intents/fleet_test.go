@@ -228,8 +228,9 @@ func TestFleetSignatures(t *testing.T) {
 		return true
 	})
 
-	forged := strings.Replace(signedDoc(t, workloadYAML("app", "/bin/evil"), privA), `"value":"`, `"value":"AAAA`, 1)
-	tamperedBody := strings.Replace(signedDoc(t, workloadYAML("app", "/bin/good"), privA), "/bin/good", "/bin/evil", 1)
+	now := func() int64 { return time.Now().UnixMilli() }
+	forged := strings.Replace(signedDoc(t, workloadYAML("app", "/bin/evil"), privA, signedAt(privA, now())), `"value":"`, `"value":"AAAA`, 1)
+	tamperedBody := strings.Replace(signedDoc(t, workloadYAML("app", "/bin/good"), privA, signedAt(privA, now())), "/bin/good", "/bin/evil", 1)
 	api := []struct {
 		name   string
 		body   string
@@ -237,10 +238,11 @@ func TestFleetSignatures(t *testing.T) {
 		msg    string
 	}{
 		{"unsigned", workloadYAML("app", "/bin/x"), 403, "not signed"},
-		{"wrong key", signedDoc(t, workloadYAML("app", "/bin/x"), privB), 403, "untrusted key"},
+		{"wrong key", signedDoc(t, workloadYAML("app", "/bin/x"), privB, signedAt(privB, now())), 403, "untrusted key"},
 		{"forged value", forged, 403, "does not verify"},
 		{"tampered body", tamperedBody, 403, "does not verify"},
-		{"signed", signedDoc(t, workloadYAML("app", "/bin/good"), privA), 200, `"result": "created"`},
+		{"unversioned (earlier release)", unversioned(t, workloadYAML("app", "/bin/good"), privA), 403, "covers no version"},
+		{"signed", signedDoc(t, workloadYAML("app", "/bin/good"), privA, signedAt(privA, now())), 200, `"result": "created"`},
 	}
 	for _, tt := range api {
 		r := do(t, n1.mux, "POST", "/v1/intents", tt.body)
@@ -256,8 +258,8 @@ func TestFleetSignatures(t *testing.T) {
 	// Injection through node 3, which verifies nothing.
 	injections := []struct{ name, body string }{
 		{"unsigned", workloadYAML("inject-unsigned", "/bin/evil")},
-		{"wrong key", signedDoc(t, workloadYAML("inject-wrongkey", "/bin/evil"), privB)},
-		{"forged", strings.Replace(signedDoc(t, workloadYAML("inject-forged", "/bin/evil"), privA), `"value":"`, `"value":"AAAA`, 1)},
+		{"wrong key", signedDoc(t, workloadYAML("inject-wrongkey", "/bin/evil"), privB, signedAt(privB, now()))},
+		{"forged", strings.Replace(signedDoc(t, workloadYAML("inject-forged", "/bin/evil"), privA, signedAt(privA, now())), `"value":"`, `"value":"AAAA`, 1)},
 		{"overwrite", workloadYAML("app", "/bin/evil")},
 	}
 	for _, in := range injections {
@@ -287,8 +289,8 @@ func TestFleetSignatures(t *testing.T) {
 		}
 	}
 	// A signed delete through a trusting node works.
-	sig := policy.Sign(privA, policy.TombstoneBytes("app"))
-	r := do(t, n2.mux, "DELETE", "/v1/intents/app", "", SignatureHeader, sig.KeyID+":"+sig.Value)
+	dv := policy.NextSignedVersion(good.Version, time.Now(), policy.KeyID(pubA))
+	r := do(t, n2.mux, "DELETE", "/v1/intents/app", "", SignatureHeader, deleteHeader(t, "app", dv, privA))
 	if r.status != 200 {
 		t.Fatalf("signed delete: %d %s", r.status, r.body)
 	}
@@ -297,7 +299,7 @@ func TestFleetSignatures(t *testing.T) {
 	}
 	for _, n := range []*fleetNode{n1, n2, n4} {
 		gossiptest.Eventually(t, 10*time.Second, n.name+" to store the signed delete", func() bool {
-			return versionOn(n, "app").Deleted && versionOn(n, "app").Signature != nil
+			return versionOn(n, "app").Deleted && versionOn(n, "app").Version == dv
 		})
 	}
 }

@@ -1,6 +1,7 @@
 package intents
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -38,7 +39,7 @@ func FuzzDecodeMsg(f *testing.F) {
 		// Records go through the full check; it must not panic either.
 		if r, ok := m.(*records); ok {
 			for i := range r.Records {
-				policy.CheckRecord(&r.Records[i], nil, time.UnixMilli(1732291200123), time.Minute)
+				policy.CheckRecord(&r.Records[i], nil, time.UnixMilli(1732291200123), time.Minute, 24*time.Hour)
 			}
 		}
 	})
@@ -51,5 +52,28 @@ func FuzzDecodeDigest(f *testing.F) {
 	f.Add([]byte{0x81, 0xa1, 'e', 0xdd, 0x7f, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		decodeDigest(b)
+	})
+}
+
+// FuzzSignatureHeader: a DELETE's Murmur-Signature header never panics its parser, and
+// what it accepts is written back the same way (the version with its ':' included).
+func FuzzSignatureHeader(f *testing.F) {
+	f.Add("3f2a0b1c2d3e4f50:AAAA==:1732291200123.0@key:3f2a0b1c2d3e4f50")
+	f.Add("3f2a0b1c2d3e4f50:AAAA==")
+	f.Add("nocolon")
+	f.Add(":::")
+	f.Fuzz(func(t *testing.T, h string) {
+		sig, err := parseSignatureHeader(h)
+		if err != nil || sig == nil {
+			return
+		}
+		back := sig.KeyID + ":" + sig.Value
+		if sig.Version != "" || strings.Count(h, ":") >= 2 {
+			back += ":" + sig.Version
+		}
+		if back != h {
+			t.Fatalf("parse(%q) = %+v, written back as %q", h, sig, back)
+		}
+		sig.SignedVersion() // must not panic either
 	})
 }

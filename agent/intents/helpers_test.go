@@ -181,14 +181,16 @@ func workloadYAML(name, cmd string) string {
 	return fmt.Sprintf("apiVersion: murmur/v1\nkind: Workload\nmetadata: {name: %s}\nspec: {driver: exec, command: [%q]}\n", name, cmd)
 }
 
-func signedDoc(t *testing.T, yaml string, priv ed25519.PrivateKey) string {
+// signedDoc signs the one intent of yaml at version v (see signedAt) with priv, and
+// returns it as a JSON request document.
+func signedDoc(t *testing.T, yaml string, priv ed25519.PrivateKey, v policy.Version) string {
 	t.Helper()
 	ins, err := policy.Parse([]byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if priv != nil {
-		if err := policy.SignIntent(&ins[0], priv); err != nil {
+		if err := policy.SignIntent(&ins[0], v, priv); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -213,4 +215,36 @@ func counter(t *testing.T, c prometheus.Collector) float64 {
 
 func contextWithCancel() (context.Context, context.CancelFunc) {
 	return context.WithCancel(context.Background())
+}
+
+// signedAt is the version a signer with priv chooses at wall (Unix milliseconds).
+func signedAt(priv ed25519.PrivateKey, wall int64) policy.Version {
+	return policy.Version{Wall: wall, Node: policy.SignerNode(policy.KeyID(priv.Public().(ed25519.PublicKey)))}
+}
+
+// deleteHeader is the SignatureHeader of a delete of name signed with priv at v.
+func deleteHeader(t *testing.T, name string, v policy.Version, priv ed25519.PrivateKey) string {
+	t.Helper()
+	sig, err := policy.SignTombstone(name, v, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sig.KeyID + ":" + sig.Value + ":" + sig.Version
+}
+
+// unversioned is yaml signed as earlier releases signed: over the canonical encoding
+// alone, with no version.
+func unversioned(t *testing.T, yaml string, priv ed25519.PrivateKey) string {
+	t.Helper()
+	ins, err := policy.Parse([]byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := policy.Canonical(&ins[0])
+	ins[0].Signature = policy.Sign(priv, c)
+	b, err := policy.Document(&ins[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -13,8 +13,11 @@ import (
 	"github.com/murmur-edge/murmur/policy"
 )
 
-// SignatureHeader carries a DELETE's signature: "<keyId>:<base64 signature>" over
-// policy.TombstoneBytes(name).
+// SignatureHeader carries a DELETE's signature: "<keyId>:<base64 signature>:<version>",
+// the signature of the delete at that version (policy.SignTombstone). The version may
+// hold ':' (key:<keyId>); the key id and base64 never do. The two-part form of earlier
+// releases ("<keyId>:<base64 signature>", no version) is read, and refused by nodes
+// that trust keys.
 const SignatureHeader = "Murmur-Signature"
 
 // Wait limits for ?wait=fleet.
@@ -205,14 +208,10 @@ func (s *Service) handleDelete(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	var sig *policy.Signature
-	if h := r.Header.Get(SignatureHeader); h != "" {
-		id, v, ok := strings.Cut(h, ":")
-		if !ok {
-			api.WriteError(w, http.StatusBadRequest, "invalid signature header", api.FieldError{Field: SignatureHeader, Message: "want <keyId>:<base64 signature>"})
-			return
-		}
-		sig = &policy.Signature{KeyID: id, Value: v}
+	sig, err := parseSignatureHeader(r.Header.Get(SignatureHeader))
+	if err != nil {
+		api.WriteError(w, http.StatusBadRequest, "invalid signature header", api.FieldError{Field: SignatureHeader, Message: err.Error()})
+		return
 	}
 	res, err := s.Delete(r.PathValue("name"), sig)
 	if err != nil {
@@ -220,4 +219,21 @@ func (s *Service) handleDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.respond(w, r, []Result{res}, wait, timeout)
+}
+
+// parseSignatureHeader reads a SignatureHeader value: nil for an empty one. The
+// version, when present, is checked by Delete (policy.Signature.SignedVersion).
+func parseSignatureHeader(h string) (*policy.Signature, error) {
+	if h == "" {
+		return nil, nil
+	}
+	parts := strings.SplitN(h, ":", 3)
+	if len(parts) < 2 || parts[0] == "" || parts[1] == "" {
+		return nil, errors.New("want <keyId>:<base64 signature>:<version>, as murmur delete --sign-key sends")
+	}
+	sig := &policy.Signature{KeyID: parts[0], Value: parts[1]}
+	if len(parts) == 3 {
+		sig.Version = parts[2]
+	}
+	return sig, nil
 }

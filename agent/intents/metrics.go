@@ -26,7 +26,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		applied: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "murmur_intents_applied_total",
 			Help: "Intents accepted through this node's API, by result (created, updated, deleted)."}, []string{"result"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "murmur_intents_api_rejected_total",
-			Help: "API requests rejected, by reason (invalid, signature, admission, conflict, full)."}, []string{"reason"}),
+			Help: "API requests rejected, by reason (invalid, signature, admission, conflict, stale, version, full)."}, []string{"reason"}),
 		rejectedRemote: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "murmur_intents_gossip_rejected_total",
 			Help: "Intent versions received from peers and rejected, by reason (signature, invalid, future)."}, []string{"reason"}),
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "murmur_intents_messages_received_total",

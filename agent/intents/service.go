@@ -46,6 +46,12 @@ type Config struct {
 	// MaxClockSkew bounds how far ahead of this node's clock a peer's version may be.
 	// Default 1 minute.
 	MaxClockSkew time.Duration
+	// MaxSignedSkew bounds the versions signers choose. The API refuses a signed version
+	// more than MaxSignedSkew ahead of this node's clock, or more than
+	// min(MaxSignedSkew, TombstoneTTL) behind it; a node that trusts keys accepts signed
+	// versions from peers up to MaxSignedSkew ahead (and fetches later ones again once
+	// its clock is close enough). Default 24 hours.
+	MaxSignedSkew time.Duration
 	// FetchRetry is how long an outstanding fetch blocks a new fetch of the same name.
 	// Default 5 s.
 	FetchRetry time.Duration
@@ -114,7 +120,10 @@ type Service struct {
 
 	pendMu  sync.Mutex           // guards pending and logged
 	pending map[string]pendFetch // name → fetch in flight
-	logged  map[string]struct{}  // name@version rejections already logged
+	// logged holds the name@version rejections already logged; true when the version is
+	// refused for good (never fetched again), false when it may become acceptable (a
+	// version ahead of this node's clock).
+	logged map[string]bool
 
 	ackMu sync.Mutex                           // guards acks and ackCh
 	acks  map[string]map[string]policy.Version // name → node → highest version it stored
@@ -159,6 +168,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.MaxClockSkew <= 0 {
 		cfg.MaxClockSkew = time.Minute
+	}
+	if cfg.MaxSignedSkew <= 0 {
+		cfg.MaxSignedSkew = 24 * time.Hour
 	}
 	if cfg.FetchRetry <= 0 {
 		cfg.FetchRetry = 5 * time.Second
@@ -209,7 +221,7 @@ func New(cfg Config) (*Service, error) {
 		outbox:   make(chan outEvent, 4096),
 		entries:  map[string]*entry{},
 		pending:  map[string]pendFetch{},
-		logged:   map[string]struct{}{},
+		logged:   map[string]bool{},
 		acks:     map[string]map[string]policy.Version{},
 		ackCh:    make(chan struct{}),
 		changeCh: make(chan struct{}),

@@ -231,7 +231,7 @@ func TestTrustKeyFilesAndLive(t *testing.T) {
 		t.Errorf("unsigned with trust key: %d", r.status)
 	}
 	pol := "apiVersion: murmur/v1\nkind: Policy\nmetadata: {name: p}\nspec: {offload: {cpuAbove: 0.5}}\n"
-	body := signedDoc(t, workloadYAML("w", "/bin/x"), priv) + "\n" + signedDoc(t, pol, priv)
+	body := signedDoc(t, workloadYAML("w", "/bin/x"), priv, signedAt(priv, clock.Now().UnixMilli())) + "\n" + signedDoc(t, pol, priv, signedAt(priv, clock.Now().UnixMilli()))
 	if r := do(t, mux, "POST", "/v1/intents", "["+strings.Replace(body, "}\n{", "},{", 1)+"]"); r.status != 200 {
 		t.Fatalf("signed: %d %s", r.status, r.body)
 	}

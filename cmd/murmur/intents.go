@@ -66,7 +66,12 @@ func newApplyCmd(cf *clientFlags) *cobra.Command {
 		Long: `Push intents to the node at --addr. Files hold YAML (documents separated by ---)
 or JSON; a directory means its *.yaml, *.yml and *.json files; - reads stdin. The
 intents are checked here first, then sent in one request: either all are stored or
-none. Each is reported as created, updated or unchanged.`,
+none. Each is reported as created, updated or unchanged.
+
+With --sign-key each intent is signed together with its version: above the version
+the node holds for the name (read first), and this machine's clock when that is
+higher. Nodes store a signed intent at exactly that version and refuse one that is
+not above what they hold, so an older signed intent can never be replayed.`,
 		Example: `  murmur apply -f vision.yaml
   murmur apply -f intents/ --wait
   murmur apply -f vision.yaml --sign-key ~/.murmur/signing.key`,
@@ -85,7 +90,7 @@ none. Each is reported as created, updated or unchanged.`,
 			if err := checkTimeout(timeout); err != nil {
 				return err
 			}
-			return applyIntents(cmd.Context(), cf, applyOptions{files: files, wait: wait, timeout: timeout, signKey: signKey, stdin: cmd.InOrStdin()}, cmd.OutOrStdout())
+			return applyIntents(cmd.Context(), cf, applyOptions{files: files, wait: wait, timeout: timeout, signKey: signKey, now: time.Now(), stdin: cmd.InOrStdin()}, cmd.OutOrStdout())
 		},
 	}
 	cf.register(cmd.Flags())
@@ -111,13 +116,13 @@ func newDeleteCmd(cf *clientFlags) *cobra.Command {
 			if err := checkTimeout(timeout); err != nil {
 				return err
 			}
-			return deleteIntent(cmd.Context(), cf, args[0], wait, timeout, signKey, cmd.OutOrStdout())
+			return deleteIntent(cmd.Context(), cf, args[0], wait, timeout, signKey, time.Now(), cmd.OutOrStdout())
 		},
 	}
 	cf.register(cmd.Flags())
 	cmd.Flags().Bool("wait", false, "answer only when every alive node has stored the delete")
 	cmd.Flags().Duration("timeout", 30*time.Second, "how long --wait waits")
-	cmd.Flags().String("sign-key", "", "ed25519 private key file to sign the delete with (needed when agents use --trust-key)")
+	cmd.Flags().String("sign-key", "", "ed25519 private key file to sign the delete with, at a version above the one the node holds (needed when agents use --trust-key)")
 	return cmd
 }
 
@@ -134,6 +139,7 @@ type applyOptions struct {
 	wait    bool
 	timeout time.Duration
 	signKey string
+	now     time.Time // the signer's clock, for signed versions
 	stdin   io.Reader
 }
 
@@ -185,10 +191,9 @@ func readIntentFiles(args []string, stdin io.Reader) ([]string, [][]byte, error)
 	return names, bodies, nil
 }
 
-// buildApplyBody parses every source locally (errors name the file and the field),
-// signs when priv is set, and returns one JSON array request.
-func buildApplyBody(names []string, bodies [][]byte, priv ed25519.PrivateKey) ([]byte, int, error) {
-	var docs []json.RawMessage
+// parseIntentFiles parses every source locally (errors name the file and the field).
+func parseIntentFiles(names []string, bodies [][]byte) ([]policy.Intent, error) {
+	var all []policy.Intent
 	var problems []string
 	seen := map[string]string{}
 	for i, b := range bodies {
@@ -204,33 +209,107 @@ func buildApplyBody(names []string, bodies [][]byte, priv ed25519.PrivateKey) ([
 			problems = append(problems, fmt.Sprintf("%s: %v", names[i], err))
 			continue
 		}
-		for j := range ins {
-			in := &ins[j]
+		for _, in := range ins {
 			if other, dup := seen[in.Name()]; dup {
 				problems = append(problems, fmt.Sprintf("%s: metadata.name: %q is also defined in %s", names[i], in.Name(), other))
 				continue
 			}
 			seen[in.Name()] = names[i]
-			if priv != nil {
-				if err := policy.SignIntent(in, priv); err != nil {
-					return nil, 0, err
-				}
-			}
-			d, err := policy.Document(in)
-			if err != nil {
-				return nil, 0, err
-			}
-			docs = append(docs, d)
+			all = append(all, in)
 		}
 	}
 	if len(problems) > 0 {
-		return nil, 0, usageError{fmt.Errorf("invalid intents:\n  %s", strings.Join(problems, "\n  "))}
+		return nil, usageError{fmt.Errorf("invalid intents:\n  %s", strings.Join(problems, "\n  "))}
+	}
+	return all, nil
+}
+
+// encodeApplyBody returns the intents as one JSON array request.
+func encodeApplyBody(ins []policy.Intent) ([]byte, error) {
+	docs := make([]json.RawMessage, 0, len(ins))
+	for i := range ins {
+		d, err := policy.Document(&ins[i])
+		if err != nil {
+			return nil, err
+		}
+		docs = append(docs, d)
 	}
 	body, err := json.Marshal(docs)
 	if err != nil {
-		return nil, 0, fmt.Errorf("encode request: %w", err)
+		return nil, fmt.Errorf("encode request: %w", err)
 	}
-	return body, len(docs), nil
+	return body, nil
+}
+
+// heldRecord is what the target node holds for a name, from GET /v1/intents?deleted=true.
+type heldRecord struct {
+	Name     string `json:"name"`
+	Version  string `json:"version"`
+	Hash     string `json:"hash"`
+	SignedBy string `json:"signedBy"`
+	Deleted  bool   `json:"deleted"`
+}
+
+// heldVersions reads the version the node holds for every name, tombstones included.
+func heldVersions(ctx context.Context, cf *clientFlags) (map[string]heldRecord, error) {
+	resp, err := intentRequest(ctx, cf, http.MethodGet, "/v1/intents", url.Values{"deleted": {"true"}}, nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("read the versions the node holds, to sign above them: %w", err)
+	}
+	var r struct {
+		Intents []heldRecord `json:"intents"`
+	}
+	if err := json.Unmarshal(resp, &r); err != nil {
+		return nil, fmt.Errorf("decode GET /v1/intents: %w", err)
+	}
+	out := make(map[string]heldRecord, len(r.Intents))
+	for _, x := range r.Intents {
+		out[x.Name] = x
+	}
+	return out, nil
+}
+
+// signIntents signs each intent at the version it should have (signedVersionFor).
+func signIntents(ins []policy.Intent, held map[string]heldRecord, priv ed25519.PrivateKey, now time.Time) error {
+	keyID := policy.KeyID(priv.Public().(ed25519.PublicKey))
+	for i := range ins {
+		in := &ins[i]
+		c, err := policy.Canonical(in)
+		if err != nil {
+			return err
+		}
+		h, ok := held[in.Name()]
+		v, err := signedVersionFor(h, ok, policy.Hash(c), keyID, now)
+		if err != nil {
+			return err
+		}
+		if err := policy.SignIntent(in, v, priv); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// signedVersionFor picks the version to sign an intent with. When the node holds this
+// very content signed by this key at a version the key chose, it is that version again:
+// ed25519 signatures are deterministic, so the request holds exactly the stored record
+// and the node answers "unchanged". Otherwise it is above the held version (live or
+// deleted) and, when this machine's clock is not behind the fleet, its clock
+// (policy.NextSignedVersion): nodes refuse a signed version that is not above the one
+// they hold.
+func signedVersionFor(h heldRecord, ok bool, hash, keyID string, now time.Time) (policy.Version, error) {
+	var held policy.Version
+	if ok {
+		v, err := policy.ParseVersion(h.Version)
+		if err != nil {
+			return policy.Version{}, fmt.Errorf("the node holds %s at version %q: %w", h.Name, h.Version, err)
+		}
+		held = v
+		if !h.Deleted && h.Hash == hash && h.SignedBy == keyID && held.Node == policy.SignerNode(keyID) {
+			return held, nil
+		}
+	}
+	return policy.NextSignedVersion(held, now, keyID), nil
 }
 
 func readSigningKey(path string) (ed25519.PrivateKey, error) {
@@ -264,7 +343,21 @@ func applyIntents(ctx context.Context, cf *clientFlags, o applyOptions, out io.W
 	if err != nil {
 		return err
 	}
-	body, _, err := buildApplyBody(names, bodies, priv)
+	ins, err := parseIntentFiles(names, bodies)
+	if err != nil {
+		return err
+	}
+	if priv != nil {
+		// The signature covers the version: read what the node holds and sign above it.
+		held, err := heldVersions(ctx, cf)
+		if err != nil {
+			return err
+		}
+		if err := signIntents(ins, held, priv, o.now); err != nil {
+			return err
+		}
+	}
+	body, err := encodeApplyBody(ins)
 	if err != nil {
 		return err
 	}
@@ -280,7 +373,7 @@ func applyIntents(ctx context.Context, cf *clientFlags, o applyOptions, out io.W
 	return printResults(cf, resp, out)
 }
 
-func deleteIntent(ctx context.Context, cf *clientFlags, name string, wait bool, timeout time.Duration, signKey string, out io.Writer) error {
+func deleteIntent(ctx context.Context, cf *clientFlags, name string, wait bool, timeout time.Duration, signKey string, now time.Time, out io.Writer) error {
 	priv, err := readSigningKey(signKey)
 	if err != nil {
 		return err
@@ -290,8 +383,28 @@ func deleteIntent(ctx context.Context, cf *clientFlags, name string, wait bool, 
 	}
 	hdr := http.Header{}
 	if priv != nil {
-		sig := policy.Sign(priv, policy.TombstoneBytes(name))
-		hdr.Set("Murmur-Signature", sig.KeyID+":"+sig.Value)
+		// The signature covers the version: sign the delete above the version the node
+		// holds (a name it does not hold, or holds deleted, answers 404 here).
+		resp, err := intentRequest(ctx, cf, http.MethodGet, "/v1/intents/"+name, nil, nil, nil)
+		if err != nil {
+			return err
+		}
+		var cur struct {
+			Version string `json:"version"`
+		}
+		if err := json.Unmarshal(resp, &cur); err != nil {
+			return fmt.Errorf("decode GET /v1/intents/%s: %w", name, err)
+		}
+		held, err := policy.ParseVersion(cur.Version)
+		if err != nil {
+			return fmt.Errorf("the node holds %s at version %q: %w", name, cur.Version, err)
+		}
+		v := policy.NextSignedVersion(held, now, policy.KeyID(priv.Public().(ed25519.PublicKey)))
+		sig, err := policy.SignTombstone(name, v, priv)
+		if err != nil {
+			return err
+		}
+		hdr.Set("Murmur-Signature", sig.KeyID+":"+sig.Value+":"+sig.Version)
 	}
 	q := url.Values{}
 	if wait {

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -12,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/murmur-edge/murmur/agent/intents"
 	"github.com/murmur-edge/murmur/policy"
@@ -138,8 +141,13 @@ func TestSigningKeygenAndSignedApply(t *testing.T) {
 	if _, err := run(t, cf, srv.URL, "apply", "-f", file); err == nil || !strings.Contains(err.Error(), "not signed") {
 		t.Errorf("unsigned apply to a trusting agent: %v", err)
 	}
-	if o, err := run(t, cf, srv.URL, "apply", "-f", file, "--sign-key", keyPath); err != nil || !strings.Contains(o, "created") {
+	if o, err := run(t, cf, srv.URL, "apply", "-f", file, "--sign-key", keyPath); err != nil || !strings.Contains(o, "created") || !strings.Contains(o, "@key:") {
 		t.Errorf("signed apply: %v %s", err, o)
+	}
+	// Again: the CLI signs the version the node holds, so the request is the stored
+	// record itself and the node answers unchanged.
+	if o, err := run(t, cf, srv.URL, "apply", "-f", file, "--sign-key", keyPath); err != nil || !strings.Contains(o, "unchanged") {
+		t.Errorf("signed re-apply: %v %s", err, o)
 	}
 	if _, err := run(t, cf, srv.URL, "delete", "vision"); err == nil || !strings.Contains(err.Error(), "HTTP 403") {
 		t.Errorf("unsigned delete: %v", err)
@@ -153,5 +161,90 @@ func TestSigningKeygenAndSignedApply(t *testing.T) {
 	}
 	if _, err := run(t, cf, srv.URL, "apply", "-f", file, "--sign-key", prefix+".pub"); err == nil {
 		t.Error("a public key accepted as --sign-key")
+	}
+}
+
+// TestSignedApplyVersions: the CLI signs above the version the node holds (live or
+// deleted), even when this machine's clock is behind it, and the node refuses a replay
+// of an older signed request.
+func TestSignedApplyVersions(t *testing.T) {
+	dir := t.TempDir()
+	prefix := filepath.Join(dir, "ops")
+	if err := writeSigningKeys(prefix, bytes.NewReader(bytes.Repeat([]byte{5}, 32)), io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	priv, err := readSigningKey(prefix + ".key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := testAgent(t, prefix+".pub")
+	cf := &clientFlags{Addr: srv.URL, Output: "json"}
+	ctx := context.Background()
+	file := filepath.Join(dir, "w.yaml")
+	write := func(cmd string) {
+		os.WriteFile(file, []byte("apiVersion: murmur/v1\nkind: Workload\nmetadata: {name: w}\nspec: {driver: exec, command: ["+cmd+"]}\n"), 0o600)
+	}
+	apply := func(now time.Time) (intentResult, error) {
+		t.Helper()
+		var out bytes.Buffer
+		if err := applyIntents(ctx, cf, applyOptions{files: []string{file}, signKey: prefix + ".key", now: now}, &out); err != nil {
+			return intentResult{}, err
+		}
+		var r struct{ Intents []intentResult }
+		if err := json.Unmarshal(out.Bytes(), &r); err != nil || len(r.Intents) != 1 {
+			t.Fatalf("answer %s: %v", out.Bytes(), err)
+		}
+		return r.Intents[0], nil
+	}
+	version := func(r intentResult) policy.Version {
+		t.Helper()
+		v, err := policy.ParseVersion(r.Version)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	write("/bin/a")
+	first, err := apply(time.Now())
+	if err != nil || first.Result != "created" {
+		t.Fatalf("first: %+v %v", first, err)
+	}
+	v1 := version(first)
+	if want := policy.SignerNode(policy.KeyID(priv.Public().(ed25519.PublicKey))); v1.Node != want {
+		t.Errorf("signed version %s; want node %s", v1, want)
+	}
+	// Keep the first request as an attacker would have captured it.
+	ins, _ := policy.Parse([]byte("apiVersion: murmur/v1\nkind: Workload\nmetadata: {name: w}\nspec: {driver: exec, command: [/bin/a]}\n"))
+	if err := policy.SignIntent(&ins[0], v1, priv); err != nil {
+		t.Fatal(err)
+	}
+	captured, _ := encodeApplyBody(ins)
+
+	// This machine's clock an hour behind the version the node holds: still above it.
+	write("/bin/b")
+	second, err := apply(time.Now().Add(-time.Hour))
+	if err != nil || second.Result != "updated" || !v1.Less(version(second)) {
+		t.Fatalf("with a clock behind: %+v %v; want updated above %s", second, err, v1)
+	}
+	// The captured first request, replayed: refused, and the node keeps the second.
+	if _, err := intentRequest(ctx, cf, http.MethodPost, "/v1/intents", nil, captured, nil); err == nil || !strings.Contains(err.Error(), "HTTP 409") || !strings.Contains(err.Error(), "sign the intent again") {
+		t.Errorf("replayed first request: %v; want HTTP 409", err)
+	}
+	// Deleted (above the held version), then applied again (above the tombstone).
+	var out bytes.Buffer
+	if err := deleteIntent(ctx, cf, "w", false, time.Second, prefix+".key", time.Now().Add(-time.Hour), &out); err != nil {
+		t.Fatalf("signed delete with a clock behind: %v", err)
+	}
+	var del struct{ Intents []intentResult }
+	json.Unmarshal(out.Bytes(), &del)
+	if len(del.Intents) != 1 || !version(second).Less(version(del.Intents[0])) {
+		t.Fatalf("delete: %s; want a version above %s", out.Bytes(), second.Version)
+	}
+	third, err := apply(time.Now().Add(-time.Hour))
+	if err != nil || third.Result != "created" || !version(del.Intents[0]).Less(version(third)) {
+		t.Errorf("after the delete: %+v %v; want created above %s", third, err, del.Intents[0].Version)
+	}
+	if err := deleteIntent(ctx, cf, "nope", false, time.Second, prefix+".key", time.Now(), io.Discard); err == nil || !strings.Contains(err.Error(), "HTTP 404") {
+		t.Errorf("signed delete of an unknown name: %v", err)
 	}
 }
