@@ -23,6 +23,11 @@
 // must return quickly. Members returns an immutable snapshot: callers must not modify
 // the maps in it.
 //
+// Keyring (keyring.go): the gossip keys live in a memberlist Keyring, primary first
+// (Config.Keyring, or one made from Config.SecretKey). KeyManager lists, installs, uses
+// and removes keys on this node and on every live member over KindKeyring, persisting
+// each node's keys (Config.PersistKeys) before its ring changes; Keys reads them.
+//
 // Lifecycle: New validates and builds; Run creates memberlist, joins the seeds with
 // retry and backoff in the background (the node works alone until a seed answers),
 // and on context cancellation leaves the cluster gracefully and shuts down.

@@ -32,6 +32,7 @@ const (
 	KindIntents MessageKind = 32
 	KindRegion  MessageKind = 33
 	KindAssign  MessageKind = 34 // assignments, reports and workload queries (agent/coordinator)
+	KindKeyring MessageKind = 35 // keyring requests and answers (KeyManager, keyring.go)
 )
 
 // Member statuses.
@@ -110,6 +111,20 @@ type Config struct {
 	Profile   string // ProfileLAN (default) or ProfileWAN
 	SecretKey []byte // 16, 24 or 32 bytes turn on AES-GCM encryption of all gossip
 
+	// Keyring, instead of SecretKey, holds the gossip keys, primary first: memberlist
+	// encrypts with the primary and decrypts with any of them. The KeyManager changes
+	// it; the caller may read it (GetKeys, GetPrimaryKey) and must not change it.
+	// Nil means SecretKey decides (New builds a ring of that one key, or none). Set
+	// one of the two, not both. See keyring.go.
+	Keyring *memberlist.Keyring
+	// PersistKeys, if set, is called with the keys a keyring operation is about to
+	// install, primary first, before memberlist's ring changes; an error aborts the
+	// change. The agent writes them to its data dir.
+	PersistKeys func(keys [][]byte) error
+	// KeyringTimeout is how long a fleet-wide keyring operation waits for the
+	// members' answers when the caller gives no timeout.
+	KeyringTimeout time.Duration // default 5 s
+
 	// Epoch orders this run's records after every earlier run's. The agent passes a
 	// boot counter kept in its data dir; zero means the start time in nanoseconds.
 	Epoch uint64
@@ -123,6 +138,9 @@ type Config struct {
 
 	// Transport replaces memberlist's UDP/TCP transport (in-process test fleets).
 	Transport memberlist.NodeAwareTransport
+	// StreamAuth, if set, authenticates every TCP stream before memberlist reads it,
+	// in both directions (see streamauth.go).
+	StreamAuth StreamAuth
 	// Tune, if set, adjusts the memberlist configuration after the profile is applied.
 	Tune func(*memberlist.Config)
 
@@ -168,6 +186,9 @@ type Gossip struct {
 
 	subMu sync.Mutex // guards subs; a leaf lock (taken under mu)
 	subs  map[chan struct{}]struct{}
+
+	keyring *memberlist.Keyring // nil: encryption is off
+	keys    *KeyManager
 
 	conflictMu sync.Mutex          // guards conflicts; taken under memberlist's node lock
 	conflicts  map[string]conflict // name → the new address of a dead member
@@ -222,10 +243,9 @@ func New(cfg Config) (*Gossip, error) {
 	if _, err := MemberlistConfig(cfg.Profile); err != nil {
 		return nil, err
 	}
-	switch len(cfg.SecretKey) {
-	case 0, 16, 24, 32:
-	default:
-		return nil, fmt.Errorf("gossip: encryption key is %d bytes: it must be 16, 24 or 32 bytes (make one with 'murmur keygen')", len(cfg.SecretKey))
+	ring, err := newKeyring(cfg.SecretKey, cfg.Keyring)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: %w", err)
 	}
 	if cfg.Epoch == 0 {
 		cfg.Epoch = uint64(time.Now().UnixNano())
@@ -238,6 +258,9 @@ func New(cfg Config) (*Gossip, error) {
 	}
 	if cfg.JoinBackoffMax <= 0 {
 		cfg.JoinBackoffMax = 15 * time.Second
+	}
+	if cfg.KeyringTimeout <= 0 {
+		cfg.KeyringTimeout = 5 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -266,7 +289,10 @@ func New(cfg Config) (*Gossip, error) {
 		conflicts: make(map[string]conflict),
 		rejoin:    make(chan struct{}, 1),
 		subs:      make(map[chan struct{}]struct{}),
+		keyring:   ring,
 	}
+	g.keys = newKeyManager(g)
+	g.handlers[KindKeyring] = registration{handler: g.keys.handleMessage}
 	g.metrics, err = newMetrics(cfg.Registerer, g)
 	if err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
@@ -488,15 +514,19 @@ func (g *Gossip) Run(ctx context.Context) error {
 	g.mu.Unlock()
 	ml, err := memberlist.Create(mlc)
 	if err != nil {
+		if at, ok := mlc.Transport.(*authTransport); ok {
+			_ = at.Shutdown() // ours: memberlist does not shut down a transport it was given
+		}
 		return fmt.Errorf("start gossip on %s:%d: %w", mlc.BindAddr, mlc.BindPort, err)
 	}
 	g.ml.Store(ml)
 	close(g.ready)
-	g.log.Info("gossip listening", "addr", g.LocalAddr(), "profile", orDefault(g.cfg.Profile, ProfileLAN), "encrypted", len(g.cfg.SecretKey) > 0)
+	g.log.Info("gossip listening", "addr", g.LocalAddr(), "profile", orDefault(g.cfg.Profile, ProfileLAN), "encrypted", g.keyring != nil)
 
 	loopCtx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
+	go func() { defer wg.Done(); g.keys.run(loopCtx) }()
 	go func() { defer wg.Done(); g.dispatchLoop(loopCtx) }()
 	go func() { defer wg.Done(); g.tickLoop(loopCtx) }()
 	go func() { defer wg.Done(); g.joinLoop(loopCtx) }()
@@ -566,9 +596,21 @@ func (g *Gossip) memberlistConfig() (*memberlist.Config, error) {
 	if g.cfg.Transport != nil {
 		mlc.Transport = g.cfg.Transport
 	}
-	if len(g.cfg.SecretKey) > 0 {
-		mlc.SecretKey = g.cfg.SecretKey
+	if g.cfg.StreamAuth != nil {
+		inner := g.cfg.Transport
+		if inner == nil {
+			nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+				BindAddrs: []string{mlc.BindAddr}, BindPort: mlc.BindPort, Logger: mlc.Logger})
+			if err != nil {
+				return nil, fmt.Errorf("start gossip on %s:%d: %w", mlc.BindAddr, mlc.BindPort, err)
+			}
+			inner = nt
+		}
+		mlc.Transport = newAuthTransport(inner, g.cfg.StreamAuth, g.metrics.dropped.WithLabelValues("handshakes_pending").Inc)
 	}
+	// The ring, never SecretKey: memberlist would add SecretKey to the ring and make
+	// it the primary, undoing a rotation the ring was loaded with.
+	mlc.Keyring = g.keyring
 	mlc.Delegate = &delegate{g: g}
 	mlc.Events = &eventDelegate{g: g}
 	mlc.Conflict = &conflictDelegate{g: g}
@@ -637,7 +679,7 @@ func (g *Gossip) joinLoop(ctx context.Context) {
 			close(g.joined)
 			return
 		}
-		msg := joinHint(err, len(g.cfg.SecretKey) > 0)
+		msg := joinHint(err, g.keyring != nil)
 		if msg != lastErr {
 			g.log.Warn("join failed, retrying in the background", "seeds", strings.Join(g.cfg.Seeds, ","), "err", msg)
 			lastErr = msg
@@ -672,8 +714,10 @@ func joinHint(err error, encrypted bool) string {
 	switch {
 	case strings.Contains(s, "encryption is not configured"):
 		return s + ": the fleet encrypts gossip and this node has no key; start it with the fleet's --encrypt key"
-	case strings.Contains(s, "decrypt") || strings.Contains(s, "not encrypted"):
+	case strings.Contains(s, "decrypt") || strings.Contains(s, "not encrypted") || strings.Contains(s, "gossip key"):
 		return s + ": the gossip key does not match the fleet's; check --encrypt"
+	case strings.Contains(s, "TLS") || strings.Contains(s, "tls:"):
+		return s + ": the stream authentication failed; check that --tls-ca, --tls-cert and --tls-key are the fleet's (or absent everywhere)"
 	case encrypted && (strings.Contains(s, "EOF") || strings.Contains(s, "reset by peer")):
 		return s + ": the seed closed the connection; check that --encrypt matches the fleet's key"
 	case strings.Contains(s, "EOF") || strings.Contains(s, "reset by peer"):
