@@ -25,13 +25,20 @@
 //     without Raft; Restore discards the previous state.
 //   - The Raft TCP transport speaks a small handshake carrying the region name; a
 //     connection from a node of another region is refused (stream.go).
+//   - Run (and CheckDataDir, which the agent calls before it joins the fleet) refuses
+//     damaged Raft storage with a one-line *DamageError naming the file and the way
+//     back (SetAside, `murmur operator rejoin`): every commit batch must match its
+//     checksum, and every entry this node applied (its evidence, raft/log-evidence)
+//     must still be there. Only a torn last write beyond that evidence is dropped, as
+//     raft-wal does (integrity.go, docs/regions.md "Damage to the Raft log").
 //   - OpPlan commits one scheduler plan; its Base must be the table's current
 //     Generation (optimistic concurrency: a plan made on an old table is refused with
 //     ErrStalePlan and planned again). Barrier (leader only) waits until everything
 //     committed before it is applied, and a new coordinator calls it before planning.
 //
 // Allowed imports: the standard library, hashicorp/raft, raft-wal, go-msgpack/v2,
-// go-hclog (the slog bridge), prometheus client_golang, and the pure scheduler (whose
-// Placement is the table's row type) and policy packages. Not gossip: the agent adapts
-// gossip.Member into Peer.
+// go-hclog (the slog bridge), prometheus client_golang, the pure scheduler (whose
+// Placement is the table's row type) and policy packages, and runtime for its one
+// atomic file write (WriteFileAtomic). Not gossip: the agent adapts gossip.Member into
+// Peer.
 package region

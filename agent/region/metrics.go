@@ -37,7 +37,7 @@ func newMetrics(reg prometheus.Registerer, region string) (*metrics, error) {
 		bootstraps: prometheus.NewCounter(prometheus.CounterOpts{Name: "murmur_region_bootstraps_total", ConstLabels: cl,
 			Help: "Raft groups this node bootstrapped (0 or 1 in a healthy life)."}),
 		rejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "murmur_region_rejected_connections_total", ConstLabels: cl,
-			Help: "Connections to the Raft port refused (another region, or not murmur)."}),
+			Help: "Connections to the Raft port refused (failed authentication, another region, or not murmur)."}),
 		autopilot: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "murmur_region_autopilot_actions_total", ConstLabels: cl,
 			Help: "Configuration changes made by autopilot on this node, by action."}, []string{"action"}),
 		transfers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "murmur_region_leadership_transfers_total", ConstLabels: cl,

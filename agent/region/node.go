@@ -110,6 +110,9 @@ type Config struct {
 	// Both or neither.
 	Transport raft.Transport
 	Control   Control
+	// ConnAuth authenticates every connection of the TCP transport, Raft and control,
+	// in both directions (nil: none; loopback fleets).
+	ConnAuth ConnAuth
 
 	inmemStores bool // tests: raft.InmemStore instead of the WAL
 }
@@ -234,7 +237,8 @@ type Node struct {
 	kick chan struct{} // cap 1: wake the control loop (peers or leadership changed)
 
 	leader atomic.Bool
-	abrupt atomic.Bool // tests: stop like SIGKILL (no leadership transfer)
+	abrupt atomic.Bool                 // tests: stop like SIGKILL (no leadership transfer, no last evidence)
+	had    atomic.Pointer[logEvidence] // what this node's log held (integrity.go); nil: nothing recorded
 
 	mu        sync.Mutex // guards the fields below; never held while calling Raft or the network
 	peers     []Peer
@@ -472,16 +476,24 @@ func checkRegionMarker(dir, region string, create bool) error {
 const SegmentSize = 8 << 20
 
 type stores struct {
-	logs   raft.LogStore
-	stable raft.StableStore
-	snaps  raft.SnapshotStore
-	close  func() error
+	logs     raft.LogStore
+	stable   raft.StableStore
+	snaps    raft.SnapshotStore
+	close    func() error
+	evidence *evidenceWriter // nil with in-memory stores
 }
 
-func openStores(dir string, inmem bool, log *slog.Logger) (*stores, error) {
+// openStores opens the Raft stores in dir (<data-dir>/raft of region), after checking
+// them for damage (integrity.go): a damaged log is a *DamageError.
+func openStores(dir, region string, inmem bool, log *slog.Logger) (*stores, error) {
 	if inmem {
 		s := raft.NewInmemStore()
 		return &stores{logs: s, stable: s, snaps: raft.NewInmemSnapshotStore(), close: func() error { return nil }}, nil
+	}
+	// Before raft-wal opens the log: it would drop or delete what it does not like.
+	v, err := verifyRaftDir(dir, region, log)
+	if err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "wal"), 0o700); err != nil {
 		return nil, fmt.Errorf("create raft dir: %w", err)
@@ -494,13 +506,18 @@ func openStores(dir string, inmem bool, log *slog.Logger) (*stores, error) {
 		meta.Close()
 		return nil, fmt.Errorf("open raft log %s: %w", filepath.Join(dir, "wal"), err)
 	}
+	if err := v.checkOpened(w, dir, region, log); err != nil {
+		w.Close()
+		meta.Close()
+		return nil, err
+	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, newHclog(log, "raft-snapshots"))
 	if err != nil {
 		w.Close()
 		meta.Close()
 		return nil, fmt.Errorf("open raft snapshots: %w", err)
 	}
-	return &stores{logs: w, stable: w, snaps: snaps, close: func() error {
+	return &stores{logs: w, stable: w, snaps: snaps, evidence: v.writer(dir, log), close: func() error {
 		return errors.Join(w.Close(), meta.Close())
 	}}, nil
 }
@@ -527,11 +544,12 @@ func (n *Node) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	st, err := openStores(dir, n.cfg.inmemStores, n.log)
+	st, err := openStores(dir, n.cfg.Region, n.cfg.inmemStores, n.log)
 	if err != nil {
 		return err
 	}
 	defer st.close()
+	n.had.Store(st.evidence.known())
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -547,14 +565,14 @@ func (n *Node) Run(ctx context.Context) error {
 			ln.Close()
 			return fmt.Errorf("resolve raft advertise address %s: %w", n.cfg.RaftAdvertise, err)
 		}
-		sl = newStreamLayer(ln, adv, n.cfg.Region, n.log, n.m.rejected.Inc)
+		sl = newStreamLayer(ln, adv, n.cfg.Region, n.cfg.ConnAuth, n.log, n.m.rejected.Inc)
 		wg.Add(1)
 		go func() { defer wg.Done(); sl.serve() }()
 		defer func() { sl.Close(); sl.wg.Wait() }()
 		nt := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 			Stream: sl, MaxPool: 3, Timeout: 2 * time.Second, Logger: newHclog(n.log, "raft-net"),
 		})
-		trans, ctl = nt, &tcpControl{region: n.cfg.Region, sl: sl}
+		trans, ctl = nt, &tcpControl{region: n.cfg.Region, auth: n.cfg.ConnAuth, sl: sl}
 		defer nt.Close()
 	}
 
@@ -568,6 +586,7 @@ func (n *Node) Run(ctx context.Context) error {
 	n.mu.Lock()
 	n.r = r
 	n.mu.Unlock()
+	stopEvidence := n.keepEvidence(r, st)
 	ctl.Serve(n.handleControl)
 
 	stopNotify, notifyDone := make(chan struct{}), make(chan struct{})
@@ -603,6 +622,7 @@ func (n *Node) Run(ctx context.Context) error {
 	if err := r.Shutdown().Error(); err != nil {
 		n.log.Warn("raft shutdown", "err", err)
 	}
+	stopEvidence()
 	close(stopNotify)
 	<-notifyDone // a late setLeader(true) must not land after the one below
 	n.mu.Lock()
@@ -762,6 +782,8 @@ func (n *Node) step(ctx context.Context, r *raft.Raft, ctl Control, ls *loopStat
 	in := hasState(r)
 	isLeader := r.State() == raft.Leader
 	switch {
+	case !in && n.hadLog(ls):
+		// Never bootstrap over a log this node had (integrity.go).
 	case !in:
 		n.tryBootstrap(ctx, r, ctl, ls, region, now)
 	case isLeader:
@@ -845,6 +867,9 @@ func (n *Node) computePublished(in bool, lastIndex uint64, cluster string, voter
 }
 
 func (n *Node) initCluster(r *raft.Raft) {
+	if ev := n.had.Load(); ev != nil && ev.Cluster != "" {
+		return // this node's log has the group's id: it applies it again, never a new one
+	}
 	id := fmt.Sprintf("%s-%d", n.cfg.Region, time.Now().UnixNano())
 	b, err := encodeCommand(n.h, Command{Op: OpInit, ClusterID: id})
 	if err != nil {
@@ -927,6 +952,9 @@ func (n *Node) handleControl(req ControlRequest) ControlResponse {
 		}
 		if hasState(r) {
 			return ControlResponse{Reason: "already in a cluster", HasState: true}
+		}
+		if ev := n.had.Load(); ev != nil && ev.Index > 0 {
+			return ControlResponse{Reason: "this node had a raft log", HasState: true}
 		}
 		return n.promiseTo(req.From, req.List)
 	}

@@ -42,7 +42,7 @@ func Recover(dataDir, region string, survivors []raft.Server, log *slog.Logger) 
 	if err := checkNotRunning(dir); err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
-	st, err := openStores(dir, false, log)
+	st, err := openStores(dir, region, false, log)
 	if err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
@@ -76,7 +76,7 @@ func LastConfiguration(dataDir, region string, log *slog.Logger) ([]raft.Server,
 	if err := checkNotRunning(dir); err != nil {
 		return nil, err
 	}
-	st, err := openStores(dir, false, log)
+	st, err := openStores(dir, region, false, log)
 	if err != nil {
 		return nil, err
 	}

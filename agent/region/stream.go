@@ -94,8 +94,17 @@ func readAnswer(r io.Reader) (byte, string, error) {
 	return hdr[0], string(region), nil
 }
 
-// dialRegion opens a connection to addr and completes the handshake in mode.
-func dialRegion(ctx context.Context, addr, region string, mode byte) (net.Conn, error) {
+// ConnAuth authenticates connections on the Raft port before the region handshake
+// (agent/secure.Channel: mutual TLS or the gossip-key challenge). Client and Server
+// close conn on error.
+type ConnAuth interface {
+	Client(conn net.Conn, peer string, deadline time.Time) (net.Conn, error)
+	Server(conn net.Conn) (net.Conn, error)
+}
+
+// dialRegion opens a connection to addr, authenticates it with auth (if not nil) and
+// completes the handshake in mode.
+func dialRegion(ctx context.Context, auth ConnAuth, addr, region string, mode byte) (net.Conn, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -104,6 +113,11 @@ func dialRegion(ctx context.Context, addr, region string, mode byte) (net.Conn, 
 	dl := time.Now().Add(handshakeTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(dl) {
 		dl = d
+	}
+	if auth != nil {
+		if conn, err = auth.Client(conn, "", dl); err != nil {
+			return nil, err
+		}
 	}
 	_ = conn.SetDeadline(dl)
 	if err := writeHello(conn, hello{mode: mode, region: region}); err != nil {
@@ -135,6 +149,7 @@ type streamLayer struct {
 	ln        net.Listener
 	advertise net.Addr
 	region    string
+	auth      ConnAuth // nil: no authentication below the region handshake
 	log       *slog.Logger
 	onReject  func() // counts refused connections; must not block
 
@@ -149,8 +164,8 @@ type streamLayer struct {
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
 
-func newStreamLayer(ln net.Listener, advertise net.Addr, region string, log *slog.Logger, onReject func()) *streamLayer {
-	return &streamLayer{ln: ln, advertise: advertise, region: region, log: log, onReject: onReject,
+func newStreamLayer(ln net.Listener, advertise net.Addr, region string, auth ConnAuth, log *slog.Logger, onReject func()) *streamLayer {
+	return &streamLayer{ln: ln, advertise: advertise, region: region, auth: auth, log: log, onReject: onReject,
 		raftCh: make(chan net.Conn), done: make(chan struct{})}
 }
 
@@ -180,6 +195,13 @@ func (s *streamLayer) serve() {
 }
 
 func (s *streamLayer) handshake(conn net.Conn) {
+	if s.auth != nil {
+		var err error
+		if conn, err = s.auth.Server(conn); err != nil {
+			s.onReject() // the authenticator logs the reason
+			return
+		}
+	}
 	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	h, err := readHello(conn)
 	if err != nil {
@@ -253,7 +275,7 @@ func (s *streamLayer) Addr() net.Addr { return s.advertise }
 func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	return dialRegion(ctx, string(addr), s.region, modeRaft)
+	return dialRegion(ctx, s.auth, string(addr), s.region, modeRaft)
 }
 
 // Control carries the small requests nodes of one region send each other outside Raft:
@@ -311,6 +333,7 @@ func decodeControlRequest(h *codec.MsgpackHandle, r io.Reader) (ControlRequest, 
 // tcpControl is the Control of the TCP transport.
 type tcpControl struct {
 	region string
+	auth   ConnAuth // nil: none
 	sl     *streamLayer
 }
 
@@ -321,7 +344,7 @@ func (c *tcpControl) Serve(h func(ControlRequest) ControlResponse) {
 }
 
 func (c *tcpControl) Call(ctx context.Context, addr string, req ControlRequest) (ControlResponse, error) {
-	conn, err := dialRegion(ctx, addr, c.region, modeControl)
+	conn, err := dialRegion(ctx, c.auth, addr, c.region, modeControl)
 	if err != nil {
 		return ControlResponse{}, err
 	}

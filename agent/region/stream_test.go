@@ -74,7 +74,7 @@ func TestTCPRegionIsolation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sl := newStreamLayer(ln, ln.Addr(), "west", testLogger(t), func() {})
+	sl := newStreamLayer(ln, ln.Addr(), "west", nil, testLogger(t), func() {})
 	go sl.serve()
 	defer func() { sl.Close(); sl.wg.Wait() }()
 	tr := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: sl, MaxPool: 1, Timeout: time.Second})

@@ -20,7 +20,7 @@ func newOperatorCmd() *cobra.Command {
 		Use:   "operator",
 		Short: "Offline maintenance of this node's region Raft state (agent stopped)",
 	}
-	cmd.AddCommand(newOperatorRecoverCmd())
+	cmd.AddCommand(newOperatorRecoverCmd(), newOperatorRejoinCmd())
 	return cmd
 }
 
