@@ -20,6 +20,7 @@ import (
 	"github.com/murmur-edge/murmur/agent/coordinator"
 	"github.com/murmur-edge/murmur/agent/intents"
 	"github.com/murmur-edge/murmur/agent/region"
+	"github.com/murmur-edge/murmur/agent/secure"
 	"github.com/murmur-edge/murmur/gossip"
 	"github.com/murmur-edge/murmur/runtime"
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,12 +56,17 @@ type Agent struct {
 	clock   runtime.Clock
 	started time.Time
 
-	id      identity
-	gossip  *gossip.Gossip
-	intents *intents.Service
-	region  *region.Node
-	coord   *coordinator.Coordinator
-	local   atomic.Pointer[coordinator.Local] // set in Run once the supervisor exists
+	id     identity
+	auth   *secure.Authenticator // channels of gossip streams and the Raft port
+	tls    *secure.Source        // nil without --tls-*
+	tlsErr atomic.Value          // string: the last failed reload's error, "" after a good one
+
+	tlsReloads *prometheus.CounterVec
+	gossip     *gossip.Gossip
+	intents    *intents.Service
+	region     *region.Node
+	coord      *coordinator.Coordinator
+	local      atomic.Pointer[coordinator.Local] // set in Run once the supervisor exists
 
 	// Set in Run before ready is closed, read-only afterwards.
 	sup        supervisor
@@ -71,7 +77,13 @@ type Agent struct {
 	lock     *os.File // the data dir's exclusive lock, held from New until Run returns
 	ready    chan struct{}
 	httpAddr string // set before ready is closed
-	token    []byte // bearer token for writes; nil when the API is loopback-only
+	access   *access
+	audit    *auditLog // open from New until Run returns
+
+	// keyring is the gossip keyring (<data-dir>/keyring.json), nil when gossip
+	// encryption is off. Made in New before anything builds a gossip transport, and
+	// the same object memberlist encrypts with; only gossip's KeyManager changes it.
+	keyring *memberlist.Keyring
 }
 
 // Limits of the HTTP API.
@@ -118,15 +130,9 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		cfg.Reserve = DefaultReserve()
 	}
 	a := &Agent{cfg: cfg, log: deps.Logger, reg: deps.Registerer, gather: deps.Gatherer, now: deps.Now, clock: deps.Clock, ready: make(chan struct{})}
-	if !isLoopback(cfg.HTTP) {
-		if cfg.APITokenFile == "" {
-			return nil, &FieldError{"http", fmt.Errorf("%s listens beyond loopback: give --api-token-file so writes need a bearer token, or bind the API to 127.0.0.1", cfg.HTTP)}
-		}
-		tok, err := readToken(cfg.APITokenFile)
-		if err != nil {
-			return nil, &FieldError{"api-token-file", err}
-		}
-		a.token = tok
+	tokens, err := loadTokens(cfg)
+	if err != nil {
+		return nil, err
 	}
 	// Before anything reads or writes the data dir (the boot counter, the stores).
 	lock, err := lockDataDir(cfg.DataDir)
@@ -145,6 +151,20 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		return nil, dataDirError(cfg.DataDir, err)
 	}
 	a.id = id
+	// A damaged Raft log refuses the start before this node shows up in gossip: one
+	// line naming the file and the way back, exit 1 (docs/regions.md).
+	if err := region.CheckDataDir(cfg.DataDir, cfg.Region); err != nil {
+		return nil, err
+	}
+	if a.keyring, err = loadKeyring(cfg.DataDir, cfg.EncryptKey, a.log); err != nil {
+		return nil, dataDirError(cfg.DataDir, err)
+	}
+	if a.audit, err = openAuditLog(cfg.DataDir, cfg.AuditMaxBytes); err != nil {
+		return nil, dataDirError(cfg.DataDir, err)
+	}
+	if a.access, err = newAccess(tokens, cfg.HTTPOpenMetrics, a.audit, a.reg, a.log, a.now); err != nil {
+		return nil, err
+	}
 
 	bindHost, bindPort, _ := net.SplitHostPort(cfg.Bind)
 	bp, _ := strconv.Atoi(bindPort)
@@ -154,8 +174,17 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 			return nil, &FieldError{"advertise", err}
 		}
 	}
-	_, raftPort, _ := net.SplitHostPort(cfg.RaftBind)
+	raftHost, raftPort, _ := net.SplitHostPort(cfg.RaftBind)
 	raftAdvertise := net.JoinHostPort(advHost, raftPort)
+	if deps.GossipTransport == nil || deps.RaftTransport == nil {
+		advGossip, _, _ := net.SplitHostPort(cfg.Advertise)
+		if err := checkSecureDefaults(cfg, a.keyring != nil, bindHost, advHost, advGossip, raftHost); err != nil {
+			return nil, err
+		}
+	}
+	if err := a.setupSecurity(); err != nil {
+		return nil, err
+	}
 	gcfg := gossip.Config{
 		Name: cfg.Name,
 		Meta: gossip.Meta{
@@ -168,11 +197,14 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		BindPort:   bp,
 		Seeds:      cfg.Join,
 		Profile:    cfg.Profile,
-		SecretKey:  cfg.EncryptKey,
 		Epoch:      id.Boot,
 		Transport:  deps.GossipTransport,
+		StreamAuth: a.gossipAuth(),
 		Logger:     a.log,
 		Registerer: a.reg,
+
+		Keyring:     a.keyring, // memberlist encrypts with it; the KeyManager rotates it
+		PersistKeys: a.persistKeys,
 	}
 	if cfg.Advertise != "" {
 		h, p, _ := net.SplitHostPort(cfg.Advertise)
@@ -204,6 +236,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		NodeID: id.ID, Name: cfg.Name, Region: cfg.Region, RaftBind: cfg.RaftBind, RaftAdvertise: raftAdvertise,
 		DataDir: cfg.DataDir, Voters: cfg.Voters, Eligible: cfg.CoordinatorEligible, BootstrapExpect: cfg.BootstrapExpect,
 		Logger: a.log, Registerer: a.reg, Transport: deps.RaftTransport, Control: deps.RaftControl, Clock: deps.Clock,
+		ConnAuth: a.raftAuth(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("region %s: %w", cfg.Region, err)
@@ -223,8 +256,11 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	return a, nil
 }
 
-// unlock releases the data dir (Run does when it returns).
+// unlock closes the audit log and releases the data dir (Run does when it returns).
 func (a *Agent) unlock() {
+	if a.audit != nil {
+		a.audit.Close()
+	}
 	if a.lock != nil {
 		a.lock.Close()
 		a.lock = nil
@@ -313,8 +349,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		wg.Wait()
 		return <-errc
 	}
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); a.sampleLoop(runCtx) }()
+	go func() { defer wg.Done(); a.securityLoop(runCtx) }()
 	// The region stops first on shutdown: a coordinator hands leadership over while
 	// its peers still see it alive.
 	regionCtx, stopRegion := context.WithCancel(runCtx)

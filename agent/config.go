@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"github.com/murmur-edge/murmur/agent/secure"
+
 	"errors"
 	"fmt"
 	"net"
@@ -78,12 +80,28 @@ type Config struct {
 	Capacity   Resources // zero = detected
 	Reserve    Resources // what the OS and the agent itself keep
 	EncryptKey []byte
-	Profile    string // lan | wan
-	LogLevel   string
-	LogFormat  string
+	// TLS names the fleet CA and this node's certificate and key: with them every
+	// agent-to-agent TCP connection is mutual TLS (see agent/secure).
+	TLS secure.TLSFiles
+	// Insecure lets an agent reachable beyond loopback start without encryption and
+	// TLS; it warns every minute and says so in /v1/status and murmur_insecure.
+	Insecure  bool
+	Profile   string // lan | wan
+	LogLevel  string
+	LogFormat string
 
-	APITokenFile string   // bearer token for write endpoints when HTTP is not loopback
+	APITokenFile string   // one admin token with id "api-token" (see ACLFile)
 	TrustKeys    []string // files of ed25519 public keys intents must be signed with
+
+	// ACLFile is a YAML file of API tokens with roles (read, write, admin). When it or
+	// APITokenFile gives a token, every request needs one; when neither does, the API
+	// must be loopback and is open. See acl.go.
+	ACLFile string
+	// HTTPOpenMetrics leaves /healthz and /metrics open when tokens are enforced.
+	HTTPOpenMetrics bool
+	// AuditMaxBytes is the size at which <data-dir>/audit.log is rotated
+	// (0: DefaultAuditMaxBytes).
+	AuditMaxBytes int64
 
 	Voters              int  // target voters per region (0 = automatic)
 	CoordinatorEligible bool // may become a Raft voter

@@ -1,9 +1,7 @@
 package agent
 
 import (
-	"crypto/subtle"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/murmur-edge/murmur/agent/api"
@@ -54,6 +52,7 @@ type StatusJSON struct {
 	LimitsNote    string                   `json:"limits_note,omitempty"`
 	Instances     []runtime.InstanceStatus `json:"instances"`
 	Labels        map[string]string        `json:"labels"`
+	Security      SecurityJSON             `json:"security"`
 }
 
 // CapJSON is an amount of resources in the API.
@@ -73,33 +72,14 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("GET /v1/members", a.handleMembers)
 	mux.HandleFunc("GET /v1/regions", a.handleRegions)
 	mux.HandleFunc("GET /v1/workloads", a.handleWorkloads)
+	mux.HandleFunc("GET /v1/audit", a.handleAudit)
 	a.intents.Register(mux)
+	a.registerKeyring(mux) // GET /v1/keyring, POST /v1/keyring/{install,use,remove}: keyring.go
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		api.WriteError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path+" (see GET /v1/status, /v1/members, /v1/intents, /v1/regions, /v1/workloads, /metrics, /healthz)")
+		api.WriteError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path+" (see GET /v1/status, /v1/members, /v1/intents, /v1/regions, /v1/workloads, /v1/audit, /metrics, /healthz)")
 	})
-	return a.authorize(mux)
-}
-
-// authorize requires the bearer token on every write when the API listens beyond
-// loopback. Reads stay open.
-func (a *Agent) authorize(next http.Handler) http.Handler {
-	if a.token == nil {
-		return next
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.Method {
-		case http.MethodGet, http.MethodHead, http.MethodOptions:
-			next.ServeHTTP(w, r)
-			return
-		}
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), a.token) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="murmur"`)
-			api.WriteError(w, http.StatusUnauthorized, "writes need 'Authorization: Bearer <token>' with the token of --api-token-file (CLI: --token or MURMUR_TOKEN)")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+	// Tokens, roles and the audit of writes: acl.go.
+	return a.access.wrap(mux)
 }
 
 func (a *Agent) self() gossip.Member {
@@ -122,6 +102,7 @@ func (a *Agent) handleStatus(w http.ResponseWriter, r *http.Request) {
 		Reserve:  CapJSON{a.cfg.Reserve.MilliCPU, a.cfg.Reserve.MemoryBytes},
 		Version:  Version, Uptime: up.Truncate(time.Second).String(), UptimeSeconds: up.Seconds(),
 		Drivers: orEmpty(a.drivers), LimitsNote: a.limitsNote, Instances: a.sup.Instances(), Labels: orEmptyMap(a.cfg.Labels),
+		Security: a.securityStatus(),
 	}
 	if st.Instances == nil {
 		st.Instances = []runtime.InstanceStatus{}

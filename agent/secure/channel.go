@@ -119,18 +119,19 @@ func (e *RefusedError) Unwrap() error { return e.Err }
 
 // Client authenticates a connection this node opened. peer is the node name the
 // caller expects (checked against a certificate's identity), or "" when only the
-// address is known. On error conn is closed. The caller's deadline on conn, if any,
-// is replaced by HandshakeTimeout during the handshake and cleared after.
-func (c *Channel) Client(conn net.Conn, peer string) (net.Conn, error) {
-	return c.run(conn, true, peer)
+// address is known. The handshake must end by deadline (zero: HandshakeTimeout from
+// now); the deadline is cleared after. On error conn is closed.
+func (c *Channel) Client(conn net.Conn, peer string, deadline time.Time) (net.Conn, error) {
+	return c.run(conn, true, peer, deadline)
 }
 
-// Server authenticates a connection this node accepted. On error conn is closed.
+// Server authenticates a connection this node accepted, within HandshakeTimeout. On
+// error conn is closed.
 func (c *Channel) Server(conn net.Conn) (net.Conn, error) {
-	return c.run(conn, false, "")
+	return c.run(conn, false, "", time.Time{})
 }
 
-func (c *Channel) run(conn net.Conn, client bool, peer string) (net.Conn, error) {
+func (c *Channel) run(conn net.Conn, client bool, peer string, deadline time.Time) (net.Conn, error) {
 	mode := c.a.Mode()
 	if mode == ModeNone {
 		return conn, nil
@@ -139,7 +140,10 @@ func (c *Channel) run(conn net.Conn, client bool, peer string) (net.Conn, error)
 	if client {
 		side = "client"
 	}
-	_ = conn.SetDeadline(time.Now().Add(HandshakeTimeout))
+	if deadline.IsZero() {
+		deadline = time.Now().Add(HandshakeTimeout)
+	}
+	_ = conn.SetDeadline(deadline)
 	var out net.Conn
 	var err error
 	if mode == ModeTLS {

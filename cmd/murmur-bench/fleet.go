@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -298,7 +299,10 @@ func (f *fleet) start(a *agentProc, join string) error {
 	if join != "" {
 		args = append(args, "--join", join)
 	}
-	args = append(args, f.opts.ExtraArgs...)
+	for _, x := range f.opts.ExtraArgs {
+		// {name} stands for the agent's name: per-node files such as TLS certificates.
+		args = append(args, strings.ReplaceAll(x, "{name}", a.name))
+	}
 	cmd := exec.Command(f.opts.Bin, args...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf

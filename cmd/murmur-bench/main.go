@@ -98,7 +98,7 @@ func newSubCmd(name string, log *slog.Logger, out io.Writer) *cobra.Command {
 	fs.StringVar(&o.LogLevel, "log-level", "info", "agents' --log-level")
 	fs.StringVar(&o.Capacity, "capacity", "cpu=500m,memory=256Mi", "agents' --capacity")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the temp dir (agent logs, data) after a successful run")
-	fs.StringArrayVar(&o.ExtraArgs, "agent-arg", nil, "extra argument passed to every agent (repeatable), e.g. --agent-arg=--profile=wan")
+	fs.StringArrayVar(&o.ExtraArgs, "agent-arg", nil, "extra argument passed to every agent (repeatable; {name} is replaced by the agent's name), e.g. --agent-arg=--profile=wan or --agent-arg=--tls-cert=tls/{name}.pem")
 	fs.IntVar(&o.PortBase, "port-base", 0, "count ports up from this base instead of taking free ephemeral ones (e.g. 40000; each agent uses about 14)")
 	c.RunE = func(cmd *cobra.Command, _ []string) error {
 		runsSet = cmd.Flags().Changed("runs")

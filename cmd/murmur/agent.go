@@ -1,6 +1,10 @@
 package main
 
 import (
+	"github.com/murmur-edge/murmur/agent/secure"
+	"os/signal"
+	"syscall"
+
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -60,11 +64,17 @@ comma-separated list). Flags win over the environment, which wins over the file.
 	f.String("data-dir", "/var/lib/murmur", "directory for durable state (node id, intents, Raft log, workloads)")
 	f.String("capacity", "", "node capacity cpu=QUANTITY,memory=QUANTITY (default: detected from the host)")
 	f.String("reserve", "", "resources kept for the OS and the agent, counted in the node's load (default cpu=100m,memory=64Mi)")
-	f.String("encrypt", "", "base64 gossip encryption key (16, 24 or 32 bytes; 'murmur keygen' makes one)")
+	f.String("encrypt", "", "base64 gossip encryption key (16, 24 or 32 bytes; 'murmur keygen' makes one); the first start writes it to <data-dir>/keyring.json, which wins from then on ('murmur keyring' rotates it)")
+	f.String("tls-ca", "", "PEM file of the fleet CA ('murmur tls ca create'); with --tls-cert and --tls-key every agent-to-agent connection is mutual TLS")
+	f.String("tls-cert", "", "PEM file of this node's certificate ('murmur tls cert create'); reloaded on SIGHUP or when the file changes")
+	f.String("tls-key", "", "PEM file of this node's private key")
+	f.Bool("insecure", false, "start beyond loopback without gossip encryption and TLS (trusted lab networks only; warns every minute)")
 	f.String("profile", "lan", "failure-detection tuning: lan (fast, for site LANs) or wan (high-latency links)")
 	f.String("log-level", "info", "debug, info, warn or error")
 	f.String("log-format", "text", "text or json")
-	f.String("api-token-file", "", "file with the bearer token writes need when --http is not loopback")
+	f.String("api-token-file", "", "file with one bearer token of role admin (id \"api-token\"); with it every API request needs a token")
+	f.String("acl-file", "", "YAML file of API tokens with roles read, write or admin (see README, API access); with it every API request needs a token")
+	f.Bool("http-open-metrics", false, "leave /healthz and /metrics open when API tokens are enforced")
 	f.StringArray("trust-key", nil, "file of an ed25519 public key; when set, only intents signed by a trusted key are accepted (repeatable)")
 	f.Int("voters", 0, "Raft voters per region: 0 = automatic (3, or 5 in large regions), or 1, 3, 5")
 	f.Int("bootstrap-expect", 0, "wait for this many eligible nodes before a region's first Raft bootstrap (0: bootstrap once the view settles); see docs/regions.md")
@@ -101,6 +111,24 @@ comma-separated list). Flags win over the environment, which wins over the file.
 			}
 			return err
 		}
+		// SIGHUP reloads the TLS files (a file change does too, within 10 s).
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			for {
+				select {
+				case <-hup:
+					if cfg.TLS.Set() {
+						_ = a.ReloadTLS() // logs and counts the outcome
+					}
+				case <-done:
+					return
+				}
+			}
+		}()
 		return a.Run(cmd.Context())
 	}
 	return cmd
@@ -265,6 +293,10 @@ func agentConfig(fs *pflag.FlagSet, stderr io.Writer) (agent.Config, *slog.Logge
 	cfg.DataDir = str("data-dir")
 	cfg.Profile = str("profile")
 	cfg.APITokenFile = str("api-token-file")
+	cfg.ACLFile = str("acl-file")
+	cfg.HTTPOpenMetrics, _ = fs.GetBool("http-open-metrics")
+	cfg.TLS = secure.TLSFiles{CA: str("tls-ca"), Cert: str("tls-cert"), Key: str("tls-key")}
+	cfg.Insecure, _ = fs.GetBool("insecure")
 	cfg.TrustKeys = arr("trust-key")
 	cfg.Voters, _ = fs.GetInt("voters")
 	cfg.BootstrapExpect, _ = fs.GetInt("bootstrap-expect")

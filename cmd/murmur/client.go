@@ -22,7 +22,7 @@ import (
 type clientFlags struct {
 	Addr   string // host:port or URL of an agent's HTTP API
 	Output string // table | json (| yaml where supported)
-	Token  string // bearer token for writes
+	Token  string // bearer token (agents with --acl-file or --api-token-file)
 }
 
 func (c *clientFlags) register(fs *pflag.FlagSet, outputs ...string) {
@@ -32,7 +32,7 @@ func (c *clientFlags) register(fs *pflag.FlagSet, outputs ...string) {
 	}
 	fs.StringVar(&c.Addr, "addr", def, "agent HTTP API host:port or URL (env MURMUR_ADDR)")
 	fs.StringVarP(&c.Output, "output", "o", "table", "output format: "+strings.Join(append([]string{"table", "json"}, outputs...), ", "))
-	fs.StringVar(&c.Token, "token", os.Getenv("MURMUR_TOKEN"), "bearer token for writes to a non-loopback API (env MURMUR_TOKEN)")
+	fs.StringVar(&c.Token, "token", os.Getenv("MURMUR_TOKEN"), "bearer token, needed by an agent with API tokens (env MURMUR_TOKEN)")
 }
 
 func (c *clientFlags) baseURL() string {

@@ -11,9 +11,9 @@ import (
 	"time"
 )
 
-// An API that listens beyond loopback takes writes only with the bearer token; a
-// refused write stores nothing. Reads stay open. (The agent binds 0.0.0.0; the test
-// talks to it on 127.0.0.1 only.)
+// An API that listens beyond loopback takes requests only with the bearer token of
+// --api-token-file (an admin token); a refused write stores nothing. Reads need the
+// token too. (The agent binds 0.0.0.0; the test talks to it on 127.0.0.1 only.)
 func TestRealWritesNeedTokenBeyondLoopback(t *testing.T) {
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "token")
@@ -26,8 +26,11 @@ func TestRealWritesNeedTokenBeyondLoopback(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", httpPort)
 	eventually(t, 15*time.Second, "the API answers", func() bool {
 		var st map[string]any
-		return getJSON(addr, "/v1/status", &st) == nil
+		return getJSONWith(addr, "/v1/status", token, &st) == nil
 	})
+	if err := getJSON(addr, "/v1/status", &map[string]any{}); err == nil || !strings.Contains(err.Error(), "HTTP 401") {
+		t.Errorf("GET /v1/status without the token: %v, want HTTP 401", err)
+	}
 	post := func(auth string) (int, string) {
 		req, _ := http.NewRequest("POST", "http://"+addr+"/v1/intents", bytes.NewReader(workloadYAML("guarded", 1)))
 		req.Header.Set("Content-Type", "application/yaml")
@@ -48,7 +51,7 @@ func TestRealWritesNeedTokenBeyondLoopback(t *testing.T) {
 		if code != http.StatusUnauthorized || !strings.Contains(body, "Authorization: Bearer") {
 			t.Errorf("POST with Authorization %q: HTTP %d %s, want 401 naming the header", auth, code, body)
 		}
-		if _, ok := intentOn(addr, "guarded"); ok {
+		if _, ok := storedIntentWith(t, addr, token, "guarded"); ok {
 			t.Fatalf("a refused write (Authorization %q) stored the intent", auth)
 		}
 	}
@@ -64,7 +67,7 @@ func TestRealWritesNeedTokenBeyondLoopback(t *testing.T) {
 	if code, body := post("Bearer " + token); code != http.StatusOK && code != http.StatusCreated {
 		t.Fatalf("POST with the token: HTTP %d %s", code, body)
 	}
-	if _, ok := intentOn(addr, "guarded"); !ok {
+	if _, ok := storedIntentWith(t, addr, token, "guarded"); !ok {
 		t.Error("the authorised write is not listed")
 	}
 }

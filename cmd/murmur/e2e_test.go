@@ -353,6 +353,9 @@ func TestRealBadInputExitsTwo(t *testing.T) {
 		{"seven voters", []string{"agent", "--voters", "7", "--data-dir", dir}, nil, "invalid --voters: 7: use 1, 3 or 5"},
 		{"negative timeout", []string{"apply", "-f", badCfg, "--wait", "--timeout", "-5s"}, nil, "invalid --timeout: -5s: give a positive duration"},
 		{"zero timeout on delete", []string{"delete", "web", "--timeout", "0s"}, nil, "invalid --timeout: 0s"},
+		{"beyond loopback without encryption and TLS", []string{"agent", "--bind", "0.0.0.0:7946", "--data-dir", dir}, nil, "invalid --insecure: gossip or Raft is reachable beyond loopback (0.0.0.0) and agents would trust any packet: give --encrypt"},
+		{"beyond loopback with a key but no TLS", []string{"agent", "--bind", "127.0.0.1:7946", "--advertise", "10.1.2.3:7946", "--encrypt", "MDEyMzQ1Njc4OWFiY2RlZg==", "--data-dir", dir}, nil, "give --tls-ca, --tls-cert and --tls-key"},
+		{"half the TLS files", []string{"agent", "--bind", "127.0.0.1:7946", "--tls-ca", badCfg, "--data-dir", dir}, nil, "invalid --tls-cert: give all three of --tls-ca, --tls-cert and --tls-key"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -54,7 +54,9 @@ Start a node with 'murmur agent'; every other command talks to a node's HTTP API
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
 	cf := &clientFlags{}
-	root.AddCommand(newAgentCmd(), newMembersCmd(cf), newStatusCmd(cf), newKeygenCmd())
+	root.AddCommand(newAgentCmd(), newMembersCmd(cf), newStatusCmd(cf), newKeygenCmd(), newTLSCmd())
 	root.AddCommand(extraCommands(cf)...)
+	root.AddCommand(newAuditCmd(cf))
+	root.AddCommand(newKeyringCmd(cf)) // keyring.go
 	return root
 }
