@@ -435,8 +435,14 @@ func Spec(a Assigned, w *policy.WorkloadSpec) runtime.InstanceSpec {
 	return sp
 }
 
-// report sends this node's report to to, or to the coordinator it knows.
+// report sends this node's report to to, or to the coordinator it knows. A node that
+// coordinates reports to itself: right after a failover the name gossip publishes may
+// still be the dead coordinator's, and the new one's own replacements would stay
+// unreported until the next assignment.
 func (l *Local) report(to string) {
+	if to == "" && l.cfg.Coordinator != nil && l.cfg.Coordinator.Leading() {
+		to = l.cfg.Node
+	}
 	if to == "" {
 		to = l.cfg.CoordinatorName()
 	}

@@ -209,3 +209,31 @@ func TestLocalWaitsForTheIntentBody(t *testing.T) {
 		}
 	}
 }
+
+// A node that coordinates reports its instances to itself even while gossip still
+// names the old coordinator ("boss" in the rig): after a failover, the new
+// coordinator's own replacements must show running at once.
+func TestLocalCoordinatorReportsToItself(t *testing.T) {
+	r := newLocalRig(t, t.TempDir())
+	c, err := New(Config{Region: "r1", Node: "n1", Raft: newFakeRaft(), Fleet: &fakeFleet{}, Intents: newFakeIntents(),
+		Send: func(string, []byte) error { return nil }, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.l.cfg.Coordinator = c
+	c.leader.Store(true)
+	r.l.report("")
+	if got := c.takeReports(); got["n1"].Node != "n1" {
+		t.Fatalf("the leading node's report went elsewhere; its coordinator holds %v", got)
+	}
+	select {
+	case rep := <-r.reports:
+		t.Fatalf("report sent over the wire to the gossiped coordinator: %+v", rep)
+	default:
+	}
+	c.leader.Store(false)
+	r.l.report("")
+	if got := c.takeReports(); len(got) != 0 {
+		t.Fatalf("a node that does not lead kept its report: %v", got)
+	}
+}
