@@ -160,6 +160,9 @@ func (a *Agent) ReloadTLS() error {
 		a.log.Error("TLS reload failed; the previous certificate stays in use", "err", err)
 		return err
 	}
+	if err := a.auth.ResetSessions(); err != nil {
+		a.log.Warn("TLS sessions not reset after the reload; resumed connections keep the old certificates", "err", err)
+	}
 	a.tlsReloads.WithLabelValues("ok").Inc()
 	a.tlsErr.Store("")
 	a.log.Info("TLS certificate reloaded", "node", a.tls.Identity().Node, "not_after", a.tls.NotAfter())

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,13 +48,17 @@ type Authenticator struct {
 	log      *slog.Logger
 	refused  *prometheus.CounterVec
 	accepted *prometheus.CounterVec
+	mu       sync.Mutex // guards sessions and ticketKey
+	// sessions caches the TLS sessions of peers, keyed by address, for resumption.
 	sessions tls.ClientSessionCache
+	// ticketKey encrypts the session tickets this node issues. Random per process and
+	// replaced by ResetSessions: a restart or a reload makes peers handshake in full.
+	ticketKey [32]byte
 }
 
 // New builds an Authenticator and registers its metrics.
 func New(cfg Config) (*Authenticator, error) {
 	a := &Authenticator{tls: cfg.TLS, keys: cfg.Keys, log: cfg.Logger,
-		sessions: tls.NewLRUClientSessionCache(256),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "murmur_secure_refused_total",
 			Help: "Agent-to-agent connections refused by authentication, by channel (raft, gossip) and reason."}, []string{"channel", "reason"}),
 		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "murmur_secure_handshakes_total",
@@ -61,6 +66,9 @@ func New(cfg Config) (*Authenticator, error) {
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
+	}
+	if err := a.ResetSessions(); err != nil {
+		return nil, err
 	}
 	if a.keys == nil {
 		a.keys = func() [][]byte { return nil }
@@ -73,6 +81,28 @@ func New(cfg Config) (*Authenticator, error) {
 		}
 	}
 	return a, nil
+}
+
+// ResetSessions forgets every TLS session this node could resume and every ticket it
+// issued, so the next connections in both directions handshake in full with the
+// certificates on disk now. The agent calls it after a certificate reload: a resumed
+// session carries the certificates of its first handshake, which a CA rotation may
+// have retired.
+func (a *Authenticator) ResetSessions() error {
+	var key [32]byte
+	if _, err := rand.Read(key[:]); err != nil {
+		return fmt.Errorf("session ticket key: %w", err)
+	}
+	a.mu.Lock()
+	a.sessions, a.ticketKey = tls.NewLRUClientSessionCache(256), key
+	a.mu.Unlock()
+	return nil
+}
+
+func (a *Authenticator) sessionState() (tls.ClientSessionCache, [32]byte) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.sessions, a.ticketKey
 }
 
 // Mode is the mode connections use now.
@@ -185,11 +215,12 @@ func (c *Channel) tlsHandshake(conn net.Conn, client bool, peer string) (net.Con
 	}
 	// verify's own refusals (no certificate, unknown CA, expired) come back wrapped in
 	// the handshake error; classifyTLS unwraps them.
+	sessions, ticketKey := c.a.sessionState()
 	var tc *tls.Conn
 	if client {
-		tc = tls.Client(conn, c.a.tls.clientConfig(check, &id, c.a.sessions))
+		tc = tls.Client(conn, c.a.tls.clientConfig(check, &id, sessions))
 	} else {
-		tc = tls.Server(conn, c.a.tls.serverConfig(check, &id))
+		tc = tls.Server(conn, c.a.tls.serverConfig(check, &id, ticketKey))
 	}
 	if err := tc.Handshake(); err != nil {
 		if verr != nil {

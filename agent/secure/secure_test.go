@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -467,4 +468,91 @@ func FuzzIdentityFromCert(f *testing.F) {
 			t.Fatalf("identity %+v does not round-trip: %+v, %v", id, back, err)
 		}
 	})
+}
+
+// A second connection to the same peer resumes the TLS session (no signature or chain
+// work), and the resumed connection is still checked: a peer that stopped passing the
+// check is refused.
+func TestTLSResumesPerPeerAndStillChecks(t *testing.T) {
+	ca := newTestCA(t)
+	client, _ := newAuth(t, ca.source(t, Identity{"n1", "a"}))
+	server, _ := newAuth(t, ca.source(t, Identity{"n2", "a"}))
+	allowed := true
+	var mu sync.Mutex
+	sch := server.Channel("raft", "raft/a", func(Identity) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !allowed {
+			return errors.New("no longer a member")
+		}
+		return nil
+	})
+	cch := client.Channel("raft", "raft/a", nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				sc, err := sch.Server(c)
+				if err != nil {
+					return
+				}
+				defer sc.Close()
+				b := make([]byte, 1)
+				if _, err := sc.Read(b); err == nil {
+					_, _ = sc.Write(b)
+				}
+			}()
+		}
+	}()
+	dial := func() (bool, error) {
+		raw, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := cch.Client(raw, "n2", time.Now().Add(5*time.Second))
+		if err != nil {
+			return false, err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte{1}); err != nil {
+			return false, err
+		}
+		if _, err := c.Read(make([]byte, 1)); err != nil { // also takes the session ticket
+			return false, err
+		}
+		return c.(*tls.Conn).ConnectionState().DidResume, nil
+	}
+	if resumed, err := dial(); err != nil || resumed {
+		t.Fatalf("first connection: resumed=%v err=%v, want a full handshake", resumed, err)
+	}
+	if resumed, err := dial(); err != nil || !resumed {
+		t.Fatalf("second connection: resumed=%v err=%v, want a resumed session", resumed, err)
+	}
+	mu.Lock()
+	allowed = false
+	mu.Unlock()
+	if _, err := dial(); err == nil {
+		t.Fatal("a resumed session skipped the server's check")
+	}
+}
+
+func TestResetSessionsForcesFullHandshakes(t *testing.T) {
+	a, _ := newAuth(t, nil)
+	s1, k1 := a.sessionState()
+	if err := a.ResetSessions(); err != nil {
+		t.Fatal(err)
+	}
+	s2, k2 := a.sessionState()
+	if s1 == s2 || k1 == k2 {
+		t.Fatal("ResetSessions kept the session cache or the ticket key")
+	}
 }
