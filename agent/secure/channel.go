@@ -183,13 +183,17 @@ func (c *Channel) run(conn net.Conn, client bool, peer string, deadline time.Tim
 	}
 	if err != nil {
 		conn.Close()
-		reason := "io"
 		var re *RefusedError
-		if errors.As(err, &re) {
-			reason = re.Reason
-			c.a.refused.WithLabelValues(c.name, reason).Inc()
-			c.a.log.Warn("agent connection refused", "channel", c.name, "side", side, "remote", conn.RemoteAddr().String(), "reason", reason, "err", err)
-		} else {
+		switch {
+		case errors.As(err, &re):
+			c.a.refused.WithLabelValues(c.name, re.Reason).Inc()
+			c.a.log.Warn("agent connection refused", "channel", c.name, "side", side, "remote", conn.RemoteAddr().String(), "reason", re.Reason, "err", err)
+		case !client:
+			// A peer that connects and never completes the handshake (a dying node, or
+			// someone holding connections open) is a refusal too.
+			c.a.refused.WithLabelValues(c.name, "incomplete").Inc()
+			c.a.log.Debug("agent connection handshake not completed", "channel", c.name, "remote", conn.RemoteAddr().String(), "err", err)
+		default:
 			c.a.log.Debug("agent connection handshake failed", "channel", c.name, "side", side, "remote", conn.RemoteAddr().String(), "err", err)
 		}
 		return nil, fmt.Errorf("%s %s handshake with %s: %w", c.name, mode, conn.RemoteAddr(), err)
