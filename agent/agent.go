@@ -56,10 +56,12 @@ type Agent struct {
 	clock   runtime.Clock
 	started time.Time
 
-	id     identity
-	auth   *secure.Authenticator // channels of gossip streams and the Raft port
-	tls    *secure.Source        // nil without --tls-*
-	tlsErr atomic.Value          // string: the last failed reload's error, "" after a good one
+	id   identity
+	auth *secure.Authenticator // channels of gossip streams and the Raft port
+	// insecure: reachable beyond loopback without encryption or TLS, by --insecure.
+	insecure bool
+	tls      *secure.Source // nil without --tls-*
+	tlsErr   atomic.Value   // string: the last failed reload's error, "" after a good one
 
 	tlsReloads *prometheus.CounterVec
 	gossip     *gossip.Gossip
@@ -177,8 +179,12 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	raftHost, raftPort, _ := net.SplitHostPort(cfg.RaftBind)
 	raftAdvertise := net.JoinHostPort(advHost, raftPort)
 	if deps.GossipTransport == nil || deps.RaftTransport == nil {
-		advGossip, _, _ := net.SplitHostPort(cfg.Advertise)
-		if err := checkSecureDefaults(cfg, a.keyring != nil, bindHost, advHost, advGossip, raftHost); err != nil {
+		hosts := []string{bindHost, advHost, raftHost}
+		if cfg.Advertise != "" {
+			h, _, _ := net.SplitHostPort(cfg.Advertise)
+			hosts = append(hosts, h)
+		}
+		if a.insecure, err = checkSecureDefaults(cfg, a.keyring != nil, hosts...); err != nil {
 			return nil, err
 		}
 	}

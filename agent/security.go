@@ -25,8 +25,8 @@ type SecurityJSON struct {
 	// Mode authenticates agent-to-agent connections: tls, key (gossip-key
 	// challenge-response) or none.
 	Mode string `json:"mode"`
-	// Insecure is true when the agent runs beyond loopback without encryption and TLS
-	// because --insecure said so.
+	// Insecure is true when the agent is reachable beyond loopback without gossip
+	// encryption or without TLS, because --insecure said so.
 	Insecure bool `json:"insecure"`
 	// GossipEncrypted is true when gossip packets are encrypted with the gossip key.
 	GossipEncrypted bool       `json:"gossip_encrypted"`
@@ -36,20 +36,25 @@ type SecurityJSON struct {
 
 // checkSecureDefaults refuses an agent reachable beyond loopback (gossip or Raft) that
 // lacks gossip encryption (encrypted: --encrypt or a keyring in the data dir) or TLS,
-// unless cfg.Insecure. hosts are the addresses the agent binds and advertises.
-func checkSecureDefaults(cfg Config, encrypted bool, hosts ...string) error {
+// unless cfg.Insecure. hosts are the addresses the agent binds and advertises; an empty
+// host (":7946") listens on every interface and counts as exposed. It reports whether
+// the agent runs exposed without one of the two because of --insecure.
+func checkSecureDefaults(cfg Config, encrypted bool, hosts ...string) (insecure bool, err error) {
 	exposed := ""
 	for _, h := range hosts {
-		if h == "" || h == "localhost" {
+		if h == "localhost" {
 			continue
 		}
-		if ip := net.ParseIP(h); ip == nil || !ip.IsLoopback() {
+		if ip := net.ParseIP(h); h == "" || ip == nil || !ip.IsLoopback() {
 			exposed = h
+			if h == "" {
+				exposed = "every interface"
+			}
 			break
 		}
 	}
-	if exposed == "" || cfg.Insecure {
-		return nil
+	if exposed == "" {
+		return false, nil
 	}
 	var missing []string
 	if !encrypted {
@@ -59,13 +64,16 @@ func checkSecureDefaults(cfg Config, encrypted bool, hosts ...string) error {
 		missing = append(missing, "--tls-ca, --tls-cert and --tls-key ('murmur tls ca create', 'murmur tls cert create')")
 	}
 	if len(missing) == 0 {
-		return nil
+		return false, nil
+	}
+	if cfg.Insecure {
+		return true, nil
 	}
 	msg := fmt.Sprintf("gossip or Raft is reachable beyond loopback (%s) and agents would trust any packet: give %s", exposed, missing[0])
 	if len(missing) > 1 {
 		msg += " and " + missing[1]
 	}
-	return &FieldError{"insecure", errors.New(msg + ", or --insecure to run unauthenticated on a trusted network (see docs/security.md)")}
+	return false, &FieldError{"insecure", errors.New(msg + ", or --insecure to run unauthenticated on a trusted network (see docs/security.md)")}
 }
 
 // setupSecurity loads the TLS files and builds the authenticator whose channels guard
@@ -96,8 +104,8 @@ func (a *Agent) setupSecurity() error {
 	a.tlsReloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "murmur_tls_reloads_total",
 		Help: "Reloads of the TLS certificate, key and CA from disk (SIGHUP or a file change), by result."}, []string{"result"})
 	insecure := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "murmur_insecure",
-		Help: "1 when the agent runs beyond loopback without encryption and TLS because of --insecure."},
-		func() float64 { return b2f(a.cfg.Insecure) })
+		Help: "1 when the agent is reachable beyond loopback without gossip encryption or TLS because of --insecure."},
+		func() float64 { return b2f(a.insecure) })
 	expiry := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "murmur_tls_cert_not_after_seconds",
 		Help: "Expiry of this node's TLS certificate (Unix seconds; 0 without TLS)."},
 		func() float64 {
@@ -122,10 +130,19 @@ func b2f(b bool) float64 {
 }
 
 // gossipAuth is the channel of gossip's TCP streams: any node certified by the fleet
-// CA (joins come from nodes nobody knows yet). A dialer also checks that the
-// certificate names the node it meant to reach.
+// CA (joins come from nodes nobody knows yet) whose certificate's region is the one it
+// gossips. A dialer also checks that the certificate names the node it meant to reach.
 func (a *Agent) gossipAuth() gossip.StreamAuth {
-	return a.auth.Channel("gossip", "gossip", nil)
+	return a.auth.Channel("gossip", "gossip", func(id secure.Identity) error {
+		// A member gossiping another region than its certificate names would be
+		// placed work by that region's coordinator: its streams are refused.
+		for _, m := range a.gossip.Members() {
+			if m.Name == id.Node && m.Region != id.Region {
+				return fmt.Errorf("member %s gossips region %s, its certificate names region %s", m.Name, m.Region, id.Region)
+			}
+		}
+		return nil
+	})
 }
 
 // raftAuth is the channel of this region's Raft port: with TLS, only a certificate of
@@ -172,7 +189,7 @@ func (a *Agent) ReloadTLS() error {
 // securityLoop reloads the TLS files when they change on disk and, with --insecure,
 // warns once a minute. It returns when ctx is cancelled.
 func (a *Agent) securityLoop(ctx context.Context) {
-	if a.tls == nil && !a.cfg.Insecure {
+	if a.tls == nil && !a.insecure {
 		return
 	}
 	a.warnInsecure()
@@ -196,14 +213,14 @@ func (a *Agent) securityLoop(ctx context.Context) {
 }
 
 func (a *Agent) warnInsecure() {
-	if a.cfg.Insecure {
+	if a.insecure {
 		a.log.Warn("running with --insecure: gossip, Raft and agent streams are not authenticated; anyone on the network can join the fleet and append to the region's log (see docs/security.md)",
 			"gossip_encrypted", a.keyring != nil, "tls", a.tls != nil)
 	}
 }
 
 func (a *Agent) securityStatus() SecurityJSON {
-	s := SecurityJSON{Mode: string(a.auth.Mode()), Insecure: a.cfg.Insecure, GossipEncrypted: len(a.gossip.Keys()) > 0}
+	s := SecurityJSON{Mode: string(a.auth.Mode()), Insecure: a.insecure, GossipEncrypted: len(a.gossip.Keys()) > 0}
 	if a.tls != nil {
 		t := a.tls.NotAfter()
 		s.TLSNotAfter = &t

@@ -19,8 +19,10 @@ type StreamAuth interface {
 }
 
 // maxPendingHandshakes bounds the accepted streams being authenticated at once; more
-// are closed (a flood of half-open connections must not pile up goroutines).
-const maxPendingHandshakes = 64
+// are closed (a flood of half-open connections must not pile up goroutines). The
+// StreamAuth has its own, lower bound that closes the oldest pending handshake
+// (agent/secure), so this one is a backstop.
+const maxPendingHandshakes = 256
 
 // authTransport wraps a transport so every stream it dials or accepts is
 // authenticated first. UDP packets pass through: memberlist encrypts them with the
@@ -96,9 +98,12 @@ func (t *authTransport) DialAddressTimeout(a memberlist.Address, timeout time.Du
 	return t.auth.Client(c, a.Name, deadline)
 }
 
+// Shutdown stops the inner transport first, while acceptLoop still drains its stream
+// channel (NetTransport's listener may be blocked handing over a last connection and
+// waits for that before it returns), then stops acceptLoop and the handshakes.
 func (t *authTransport) Shutdown() error {
-	t.once.Do(func() { close(t.done) })
 	err := t.NodeAwareTransport.Shutdown()
+	t.once.Do(func() { close(t.done) })
 	t.wg.Wait()
 	return err
 }

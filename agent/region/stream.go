@@ -169,23 +169,33 @@ func newStreamLayer(ln net.Listener, advertise net.Addr, region string, auth Con
 		raftCh: make(chan net.Conn), done: make(chan struct{})}
 }
 
-// serve accepts connections until Close. It runs on a goroutine owned by Node.Run.
+// serve accepts connections until Close. It runs on a goroutine owned by Node.Run. An
+// accept error (e.g. out of file descriptors under a flood of connections) is retried
+// with backoff, as memberlist's listener does: the Raft port must not stay closed.
 func (s *streamLayer) serve() {
+	const minDelay, maxDelay = 5 * time.Millisecond, time.Second
+	delay := time.Duration(0)
 	for {
 		conn, err := s.ln.Accept()
 		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
 			select {
 			case <-s.done:
 				return
 			default:
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			delay = min(max(2*delay, minDelay), maxDelay)
+			s.log.Warn("raft listener: accept failed, retrying", "err", err, "in", delay)
+			select {
+			case <-time.After(delay):
+			case <-s.done:
+				return
 			}
-			s.log.Warn("raft listener stopped", "err", err)
-			return
+			continue
 		}
+		delay = 0
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()

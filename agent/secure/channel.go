@@ -1,6 +1,7 @@
 package secure
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -94,7 +95,7 @@ func (a *Authenticator) ResetSessions() error {
 		return fmt.Errorf("session ticket key: %w", err)
 	}
 	a.mu.Lock()
-	a.sessions, a.ticketKey = tls.NewLRUClientSessionCache(256), key
+	a.sessions, a.ticketKey = tls.NewLRUClientSessionCache(512), key
 	a.mu.Unlock()
 	return nil
 }
@@ -117,6 +118,49 @@ func (a *Authenticator) Mode() Mode {
 	}
 }
 
+// maxPending bounds the server handshakes of one channel in progress at once. When it is
+// reached the oldest is closed: real handshakes take milliseconds, so whoever holds the
+// oldest ones open is stalling, and a new connection still gets its turn.
+const maxPending = 64
+
+// pendingSet tracks the server handshakes in progress of one channel.
+type pendingSet struct {
+	mu    sync.Mutex
+	conns map[net.Conn]time.Time
+}
+
+// add registers c, closing the oldest pending handshake if the set is full.
+func (p *pendingSet) add(c net.Conn) (evicted bool) {
+	p.mu.Lock()
+	var oldest net.Conn
+	if len(p.conns) >= maxPending {
+		var at time.Time
+		for pc, t := range p.conns {
+			if oldest == nil || t.Before(at) {
+				oldest, at = pc, t
+			}
+		}
+		delete(p.conns, oldest)
+	}
+	p.conns[c] = time.Now()
+	p.mu.Unlock()
+	if oldest != nil {
+		oldest.Close() // its handshake fails and counts as incomplete
+	}
+	return oldest != nil
+}
+
+func (p *pendingSet) remove(c net.Conn) {
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+}
+
+// warnEvery limits refusal warnings to one per channel and reason in this period (the
+// rest go to debug), so a flood of bad connections cannot fill a device's storage
+// with logs. The counter counts every one.
+const warnEvery = 10 * time.Second
+
 // Channel is one kind of connection (the Raft port of a region, gossip streams) with
 // its own purpose string, bound into the key handshake, and its own check of the
 // peer's certificate identity.
@@ -125,6 +169,10 @@ type Channel struct {
 	name    string // metric label: raft, gossip
 	purpose string
 	check   func(Identity) error
+	pending *pendingSet
+
+	mu     sync.Mutex           // guards warned
+	warned map[string]time.Time // reason -> last warning
 }
 
 // Channel returns a Channel. name labels its metrics; purpose is bound into the key
@@ -135,7 +183,8 @@ func (a *Authenticator) Channel(name, purpose string, check func(Identity) error
 	if check == nil {
 		check = func(Identity) error { return nil }
 	}
-	return &Channel{a: a, name: name, purpose: purpose, check: check}
+	return &Channel{a: a, name: name, purpose: purpose, check: check,
+		pending: &pendingSet{conns: map[net.Conn]time.Time{}}, warned: map[string]time.Time{}}
 }
 
 // RefusedError is returned when a peer is refused; Reason is a metric label.
@@ -173,6 +222,10 @@ func (c *Channel) run(conn net.Conn, client bool, peer string, deadline time.Tim
 	if deadline.IsZero() {
 		deadline = time.Now().Add(HandshakeTimeout)
 	}
+	if !client {
+		c.pending.add(conn)
+		defer c.pending.remove(conn)
+	}
 	_ = conn.SetDeadline(deadline)
 	var out net.Conn
 	var err error
@@ -187,7 +240,11 @@ func (c *Channel) run(conn net.Conn, client bool, peer string, deadline time.Tim
 		switch {
 		case errors.As(err, &re):
 			c.a.refused.WithLabelValues(c.name, re.Reason).Inc()
-			c.a.log.Warn("agent connection refused", "channel", c.name, "side", side, "remote", conn.RemoteAddr().String(), "reason", re.Reason, "err", err)
+			lvl := slog.LevelDebug
+			if c.shouldWarn(re.Reason) {
+				lvl = slog.LevelWarn
+			}
+			c.a.log.Log(context.Background(), lvl, "agent connection refused", "channel", c.name, "side", side, "remote", conn.RemoteAddr().String(), "reason", re.Reason, "err", err)
 		case !client:
 			// A peer that connects and never completes the handshake (a dying node, or
 			// someone holding connections open) is a refusal too.
@@ -201,6 +258,17 @@ func (c *Channel) run(conn net.Conn, client bool, peer string, deadline time.Tim
 	_ = out.SetDeadline(time.Time{})
 	c.a.accepted.WithLabelValues(c.name, string(mode), side).Inc()
 	return out, nil
+}
+
+func (c *Channel) shouldWarn(reason string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	if last, ok := c.warned[reason]; ok && now.Sub(last) < warnEvery {
+		return false
+	}
+	c.warned[reason] = now
+	return true
 }
 
 func (c *Channel) tlsHandshake(conn net.Conn, client bool, peer string) (net.Conn, error) {
@@ -333,6 +401,9 @@ func (c *Channel) keyClient(conn net.Conn) (net.Conn, error) {
 
 func (c *Channel) keyServer(conn net.Conn) (net.Conn, error) {
 	cn, err := readKeyHello(conn)
+	if errors.Is(err, errShortHello) {
+		return nil, err // closed or stalled before a whole hello: counted as incomplete
+	}
 	if err != nil {
 		return nil, &RefusedError{"bad_hello", err}
 	}

@@ -556,3 +556,75 @@ func TestResetSessionsForcesFullHandshakes(t *testing.T) {
 		t.Fatal("ResetSessions kept the session cache or the ticket key")
 	}
 }
+
+// Connections that never handshake cannot lock a channel: past maxPending the oldest
+// stalled one is closed, and a real peer still gets in.
+func TestStalledHandshakesDoNotLockTheChannel(t *testing.T) {
+	key := bytes.Repeat([]byte{7}, 32)
+	server, _ := newAuth(t, nil, key)
+	client, _ := newAuth(t, nil, key)
+	sch := server.Channel("gossip", "gossip", nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	results := make(chan error, 2*maxPending)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				sc, err := sch.Server(c)
+				if err == nil {
+					b := make([]byte, 1)
+					if _, err = sc.Read(b); err == nil {
+						_, err = sc.Write(b)
+					}
+					sc.Close()
+				}
+				results <- err
+			}()
+		}
+	}()
+	var stalled []net.Conn
+	defer func() {
+		for _, c := range stalled {
+			c.Close()
+		}
+	}()
+	for i := 0; i < maxPending+8; i++ {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		stalled = append(stalled, c) // says nothing
+	}
+	// The 8 oldest are closed as the set overflows.
+	for i := 0; i < 8; i++ {
+		if err := <-results; err == nil {
+			t.Fatal("a stalled connection passed the handshake")
+		}
+	}
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.Channel("gossip", "gossip", nil).Client(raw, "", time.Now().Add(5*time.Second))
+	if err != nil {
+		t.Fatalf("a real peer was locked out by stalled connections: %v", err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("echo through the channel: %v", err)
+	}
+	if got := testutil.ToFloat64(server.refused.WithLabelValues("gossip", "incomplete")); got < 8 {
+		t.Errorf("incomplete handshakes counted %v, want at least 8", got)
+	}
+}

@@ -117,9 +117,12 @@ func (s *Source) read() (*tlsState, error) {
 			inter.AddCert(c)
 		}
 	}
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: st.roots, Intermediates: inter,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}}); err != nil {
-		return nil, fmt.Errorf("--tls-cert %s is not valid for --tls-ca %s: %w", s.files.Cert, s.files.CA, err)
+	// Both usages, each checked on its own (KeyUsages is any-of): peers verify this
+	// certificate as a client and as a server.
+	for _, u := range []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth} {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: st.roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{u}}); err != nil {
+			return nil, fmt.Errorf("--tls-cert %s is not valid for --tls-ca %s as a TLS client and server certificate: %w", s.files.Cert, s.files.CA, err)
+		}
 	}
 	id, err := IdentityFromCert(leaf)
 	if err != nil {
@@ -196,8 +199,11 @@ func (s *Source) clientConfig(check func(Identity) error, peer *Identity, cache 
 		MinVersion:         tls.VersionTLS13,
 		InsecureSkipVerify: true, // verified in VerifyConnection: chain against the CA, then identity
 		// No ServerName: the session cache is then keyed by the peer's address, so each
-		// peer's ticket is offered to that peer only and reconnects resume (no
-		// signature, no chain to verify) instead of handshaking in full.
+		// peer's ticket is offered to that peer only, and a reconnect resumes (no
+		// certificates on the wire, no signatures) instead of handshaking in full.
+		// VerifyConnection still verifies the chain from the session. Streams that are
+		// only written (memberlist's SendReliable) close before the server's ticket
+		// arrives, so mostly request/answer streams and Raft connections resume.
 		ClientSessionCache: cache,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			return &s.cur.Load().cert, nil

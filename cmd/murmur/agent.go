@@ -103,6 +103,11 @@ comma-separated list). Flags win over the environment, which wins over the file.
 		if _, err := metrics.NewGlobal(agent.GoMetricsConfig(), bridge.Sink); err != nil {
 			return fmt.Errorf("install go-metrics sink: %w", err)
 		}
+		// SIGHUP reloads the TLS files (a file change does too, within 10 s). Caught from
+		// here on, so a HUP while the agent starts does not end it.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
 		a, err := agent.New(cfg, agent.Deps{Logger: logger, Registerer: reg, Gatherer: prometheus.Gatherers{reg, bridge.Gatherer}})
 		if err != nil {
 			var fe *agent.FieldError
@@ -111,10 +116,6 @@ comma-separated list). Flags win over the environment, which wins over the file.
 			}
 			return err
 		}
-		// SIGHUP reloads the TLS files (a file change does too, within 10 s).
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
 		done := make(chan struct{})
 		defer close(done)
 		go func() {

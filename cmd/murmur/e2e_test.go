@@ -355,6 +355,7 @@ func TestRealBadInputExitsTwo(t *testing.T) {
 		{"zero timeout on delete", []string{"delete", "web", "--timeout", "0s"}, nil, "invalid --timeout: 0s"},
 		{"beyond loopback without encryption and TLS", []string{"agent", "--bind", "0.0.0.0:7946", "--data-dir", dir}, nil, "invalid --insecure: gossip or Raft is reachable beyond loopback (0.0.0.0) and agents would trust any packet: give --encrypt"},
 		{"beyond loopback with a key but no TLS", []string{"agent", "--bind", "127.0.0.1:7946", "--advertise", "10.1.2.3:7946", "--encrypt", "MDEyMzQ1Njc4OWFiY2RlZg==", "--data-dir", dir}, nil, "give --tls-ca, --tls-cert and --tls-key"},
+		{"Raft on every interface", []string{"agent", "--bind", "127.0.0.1:7946", "--raft-bind", ":7947", "--data-dir", dir}, nil, "reachable beyond loopback (every interface)"},
 		{"half the TLS files", []string{"agent", "--bind", "127.0.0.1:7946", "--tls-ca", badCfg, "--data-dir", dir}, nil, "invalid --tls-cert: give all three of --tls-ca, --tls-cert and --tls-key"},
 	}
 	for _, tc := range cases {
