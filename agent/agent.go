@@ -60,6 +60,7 @@ type Agent struct {
 	auth *secure.Authenticator // channels of gossip streams and the Raft port
 	// insecure: reachable beyond loopback without encryption or TLS, by --insecure.
 	insecure bool
+	contact  contactTracker // where the node's assignment comes from, since when
 	tls      *secure.Source // nil without --tls-*
 	tlsErr   atomic.Value   // string: the last failed reload's error, "" after a good one
 
@@ -404,6 +405,9 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) sampleLoop(ctx context.Context) {
 	for {
 		a.publishLoad()
+		if a.local.Load() != nil {
+			a.observeContact()
+		}
 		t := a.clock.NewTimer(time.Second)
 		select {
 		case <-ctx.Done():

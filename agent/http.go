@@ -53,6 +53,7 @@ type StatusJSON struct {
 	Instances     []runtime.InstanceStatus `json:"instances"`
 	Labels        map[string]string        `json:"labels"`
 	Security      SecurityJSON             `json:"security"`
+	Assignments   AssignmentsJSON          `json:"assignments"`
 }
 
 // CapJSON is an amount of resources in the API.
@@ -102,7 +103,7 @@ func (a *Agent) handleStatus(w http.ResponseWriter, r *http.Request) {
 		Reserve:  CapJSON{a.cfg.Reserve.MilliCPU, a.cfg.Reserve.MemoryBytes},
 		Version:  Version, Uptime: up.Truncate(time.Second).String(), UptimeSeconds: up.Seconds(),
 		Drivers: orEmpty(a.drivers), LimitsNote: a.limitsNote, Instances: a.sup.Instances(), Labels: orEmptyMap(a.cfg.Labels),
-		Security: a.securityStatus(),
+		Security: a.securityStatus(), Assignments: a.assignments(),
 	}
 	if st.Instances == nil {
 		st.Instances = []runtime.InstanceStatus{}
@@ -128,7 +129,10 @@ func (a *Agent) registerMetrics() error {
 	info.WithLabelValues(Version, a.cfg.Name, a.cfg.Region).Set(1)
 	load := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "murmur_node_load_cpu_ratio", Help: "CPU load of this node: (workload usage + reserve) / capacity."}, func() float64 { return a.self().Load.CPU })
 	memLoad := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "murmur_node_load_memory_ratio", Help: "Memory load of this node: (workload usage + reserve) / capacity."}, func() float64 { return a.self().Load.Memory })
-	for _, c := range []prometheus.Collector{info, load, memLoad} {
+	lastKnown := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "murmur_assignments_last_known",
+		Help: "1 while this node runs its last-known (persisted) assignment because no coordinator of its region is reachable."},
+		func() float64 { return b2f(a.contact.current() == SourceLastKnown) })
+	for _, c := range []prometheus.Collector{info, load, memLoad, lastKnown} {
 		if err := a.reg.Register(c); err != nil {
 			return err
 		}

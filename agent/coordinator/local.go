@@ -177,6 +177,23 @@ func (l *Local) NotifyInstances() {
 	}
 }
 
+// Held describes the assignment this node runs: who sent it, in which term, from which
+// generation of the table, and how many instances it holds. From is "" when the node
+// holds none (never assigned, or assignment.json removed).
+type Held struct {
+	From       string
+	Term       uint64
+	Generation uint64
+	Instances  int
+}
+
+// Held returns the assignment this node runs, persisted or received in this run.
+func (l *Local) Held() Held {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return Held{From: l.cur.From, Term: l.cur.Term, Generation: l.cur.Generation, Instances: len(l.cur.Instances)}
+}
+
 // Applied returns the digest and generation of the applied assignment.
 func (l *Local) Applied() (digest string, generation uint64) {
 	l.mu.Lock()
