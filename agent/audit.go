@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/murmur-edge/murmur/agent/api"
+
+	"github.com/murmur-edge/murmur/runtime"
 )
 
 // The audit log records every write request that reaches access control, refused ones
@@ -200,7 +202,7 @@ func (l *auditLog) openLocked() error {
 	}
 	l.f, l.size = f, st.Size()
 	if l.size == 0 {
-		return syncDir(filepath.Dir(l.path))
+		return runtime.SyncDir(filepath.Dir(l.path))
 	}
 	last := make([]byte, 1)
 	if _, err := f.ReadAt(last, l.size-1); err != nil {
@@ -302,19 +304,6 @@ func (l *auditLog) Close() error {
 	err := l.f.Close()
 	l.f = nil
 	return err
-}
-
-// syncDir makes a file's creation or rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
 }
 
 // auditLimit reads ?limit=N of GET /v1/audit.

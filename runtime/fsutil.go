@@ -35,6 +35,11 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("rename %s: %w", path, err)
 	}
+	return SyncDir(dir)
+}
+
+// SyncDir makes the creation, rename or removal of an entry of dir durable.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("fsync dir %s: %w", dir, err)
