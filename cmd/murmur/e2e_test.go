@@ -171,6 +171,11 @@ func startAgentIn(t *testing.T, name string, gossipPort int, dataDir string, ext
 		for _, pid := range instancePids(dataDir) {
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
 		}
+		// An instance started in the instant before the agent was killed may have no
+		// record yet; it runs in its instance dir, so find it by its working directory.
+		for _, pid := range processesIn(filepath.Join(dataDir, "runtime", "exec")) {
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+		}
 		if t.Failed() {
 			t.Logf("--- log of %s:\n%s", name, tail(p.logs(), 40))
 			if dir := os.Getenv("MURMUR_E2E_LOGDIR"); dir != "" {
@@ -181,6 +186,23 @@ func startAgentIn(t *testing.T, name string, gossipPort int, dataDir string, ext
 		}
 	})
 	return p
+}
+
+// processesIn lists the processes whose working directory is under dir.
+func processesIn(dir string) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
+		if err == nil && strings.HasPrefix(cwd, dir+string(filepath.Separator)) {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 func tail(s string, n int) string {
