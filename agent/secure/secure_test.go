@@ -78,39 +78,47 @@ func newAuth(t *testing.T, src *Source, keys ...[]byte) (*Authenticator, *promet
 	return a, reg
 }
 
-// pair runs a client and a server handshake over a loopback TCP connection and
-// returns both errors; on success it checks that bytes flow both ways.
-func pair(t *testing.T, client, server *Channel, peer string) (cerr, serr error) {
+// acceptOne listens on loopback, hands the first connection to serve, and sends
+// serve's error on the returned channel. The listener closes with the test.
+func acceptOne(t *testing.T, serve func(net.Conn) error) (addr string, done <-chan error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	done := make(chan error, 1)
+	t.Cleanup(func() { ln.Close() })
+	ch := make(chan error, 1)
 	go func() {
 		c, err := ln.Accept()
 		if err != nil {
-			done <- err
+			ch <- err
 			return
 		}
+		ch <- serve(c)
+	}()
+	return ln.Addr().String(), ch
+}
+
+// pair runs a client and a server handshake over a loopback TCP connection and
+// returns both errors; on success it checks that bytes flow both ways.
+func pair(t *testing.T, client, server *Channel, peer string) (cerr, serr error) {
+	t.Helper()
+	addr, done := acceptOne(t, func(c net.Conn) error {
 		sc, err := server.Server(c)
 		if err != nil {
-			done <- err
-			return
+			return err
 		}
 		defer sc.Close()
 		// Echo one line.
 		buf := make([]byte, 5)
 		_ = sc.SetDeadline(time.Now().Add(5 * time.Second))
 		if _, err := io.ReadFull(sc, buf); err != nil {
-			done <- err
-			return
+			return err
 		}
 		_, err = sc.Write(buf)
-		done <- err
-	}()
-	raw, err := net.Dial("tcp", ln.Addr().String())
+		return err
+	})
+	raw, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +152,7 @@ func refusedReason(err error) string {
 func TestTLSAcceptsFleetMembers(t *testing.T) {
 	ca := newTestCA(t)
 	a, _ := newAuth(t, ca.source(t, Identity{"n1", "site-a"}))
-	b, reg := newAuth(t, ca.source(t, Identity{"n2", "site-a"}))
+	b, _ := newAuth(t, ca.source(t, Identity{"n2", "site-a"}))
 	sameRegion := func(id Identity) error {
 		if id.Region != "site-a" {
 			return errors.New("another region")
@@ -158,32 +166,20 @@ func TestTLSAcceptsFleetMembers(t *testing.T) {
 	if got := testutil.ToFloat64(b.accepted.WithLabelValues("raft", "tls", "server")); got != 1 {
 		t.Errorf("server handshakes = %v, want 1", got)
 	}
-	_ = reg
 }
 
 // attack dials server's channel as an attacker would: TLS 1.3 presenting cert (or
 // none), accepting any server certificate. It returns the server's error.
 func attack(t *testing.T, server *Channel, cert *tls.Certificate) error {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	done := make(chan error, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			done <- err
-			return
-		}
+	addr, done := acceptOne(t, func(c net.Conn) error {
 		sc, err := server.Server(c)
 		if err == nil {
 			sc.Close()
 		}
-		done <- err
-	}()
-	raw, err := net.Dial("tcp", ln.Addr().String())
+		return err
+	})
+	raw, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
