@@ -199,6 +199,16 @@ type Placement struct {
 	// coordinator keeps it and stops the old instance once this one runs; Plan ignores
 	// it (the coordinator leaves the old instance out of the input meanwhile).
 	Replaces string `json:"replaces,omitempty"`
+	// Cause and Reason are those of the action that created the placement (Result.Apply
+	// stamps them). The coordinator commits them with the placement, so whoever leads
+	// next can still say why the instance is where it is. Plan ignores both.
+	Cause  Cause  `json:"cause,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// Usage is the instance's measured use (its node's latest report), for the
+	// offload rule: a move must leave the target under the threshold with what the
+	// instance really uses, not only what it requests. Zero when unknown. Input only:
+	// never committed.
+	Usage Resources `json:"usage,omitzero" codec:"-"`
 }
 
 // Input is everything Plan decides from. Plan reads it and never modifies it.
