@@ -479,10 +479,16 @@ func (c *Coordinator) planOnce(ctx context.Context, ls *loopState, fleetOnly boo
 	}
 	defer func() { c.publishView(ls, c.cfg.Raft.State()) }()
 	handovers := Handovers(st, ls.reports)
-	if res.Empty() && len(handovers) == 0 {
+	unplaced := UnplacedList(res, rejected)
+	unplacedChanged := !slices.Equal(unplaced, st.Unplaced)
+	if res.Empty() && len(handovers) == 0 && !unplacedChanged {
 		return false
 	}
 	cmd := PlanCommand(st.Generation, res, handovers)
+	cmd.Plan.Why = append(cmd.Plan.Why, handoverNotes(st, handovers)...)
+	if unplacedChanged {
+		cmd.Plan.SetUnplaced, cmd.Plan.Unplaced = true, unplaced
+	}
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	_, err := c.cfg.Raft.Apply(actx, cmd)
 	cancel()
@@ -556,14 +562,15 @@ func countRegion(ms []gossip.Member, r string) int {
 // records the instance it Replaces, which keeps running until the new one is reported
 // running; a later plan stops it.
 func PlanCommand(base uint64, res scheduler.Result, handedOver []string) region.Command {
-	p := region.Plan{Base: base, Generation: res.Generation}
+	p := region.Plan{Base: base, Generation: res.Generation, At: res.Now}
 	for _, a := range res.Actions {
 		switch a.Kind {
 		case scheduler.ActionStop:
 			p.Stops = append(p.Stops, a.Instance)
+			p.Why = append(p.Why, region.Note{Instance: a.Instance, Cause: string(a.Cause), Reason: clip(a.Reason)})
 		case scheduler.ActionMigrate, scheduler.ActionPlace:
 			p.Places = append(p.Places, region.Placement{ID: a.Instance, Workload: a.Workload, Node: a.Node, Version: a.Version,
-				StartedAt: res.Now, Replaces: a.Replaces})
+				StartedAt: res.Now, Replaces: a.Replaces, Cause: a.Cause, Reason: clip(a.Reason)})
 		}
 	}
 	for _, id := range handedOver {
@@ -572,6 +579,61 @@ func PlanCommand(base uint64, res scheduler.Result, handedOver []string) region.
 		}
 	}
 	return region.PlanCommand(p)
+}
+
+// CauseHandedOver is the cause of the stop of an instance whose migration finished.
+const CauseHandedOver = "handed-over"
+
+// handoverNotes explains the stops of handed-over instances: their replacement runs.
+func handoverNotes(st region.State, handedOver []string) []region.Note {
+	by := map[string]region.Placement{}
+	for _, p := range st.Placements {
+		if p.Replaces != "" {
+			by[p.Replaces] = p
+		}
+	}
+	out := make([]region.Note, 0, len(handedOver))
+	for _, id := range handedOver {
+		reason := "its replacement runs"
+		if r, ok := by[id]; ok {
+			reason = "its replacement " + r.ID + " runs on " + r.Node
+			if r.Cause != "" {
+				reason += " (" + string(r.Cause) + ")"
+			}
+		}
+		out = append(out, region.Note{Instance: id, Cause: CauseHandedOver, Reason: reason})
+	}
+	return out
+}
+
+// UnplacedList is what a plan could not place, with the reasons, as the region state
+// keeps it: the scheduler's unplaced work and the workloads the region's policies
+// forbid. Sorted, so an unchanged situation gives an equal list. Pure.
+func UnplacedList(res scheduler.Result, rejected []Rejected) []region.Unplaced {
+	var out []region.Unplaced
+	for _, u := range res.Unplaced {
+		out = append(out, region.Unplaced{Workload: u.Workload, Instance: u.Instance, Count: u.Count, Reason: clip(u.Reason)})
+	}
+	for _, r := range rejected {
+		if !r.Held {
+			out = append(out, region.Unplaced{Workload: r.Intent, Count: r.Desired, Reason: clip(r.Reason)})
+		}
+	}
+	slices.SortFunc(out, func(a, b region.Unplaced) int {
+		return cmp.Or(cmp.Compare(a.Workload, b.Workload), cmp.Compare(a.Instance, b.Instance), cmp.Compare(a.Reason, b.Reason))
+	})
+	if len(out) > region.MaxUnplaced {
+		out = out[:region.MaxUnplaced]
+	}
+	return out
+}
+
+// clip bounds a reason to what a region command carries.
+func clip(s string) string {
+	if len(s) <= region.MaxReasonLen {
+		return s
+	}
+	return s[:region.MaxReasonLen-3] + "..."
 }
 
 // Assignments groups the applied table by node. Pure.

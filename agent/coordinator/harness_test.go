@@ -385,11 +385,21 @@ func (h *harness) run(dirty bool) string {
 	for _, cmd := range h.raft.commits[before:] {
 		p := cmd.Plan
 		fmt.Fprintf(&b, "commit generation %d (base %d)\n", p.Generation, p.Base)
+		why := map[string]string{}
+		for _, n := range p.Why {
+			why[n.Instance] = n.Cause
+		}
 		for _, s := range p.Stops {
-			fmt.Fprintf(&b, "  stop  %s\n", s)
+			fmt.Fprintf(&b, "  stop  %s (%s)\n", s, why[s])
 		}
 		for _, pl := range p.Places {
-			fmt.Fprintf(&b, "  place %s on %s (version %d)\n", pl.ID, pl.Node, pl.Version.Wall)
+			fmt.Fprintf(&b, "  place %s on %s (version %d, %s)\n", pl.ID, pl.Node, pl.Version.Wall, pl.Cause)
+		}
+		if p.SetUnplaced {
+			fmt.Fprintf(&b, "  unplaced: %d entries\n", len(p.Unplaced))
+			for _, u := range p.Unplaced {
+				fmt.Fprintf(&b, "    %s %s x%d: %s\n", u.Workload, u.Instance, u.Count, u.Reason)
+			}
 		}
 	}
 	h.sendMu.Lock()

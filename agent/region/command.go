@@ -2,6 +2,7 @@ package region
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
 )
@@ -62,12 +63,46 @@ type Command struct {
 // from; the FSM refuses the plan (ErrStalePlan) when the table has moved on since, so
 // a plan made on an old table never lands. Generation, stamped on every placement, is
 // the one the scheduler put into the new instances' IDs.
+//
+// The rest explains the plan, so that any node holding the log, and whoever leads
+// next, can say why the table is as it is: At is the coordinator's clock when it
+// planned; Why gives the cause and reason of each stop (each placement carries its
+// own in Placement.Cause and Reason); when SetUnplaced is true, Unplaced replaces
+// the region's list of work that could not be placed (State.Unplaced).
 type Plan struct {
-	Base       uint64      `codec:"b"`
-	Generation uint64      `codec:"g"`
-	Stops      []string    `codec:"s,omitempty"`
-	Places     []Placement `codec:"p,omitempty"`
+	Base        uint64      `codec:"b"`
+	Generation  uint64      `codec:"g"`
+	Stops       []string    `codec:"s,omitempty"`
+	Places      []Placement `codec:"p,omitempty"`
+	At          time.Time   `codec:"at,omitempty"`
+	Why         []Note      `codec:"w,omitempty"`
+	SetUnplaced bool        `codec:"su,omitempty"`
+	Unplaced    []Unplaced  `codec:"u,omitempty"`
 }
+
+// Note is why one instance of a plan is stopped.
+type Note struct {
+	Instance string `codec:"i"`
+	Cause    string `codec:"c,omitempty"`
+	Reason   string `codec:"r,omitempty"`
+}
+
+// Unplaced is work of the region that the coordinator could not place, and why: a
+// whole workload's missing instances (Instance empty), or one instance it could not
+// move (drain, update, offload).
+type Unplaced struct {
+	Workload string `codec:"n" json:"intent"`
+	Instance string `codec:"i,omitempty" json:"instance,omitempty"`
+	Count    int    `codec:"c" json:"count"`
+	Reason   string `codec:"r" json:"reason"`
+}
+
+// Limits of the explanations a plan carries.
+const (
+	MaxReasonLen = 2048 // bytes of one reason
+	MaxCauseLen  = 64
+	MaxUnplaced  = 4096 // entries of Plan.Unplaced
+)
 
 // MaxPlanEntries bounds Stops plus Places of one plan.
 const MaxPlanEntries = 1 << 20
@@ -183,6 +218,28 @@ func (p *Plan) validate() error {
 			return fmt.Errorf("%w: plan: places[%d]: instance %s placed twice", ErrInvalidCommand, i, pl.ID)
 		}
 		seen[pl.ID] = true
+		if len(pl.Cause) > MaxCauseLen || len(pl.Reason) > MaxReasonLen {
+			return fmt.Errorf("%w: plan: places[%d]: cause or reason too long (limits %d and %d bytes)", ErrInvalidCommand, i, MaxCauseLen, MaxReasonLen)
+		}
+	}
+	if len(p.Why) > len(p.Stops) {
+		return fmt.Errorf("%w: plan: %d stop notes for %d stops", ErrInvalidCommand, len(p.Why), len(p.Stops))
+	}
+	for i, n := range p.Why {
+		if n.Instance == "" || len(n.Instance) > MaxNameLen || len(n.Cause) > MaxCauseLen || len(n.Reason) > MaxReasonLen {
+			return fmt.Errorf("%w: plan: why[%d]: instance must be 1-%d bytes, cause and reason at most %d and %d", ErrInvalidCommand, i, MaxNameLen, MaxCauseLen, MaxReasonLen)
+		}
+	}
+	if len(p.Unplaced) > 0 && !p.SetUnplaced {
+		return fmt.Errorf("%w: plan: unplaced given without set_unplaced", ErrInvalidCommand)
+	}
+	if len(p.Unplaced) > MaxUnplaced {
+		return fmt.Errorf("%w: plan: %d unplaced entries, the limit is %d", ErrInvalidCommand, len(p.Unplaced), MaxUnplaced)
+	}
+	for i, u := range p.Unplaced {
+		if u.Workload == "" || len(u.Workload) > MaxNameLen || len(u.Instance) > MaxNameLen || len(u.Reason) > MaxReasonLen || u.Count < 0 {
+			return fmt.Errorf("%w: plan: unplaced[%d]: intent must be 1-%d bytes, instance at most %d, reason at most %d, count not negative", ErrInvalidCommand, i, MaxNameLen, MaxNameLen, MaxReasonLen)
+		}
 	}
 	return nil
 }

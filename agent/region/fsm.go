@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/hashicorp/raft"
@@ -15,7 +17,7 @@ import (
 // Placement says where one instance runs: the scheduler's own type, so the table the
 // FSM commits is the table the planner reads, with no translation between them. The
 // FSM keeps only the committed fields (ID, Workload, Node, Version, Generation,
-// StartedAt, Replaces); State, Healthy and Failures are what nodes report, joined in by the
+// StartedAt, Replaces, Cause, Reason); State, Healthy and Failures are what nodes report, joined in by the
 // coordinator, and are always zero here. Generation is the generation of the plan
 // (or the log index of the OpPlace command) that put the instance on Node: an
 // instance found running with an older generation (after a partition heals) is stale.
@@ -37,6 +39,9 @@ type State struct {
 	Generation uint64 `codec:"gn,omitempty"`
 	// Index is the Raft index of the last applied command (0 before any).
 	Index uint64 `codec:"x"`
+	// Unplaced is the work the last plan that said so could not place, with the
+	// reasons (Plan.SetUnplaced), so that a new coordinator can explain it.
+	Unplaced []Unplaced `codec:"u,omitempty"`
 }
 
 // NewState returns an empty state with its maps allocated.
@@ -50,6 +55,7 @@ func (s State) Clone() State {
 	c.Placements = maps.Clone(s.Placements)
 	c.Intents = maps.Clone(s.Intents)
 	c.Drained = maps.Clone(s.Drained)
+	c.Unplaced = slices.Clone(s.Unplaced)
 	if c.Placements == nil {
 		c.Placements = map[string]Placement{}
 	}
@@ -139,7 +145,11 @@ func applyValid(s *State, idx uint64, cmd Command) {
 			s.Placements[pl.ID] = Placement{
 				ID: pl.ID, Workload: pl.Workload, Node: pl.Node, Version: pl.Version,
 				Generation: p.Generation, StartedAt: pl.StartedAt, Replaces: pl.Replaces,
+				Cause: pl.Cause, Reason: pl.Reason,
 			}
+		}
+		if p.SetUnplaced {
+			s.Unplaced = slices.Clone(p.Unplaced)
 		}
 		s.Generation = p.Generation
 	case OpUnplace:
@@ -168,6 +178,74 @@ type FSM struct {
 	st    State
 	onErr func(idx uint64, err error) // set before Raft starts; never called under mu
 	h     *codec.MsgpackHandle        // immutable after NewFSM; safe for concurrent use
+	// observe, when set (before Raft starts), is called after each applied plan,
+	// never under mu. It must not block: it runs on Raft's FSM goroutine.
+	observe func(Applied)
+	// replayUpTo: entries at or below this index were in the log when the node
+	// started; applying them again is a replay, not a new decision.
+	replayUpTo uint64
+}
+
+// Applied is what one committed plan changed, for observers (the event stream).
+type Applied struct {
+	Index, Term uint64
+	// Replay is set for entries that were already in the log when the node started:
+	// the decision was taken before, this is the state being rebuilt.
+	Replay     bool
+	At         time.Time // the coordinator's clock when it planned (zero for old entries)
+	Generation uint64
+	Stopped    []Stopped   // the placements the plan removed, as they were, with why
+	Placed     []Placement // the placements it added (Cause and Reason say why)
+	// UnplacedSet: the plan replaced the region's unplaced list, from PrevUnplaced to
+	// Unplaced.
+	UnplacedSet  bool
+	Unplaced     []Unplaced
+	PrevUnplaced []Unplaced
+}
+
+// Stopped is one placement a plan removed, and why.
+type Stopped struct {
+	Placement
+	StopCause  string
+	StopReason string
+}
+
+// plansOf lists the plans of a command (one, the plans of a batch, or none).
+func plansOf(cmd Command) []*Plan {
+	if cmd.Op == OpPlan {
+		return []*Plan{cmd.Plan}
+	}
+	var out []*Plan
+	for _, c := range cmd.Batch {
+		if c.Op == OpPlan {
+			out = append(out, c.Plan)
+		}
+	}
+	return out
+}
+
+// observed prepares what observers learn of plans about to be applied to st (read
+// before, so the stopped placements are still there).
+func observed(st *State, l *raft.Log, plans []*Plan, replayUpTo uint64) []Applied {
+	out := make([]Applied, 0, len(plans))
+	for _, p := range plans {
+		a := Applied{Index: l.Index, Term: l.Term, Replay: l.Index <= replayUpTo, At: p.At, Generation: p.Generation,
+			Placed: slices.Clone(p.Places), UnplacedSet: p.SetUnplaced, Unplaced: slices.Clone(p.Unplaced), PrevUnplaced: slices.Clone(st.Unplaced)}
+		why := make(map[string]Note, len(p.Why))
+		for _, n := range p.Why {
+			why[n.Instance] = n
+		}
+		for _, id := range p.Stops {
+			if pl, ok := st.Placements[id]; ok {
+				a.Stopped = append(a.Stopped, Stopped{Placement: pl, StopCause: why[id].Cause, StopReason: why[id].Reason})
+			}
+		}
+		for i := range a.Placed {
+			a.Placed[i].Generation = p.Generation
+		}
+		out = append(out, a)
+	}
+	return out
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -179,8 +257,12 @@ func NewFSM() *FSM { return &FSM{st: NewState(), h: newCodec()} }
 // the ApplyFuture's response.
 func (f *FSM) Apply(l *raft.Log) any {
 	cmd, err := decodeCommand(f.h, l.Data)
+	var obs []Applied
 	f.mu.Lock()
 	if err == nil {
+		if plans := plansOf(cmd); len(plans) > 0 && f.observe != nil {
+			obs = observed(&f.st, l, plans, f.replayUpTo)
+		}
 		err = ApplyCommand(&f.st, l.Index, cmd)
 	} else if l.Index > f.st.Index {
 		f.st.Index = l.Index
@@ -188,6 +270,11 @@ func (f *FSM) Apply(l *raft.Log) any {
 	f.mu.Unlock()
 	if err != nil && f.onErr != nil {
 		f.onErr(l.Index, err)
+	}
+	if err == nil {
+		for _, a := range obs {
+			f.observe(a)
+		}
 	}
 	return err
 }

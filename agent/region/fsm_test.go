@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -333,6 +334,75 @@ func TestPlanCommand(t *testing.T) {
 	for _, bad := range []Command{{Op: OpPlan}, PlanCommand(Plan{}), place(9, 10, nil, "dup", "dup"), {Op: OpPlace, Instance: "i", Node: "n", Plan: &Plan{Generation: 1}}} {
 		if err := bad.Validate(); !errors.Is(err, ErrInvalidCommand) {
 			t.Errorf("Validate(%+v) = %v, want ErrInvalidCommand", bad, err)
+		}
+	}
+}
+
+// A plan's explanations are committed with it: the reasons of its placements and
+// stops reach observers, the unplaced list replaces the region's, and a snapshot
+// keeps it. Entries already in the log at start are marked as replays.
+func TestPlanExplanationsObservedAndKept(t *testing.T) {
+	at := time.Date(2026, 12, 7, 1, 0, 0, 0, time.UTC)
+	f := NewFSM()
+	var got []Applied
+	f.observe = func(a Applied) { got = append(got, a) }
+	f.replayUpTo = 1
+	apply := func(idx uint64, p Plan) {
+		t.Helper()
+		b, err := EncodeCommand(PlanCommand(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err, _ := f.Apply(&raft.Log{Index: idx, Term: 3, Data: b}).(error); err != nil {
+			t.Fatalf("apply %d: %v", idx, err)
+		}
+	}
+	apply(1, Plan{Generation: 1, At: at, Places: []Placement{{ID: "web-1-0", Workload: "web", Node: "a", Cause: scheduler.CauseMissing, Reason: "replica 1 of 1"}},
+		SetUnplaced: true, Unplaced: []Unplaced{{Workload: "db", Count: 2, Reason: "2 nodes filtered by label disk=ssd"}}})
+	apply(2, Plan{Base: 1, Generation: 2, At: at.Add(time.Second), Stops: []string{"web-1-0"},
+		Why:    []Note{{Instance: "web-1-0", Cause: "removed", Reason: "workload deleted"}},
+		Places: []Placement{{ID: "db-2-0", Workload: "db", Node: "b", Cause: scheduler.CauseMissing, Reason: "replica 1 of 2"}}})
+	if len(got) != 2 {
+		t.Fatalf("observed %d plans, want 2", len(got))
+	}
+	if !got[0].Replay || got[1].Replay {
+		t.Errorf("replay flags %v %v, want true (index 1 was in the log at start) then false", got[0].Replay, got[1].Replay)
+	}
+	if p := got[0].Placed; len(p) != 1 || p[0].Reason != "replica 1 of 1" || p[0].Generation != 1 || !got[0].UnplacedSet || len(got[0].Unplaced) != 1 {
+		t.Errorf("first plan observed as %+v", got[0])
+	}
+	s := got[1].Stopped
+	if len(s) != 1 || s[0].Node != "a" || s[0].Workload != "web" || s[0].StopCause != "removed" || s[0].StopReason != "workload deleted" || !got[1].At.Equal(at.Add(time.Second)) {
+		t.Errorf("stop observed as %+v", got[1])
+	}
+	st := f.State()
+	if st.Placements["db-2-0"].Reason != "replica 1 of 2" || st.Placements["db-2-0"].Cause != scheduler.CauseMissing {
+		t.Errorf("placement kept without its reason: %+v", st.Placements["db-2-0"])
+	}
+	if len(st.Unplaced) != 1 || st.Unplaced[0].Workload != "db" {
+		t.Errorf("unplaced list %+v: a plan without SetUnplaced must leave it", st.Unplaced)
+	}
+	b, err := EncodeState(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := DecodeState(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(st, back); d != "" {
+		t.Errorf("snapshot round trip differs:\n%s", d)
+	}
+	// Too long a reason, or notes without stops, is refused by name.
+	long := strings.Repeat("x", MaxReasonLen+1)
+	for _, bad := range []Plan{
+		{Generation: 9, Places: []Placement{{ID: "i", Workload: "w", Node: "n", Reason: long}}},
+		{Generation: 9, Why: []Note{{Instance: "i"}}},
+		{Generation: 9, Unplaced: []Unplaced{{Workload: "w", Count: 1}}},
+		{Generation: 9, SetUnplaced: true, Unplaced: []Unplaced{{Workload: "w", Count: -1}}},
+	} {
+		if err := PlanCommand(bad).Validate(); !errors.Is(err, ErrInvalidCommand) {
+			t.Errorf("plan %+v: got %v, want ErrInvalidCommand", bad, err)
 		}
 	}
 }

@@ -113,6 +113,9 @@ type Config struct {
 	// ConnAuth authenticates every connection of the TCP transport, Raft and control,
 	// in both directions (nil: none; loopback fleets).
 	ConnAuth ConnAuth
+	// OnApply, if set, is told of every committed plan this node applies (the event
+	// stream). It runs on Raft's FSM goroutine: it must not block.
+	OnApply func(Applied)
 
 	inmemStores bool // tests: raft.InmemStore instead of the WAL
 }
@@ -275,6 +278,7 @@ func New(cfg Config) (*Node, error) {
 		names: map[string]string{},
 		subs:  map[chan struct{}]struct{}{},
 	}
+	n.fsm.observe = cfg.OnApply
 	n.fsm.onErr = func(idx uint64, err error) {
 		if errors.Is(err, ErrStalePlan) {
 			// Expected under concurrency: the coordinator plans again.
@@ -579,6 +583,9 @@ func (n *Node) Run(ctx context.Context) error {
 	rc := raftConfig(n.cfg.NodeID, n.cfg.Timing, n.log)
 	notify := make(chan bool, 4)
 	rc.NotifyCh = notify
+	if last, err := st.logs.LastIndex(); err == nil {
+		n.fsm.replayUpTo = last // set before Raft starts applying
+	}
 	r, err := raft.NewRaft(rc, n.fsm, st.logs, st.stable, st.snaps, trans)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
