@@ -34,6 +34,10 @@ type Workload struct {
 	Generation uint64    `codec:"g" json:"generation"`
 	Version    string    `codec:"v" json:"version,omitempty"`
 	Error      string    `codec:"e,omitempty" json:"error,omitempty"`
+	// Cause and Reason say why the instance is on Node: the decision that placed it,
+	// as committed with it (the scheduler's filters and scores, the rule that fired).
+	Cause  string `codec:"c,omitempty" json:"cause,omitempty"`
+	Reason string `codec:"y,omitempty" json:"reason,omitempty"`
 }
 
 // Summary is desired against running for one Workload intent in the region.
@@ -78,7 +82,7 @@ func buildView(regionName, self string, st region.State, nodes map[string]nodeIn
 			continue
 		}
 		w := Workload{Intent: p.Workload, Instance: p.ID, Node: p.Node, Region: regionName, Generation: p.Generation,
-			Version: p.Version.String(), State: StateAssigned, Since: p.StartedAt}
+			Version: p.Version.String(), State: StateAssigned, Since: p.StartedAt, Cause: string(p.Cause), Reason: p.Reason}
 		if ir, ok := byID[p.Node+"\x00"+p.ID]; ok && ir.Generation == p.Generation {
 			w.State, w.Restarts, w.Since, w.Error = ir.State, ir.Restarts, ir.Since, ir.Error
 		} else if waiting[p.Node+"\x00"+p.ID] {

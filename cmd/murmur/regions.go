@@ -56,7 +56,7 @@ func getSubcommands(cf *clientFlags) []*cobra.Command {
 
 // moreCommands are top-level commands of later subsystems.
 func moreCommands(cf *clientFlags) []*cobra.Command {
-	return []*cobra.Command{newOperatorCmd()}
+	return []*cobra.Command{newOperatorCmd(), newExplainCmd(cf)}
 }
 
 func orDash(s string) string {

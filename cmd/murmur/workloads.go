@@ -76,9 +76,18 @@ func writeWorkloadSummary(w io.Writer, v workloadsView) error {
 
 // writeWorkloadInstances prints one row per instance; AGE is now - since.
 func writeWorkloadInstances(w io.Writer, v workloadsView, now time.Time) error {
-	tw := newTable(w, "INTENT", "INSTANCE", "NODE", "STATE", "RESTARTS", "AGE", "GENERATION")
+	tw := newTable(w, "INTENT", "INSTANCE", "NODE", "STATE", "RESTARTS", "AGE", "GENERATION", "WHY")
 	for _, x := range v.Workloads {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\n", x.Intent, x.Instance, orDash(x.Node), orDash(x.State), x.Restarts, age(now, x.Since), x.Generation)
+		why := x.Cause
+		if x.Reason != "" {
+			why += ": " + x.Reason
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%s\n", x.Intent, x.Instance, orDash(x.Node), orDash(x.State), x.Restarts, age(now, x.Since), x.Generation, orDash(why))
+	}
+	for _, s := range v.Intents {
+		if s.Unplaced > 0 {
+			fmt.Fprintf(tw, "%s\t-\t-\tunplaced\t-\t-\t-\t%d not placed: %s\n", s.Intent, s.Unplaced, orDash(s.Reason))
+		}
 	}
 	return tw.Flush()
 }

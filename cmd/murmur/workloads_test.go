@@ -19,7 +19,7 @@ import (
 // viewJSON is a GET /v1/workloads answer for region site-a.
 const viewJSON = `{"region":"site-a","coordinator":"node-1","generation":7,
  "workloads":[
-  {"intent":"camera-feed","instance":"camera-feed-0","node":"node-2","region":"site-a","state":"running","restarts":0,"since":"2025-01-02T10:00:00Z","generation":5,"version":"v1"},
+  {"intent":"camera-feed","instance":"camera-feed-0","node":"node-2","region":"site-a","state":"running","restarts":0,"since":"2025-01-02T10:00:00Z","generation":5,"version":"v1","cause":"replace","reason":"replica 2 of 3, replaces camera-feed-x lost with node node-4; score 0.812 (binpack 0.50, load 0.90), best of 2"},
   {"intent":"camera-feed","instance":"camera-feed-1","node":"node-3","region":"site-a","state":"backoff","restarts":3,"since":"2025-01-02T09:56:48Z","generation":6,"version":"v1","error":"exit status 1"},
   {"intent":"telemetry","instance":"telemetry-node-1","node":"node-1","region":"site-a","state":"assigned","restarts":0,"generation":7,"version":"v2"},
   {"intent":"telemetry","instance":"telemetry-node-2","node":"node-2","region":"site-a","state":"lost","restarts":12,"since":"2024-12-30T07:30:00Z","generation":4,"version":"v2"}],
@@ -82,16 +82,17 @@ func TestWriteWorkloadInstances(t *testing.T) {
 			name: "states, restarts and ages",
 			view: viewJSON,
 			want: "" +
-				"INTENT       INSTANCE          NODE    STATE     RESTARTS  AGE    GENERATION\n" +
-				"camera-feed  camera-feed-0     node-2  running   0         45s    5\n" +
-				"camera-feed  camera-feed-1     node-3  backoff   3         3m57s  6\n" +
-				"telemetry    telemetry-node-1  node-1  assigned  0         -      7\n" +
-				"telemetry    telemetry-node-2  node-2  lost      12        3d2h   4\n",
+				"INTENT       INSTANCE          NODE    STATE     RESTARTS  AGE    GENERATION  WHY\n" +
+				"camera-feed  camera-feed-0     node-2  running   0         45s    5           replace: replica 2 of 3, replaces camera-feed-x lost with node node-4; score 0.812 (binpack 0.50, load 0.90), best of 2\n" +
+				"camera-feed  camera-feed-1     node-3  backoff   3         3m57s  6           -\n" +
+				"telemetry    telemetry-node-1  node-1  assigned  0         -      7           -\n" +
+				"telemetry    telemetry-node-2  node-2  lost      12        3d2h   4           -\n" +
+				"camera-feed  -                 -       unplaced  -         -      -           1 not placed: 3 nodes filtered by label camera=yes\n",
 		},
 		{
 			name: "no instances",
 			view: `{"region":"site-b","workloads":[],"intents":[]}`,
-			want: "INTENT  INSTANCE  NODE  STATE  RESTARTS  AGE  GENERATION\n",
+			want: "INTENT  INSTANCE  NODE  STATE  RESTARTS  AGE  GENERATION  WHY\n",
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -260,5 +261,27 @@ func TestMembersTableShowsInstances(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, out); diff != "" {
 		t.Errorf("members table (-want +got):\n%s", diff)
+	}
+}
+
+func TestExplainLines(t *testing.T) {
+	v := decodeView(t, viewJSON)
+	ex, ok := explain(v, "camera-feed")
+	if !ok {
+		t.Fatal("camera-feed not found in the view")
+	}
+	var out bytes.Buffer
+	if err := writeExplanations(&out, ex); err != nil {
+		t.Fatal(err)
+	}
+	want := "" +
+		"camera-feed-0  on node-2 [site-a] (running): placed to replace a lost instance because replica 2 of 3, replaces camera-feed-x lost with node node-4; score 0.812 (binpack 0.50, load 0.90), best of 2\n" +
+		"camera-feed-1  on node-3 [site-a] (backoff): placed (no reason recorded: placed by an earlier murmur version)\n" +
+		"camera-feed  [site-a] 1 not placed: 3 nodes filtered by label camera=yes\n"
+	if d := cmp.Diff(want, out.String()); d != "" {
+		t.Errorf("explain (-want +got):\n%s", d)
+	}
+	if _, ok := explain(v, "nope"); ok {
+		t.Error("an intent the region does not know was explained")
 	}
 }
