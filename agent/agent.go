@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 	"github.com/murmur-edge/murmur/agent/coordinator"
+	"github.com/murmur-edge/murmur/agent/events"
 	"github.com/murmur-edge/murmur/agent/intents"
 	"github.com/murmur-edge/murmur/agent/region"
 	"github.com/murmur-edge/murmur/agent/secure"
@@ -68,6 +69,8 @@ type Agent struct {
 	gossip     *gossip.Gossip
 	intents    *intents.Service
 	region     *region.Node
+	events     *events.Ring   // the event stream's ring (eventsrc.go)
+	eventsAPI  *events.Server // GET /v1/events
 	coord      *coordinator.Coordinator
 	local      atomic.Pointer[coordinator.Local] // set in Run once the supervisor exists
 
@@ -238,12 +241,15 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if cfg.Profile == gossip.ProfileWAN {
 		timing = region.WANTiming()
 	}
+	a.events = events.NewRing(0, a.now(), a.reg)
+	a.eventsAPI = events.Handler(a.events, a.log)
+	a.eventsAPI.Now = a.now
 	a.region, err = region.New(region.Config{
 		Timing: timing,
 		NodeID: id.ID, Name: cfg.Name, Region: cfg.Region, RaftBind: cfg.RaftBind, RaftAdvertise: raftAdvertise,
 		DataDir: cfg.DataDir, Voters: cfg.Voters, Eligible: cfg.CoordinatorEligible, BootstrapExpect: cfg.BootstrapExpect,
 		Logger: a.log, Registerer: a.reg, Transport: deps.RaftTransport, Control: deps.RaftControl, Clock: deps.Clock,
-		ConnAuth: a.raftAuth(),
+		ConnAuth: a.raftAuth(), OnApply: a.onApplied,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("region %s: %w", cfg.Region, err)
@@ -320,6 +326,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes: maxHeaderBytes, IdleTimeout: 2 * time.Minute,
 	}
+	srv.RegisterOnShutdown(a.eventsAPI.Close) // followers of /v1/events end with the server
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 8)
@@ -379,6 +386,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}()
 	go func() { defer wg.Done(); a.regionLoop(regionCtx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); a.eventLoop(runCtx) }()
 	close(a.ready)
 	a.log.Info("agent running", "name", a.cfg.Name, "region", a.cfg.Region, "id", a.id.ID, "http", a.httpAddr,
 		"gossip", a.gossip.LocalAddr(), "capacity", a.cfg.Capacity.String(), "version", Version)

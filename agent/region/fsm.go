@@ -196,6 +196,9 @@ type Applied struct {
 	Generation uint64
 	Stopped    []Stopped   // the placements the plan removed, as they were, with why
 	Placed     []Placement // the placements it added (Cause and Reason say why)
+	// From gives, for each placed instance that Replaces one still in the table (a
+	// migration), the node of the instance it replaces.
+	From map[string]string
 	// UnplacedSet: the plan replaced the region's unplaced list, from PrevUnplaced to
 	// Unplaced.
 	UnplacedSet  bool
@@ -242,6 +245,12 @@ func observed(st *State, l *raft.Log, plans []*Plan, replayUpTo uint64) []Applie
 		}
 		for i := range a.Placed {
 			a.Placed[i].Generation = p.Generation
+			if old, ok := st.Placements[a.Placed[i].Replaces]; ok && a.Placed[i].Replaces != "" {
+				if a.From == nil {
+					a.From = map[string]string{}
+				}
+				a.From[a.Placed[i].ID] = old.Node
+			}
 		}
 		out = append(out, a)
 	}

@@ -58,5 +58,6 @@ Start a node with 'murmur agent'; every other command talks to a node's HTTP API
 	root.AddCommand(extraCommands(cf)...)
 	root.AddCommand(newAuditCmd(cf))
 	root.AddCommand(newKeyringCmd(cf)) // keyring.go
+	root.AddCommand(newEventsCmd(cf))  // events.go
 	return root
 }
