@@ -27,8 +27,10 @@ func (in *Intent) spec() any {
 }
 
 // Canonical returns the canonical encoding of a normalised intent: compact JSON with
-// object keys sorted at every level, no HTML escaping, no signature. It is what
-// signatures sign, what Hash hashes and what nodes store and exchange.
+// object keys sorted at every level, no HTML escaping, no signature. Defaults are
+// written out, except those of fields added after intents were first stored
+// (spec.disconnect.reconcile), which are left out so older encodings stay canonical.
+// It is what signatures sign, what Hash hashes and what nodes store and exchange.
 func Canonical(in *Intent) ([]byte, error) {
 	return sortedJSON(canonicalDoc{APIVersion: in.APIVersion, Kind: in.Kind, Metadata: in.Metadata, Spec: in.spec()})
 }

@@ -83,6 +83,84 @@ func TestDefaultsAndNormalisation(t *testing.T) {
 	}
 }
 
+// TestDisconnectReconcile: spec.disconnect.reconcile defaults to keep_replacement, the
+// default is left out of the canonical encoding (so intents written before the field
+// existed keep their bytes, hash and signatures), and other rules are part of it.
+func TestDisconnectReconcile(t *testing.T) {
+	const head = "apiVersion: murmur/v1\nkind: Workload\nmetadata: {name: a}\nspec: {driver: exec, command: [x]"
+	parse := func(extra string) (Intent, []byte) {
+		t.Helper()
+		ins, err := Parse([]byte(head + extra + "}\n"))
+		if err != nil {
+			t.Fatalf("Parse(%q): %v", extra, err)
+		}
+		c, err := Canonical(&ins[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ins[0], c
+	}
+	unset, cUnset := parse("")
+	if got := unset.Workload.Disconnect.Reconcile; got != ReconcileKeepReplacement {
+		t.Errorf("defaulted reconcile = %q, want %q", got, ReconcileKeepReplacement)
+	}
+	const before = `"disconnect":{"replaceAfter":"0s"}`
+	if !bytes.Contains(cUnset, []byte(before)) {
+		t.Errorf("canonical of an intent without reconcile changed; want it to hold %s:\n%s", before, cUnset)
+	}
+	explicit, cExplicit := parse(", disconnect: {reconcile: keep_replacement}")
+	if Hash(cExplicit) != Hash(cUnset) {
+		t.Errorf("explicit default changes the hash:\n%s\n%s", cExplicit, cUnset)
+	}
+	if diff := cmp.Diff(unset, explicit); diff != "" {
+		t.Errorf("explicit default parses differently (-unset +explicit):\n%s", diff)
+	}
+	for _, rule := range []string{ReconcileKeepOriginal, ReconcileBestScore} {
+		in, c := parse(", disconnect: {replaceAfter: 30s, reconcile: " + rule + "}")
+		if got := in.Workload.Disconnect.Reconcile; got != rule {
+			t.Errorf("reconcile = %q, want %q", got, rule)
+		}
+		want := `"disconnect":{"reconcile":"` + rule + `","replaceAfter":"30s"}`
+		if !bytes.Contains(c, []byte(want)) {
+			t.Errorf("canonical does not hold %s:\n%s", want, c)
+		}
+		back, err := DecodeCanonical(c)
+		if err != nil {
+			t.Fatalf("DecodeCanonical: %v\n%s", err, c)
+		}
+		if diff := cmp.Diff(in, back); diff != "" {
+			t.Errorf("canonical round trip (-parsed +decoded):\n%s", diff)
+		}
+		doc, err := Document(&in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := Parse(doc)
+		if err != nil || len(again) != 1 {
+			t.Fatalf("Parse(Document(x)): %v", err)
+		}
+		if diff := cmp.Diff(in, again[0]); diff != "" {
+			t.Errorf("document round trip (-parsed +reparsed):\n%s", diff)
+		}
+	}
+	// A default intent's canonical bytes still decode, and re-encode identically.
+	back, err := DecodeCanonical(cUnset)
+	if err != nil {
+		t.Fatalf("DecodeCanonical(default): %v", err)
+	}
+	if back.Workload.Disconnect.Reconcile != ReconcileKeepReplacement {
+		t.Errorf("decoded default reconcile = %q", back.Workload.Disconnect.Reconcile)
+	}
+	_, err = Parse([]byte(head + ", disconnect: {reconcile: default}}\n"))
+	if err == nil || !strings.Contains(err.Error(), `spec.disconnect.reconcile: unknown rule "default"; want keep_replacement (the default), keep_original or best_score`) {
+		t.Errorf("bad rule: err = %v, want it to name spec.disconnect.reconcile and the accepted values", err)
+	}
+	_, err = Parse([]byte(head + ", disconnect: {reconcile: [keep_original]}}\n"))
+	if err == nil || !strings.Contains(err.Error(), "spec.disconnect.reconcile: must be a string") {
+		t.Errorf("wrong type: err = %v", err)
+	}
+}
+
 func TestParseRejects(t *testing.T) {
 	const head = "apiVersion: murmur/v1\nkind: Workload\nmetadata: {name: w}\n"
 	tests := []struct {

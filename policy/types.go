@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 )
@@ -96,9 +97,36 @@ type Health struct {
 }
 
 // Disconnect says how long a coordinator waits before replacing instances of a node
-// declared dead.
+// declared dead, and which instances stay when the node comes back.
 type Disconnect struct {
 	ReplaceAfter Duration `json:"replaceAfter" yaml:"replaceAfter"`
+	// Reconcile is the rule that picks the instances to stop when, after a heal, both
+	// the original and its replacement run: keep_replacement (the default),
+	// keep_original or best_score (see the scheduler package). Default fills it; the
+	// canonical encoding leaves the default out (see MarshalJSON), so an intent that
+	// does not set it keeps the canonical bytes, hash and signature it had before the
+	// field existed.
+	Reconcile string `json:"reconcile,omitempty" yaml:"reconcile"`
+}
+
+// Reconcile rules (spec.disconnect.reconcile). The scheduler documents what each keeps.
+const (
+	ReconcileKeepReplacement = "keep_replacement"
+	ReconcileKeepOriginal    = "keep_original"
+	ReconcileBestScore       = "best_score"
+)
+
+// MarshalJSON encodes d with Reconcile left out when it is the default
+// (DefaultReconcile). Canonical encodings made before the field existed had no
+// reconcile key, and the default must keep them byte for byte: their hashes and
+// signatures are stored and exchanged fleet-wide, and nodes that do not know the field
+// can still decode the intents that do not change it. Parse fills the default back in.
+func (d Disconnect) MarshalJSON() ([]byte, error) {
+	type plain Disconnect // same fields, without this method
+	if d.Reconcile == DefaultReconcile {
+		d.Reconcile = ""
+	}
+	return json.Marshal(plain(d))
 }
 
 // PolicySpec is the spec of a Policy: rules for the regions it names.

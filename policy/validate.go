@@ -19,6 +19,7 @@ const (
 	DefaultHealthEvery  = "5s"
 	DefaultHealthTimout = "2s"
 	DefaultReplaceAfter = "0s"
+	DefaultReconcile    = ReconcileKeepReplacement
 	DefaultCPUAbove     = 0.85
 	DefaultMemoryAbove  = 0.90
 	DefaultSustainedFor = "10s"
@@ -72,6 +73,9 @@ func Default(in *Intent) {
 		}
 		if w.Disconnect.ReplaceAfter == "" {
 			w.Disconnect.ReplaceAfter = DefaultReplaceAfter
+		}
+		if w.Disconnect.Reconcile == "" {
+			w.Disconnect.Reconcile = DefaultReconcile
 		}
 	}
 	if p := in.Policy; p != nil && p.Offload != nil {
@@ -268,6 +272,11 @@ func validateWorkload(w *WorkloadSpec, ps *Problems) {
 		}
 	}
 	validateDuration("spec.disconnect.replaceAfter", w.Disconnect.ReplaceAfter, 0, 24*time.Hour, ps)
+	switch w.Disconnect.Reconcile {
+	case "", ReconcileKeepReplacement, ReconcileKeepOriginal, ReconcileBestScore:
+	default:
+		ps.add("spec.disconnect.reconcile", "unknown rule %q; want keep_replacement (the default), keep_original or best_score", w.Disconnect.Reconcile)
+	}
 }
 
 func validatePolicy(p *PolicySpec, ps *Problems) {

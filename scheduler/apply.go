@@ -35,7 +35,7 @@ func (r Result) Apply(placements []Placement) []Placement {
 		out = append(out, Placement{
 			ID: a.Instance, Workload: a.Workload, Node: a.Node, Version: a.Version,
 			Generation: r.Generation, State: StatePending, StartedAt: r.Now,
-			Replaces: a.Replaces, Cause: a.Cause, Reason: a.Reason,
+			Replaces: a.Replaces, Cause: a.Cause, Reason: a.Reason, Supersedes: a.Supersedes,
 		})
 	}
 	return out

@@ -25,10 +25,11 @@
 //     threshold (zero when below). Node.LastMigrationAt: when an offload last moved
 //     an instance off it. The coordinator keeps both between plans.
 //     - Workloads: the intents that target the region, translated (replicas or global
-//     mode, driver, resources, constraints, priority, replaceAfter, failure
-//     threshold, strategy); Offload and Reconcile from the Policy in force.
-//     - Placements: the table, with each instance's latest reported State, Healthy
-//     and consecutive Failures.
+//     mode, driver, resources, constraints, priority, replaceAfter and reconcile rule
+//     from spec.disconnect, failure threshold, strategy); Offload from the Policy in
+//     force, and optionally a region-wide Reconcile rule.
+//     - Placements: the table, with each instance's latest reported State, Healthy,
+//     consecutive Failures and measured Usage (from its node's reports).
 //     - Now (the coordinator's clock), Seed (any number; e.g. the Raft index) and
 //     Generation (a number that grows with every applied plan, e.g. the Raft index
 //     the plan will be committed at: it is stamped on new placements and in their IDs).
@@ -50,7 +51,9 @@
 //     camera=yes, 2 by insufficient memory") in status and metrics; the same work is
 //     retried by the next plan.
 //  5. Plan again when anything in the Input changes (membership, load crossing a
-//     threshold, intents, instance states), and at Result.RecheckAt if it is set:
+//     threshold, intents, instance states: a surplus instance waits for the instance
+//     kept in its place to report running, see Reconciliation), and at
+//     Result.RecheckAt if it is set:
 //     that is when a dead node's replaceAfter expires or a hot node's sustainedFor or
 //     cooldown ends. Plans converge: applying a plan and planning again on an
 //     unchanged fleet yields an empty plan.
@@ -64,10 +67,18 @@
 // reconcile rule can choose between original and replacement.
 //
 // Reconciliation: where more live instances exist than desired (Replicas, or one
-// per node for global workloads), the surplus is stopped by Input.Reconcile:
-// default (keep the replacement unless the original is healthy and older),
-// keep_original, keep_replacement or best_score. Instances on alive nodes are
-// always preferred to those on suspect or dead nodes.
+// per node for global workloads), as when a node comes back after its instances were
+// replaced, the workload's reconcile rule (Workload.Reconcile, else Input.Reconcile)
+// picks the instances to keep: keep_replacement (the default: the newest),
+// keep_original (the oldest) or best_score (those on the best-scoring nodes, then the
+// newest); "default" is the legacy rule (keep the replacement unless the original is
+// healthy and older). Instances on alive nodes are always preferred to those on
+// suspect or dead nodes. The others are stopped, but a stop happens only once the
+// survivor is confirmed running: a plan never brings the number of running
+// (State running) instances of a workload below min(desired, running now). While a
+// kept instance is pending or failed, a running surplus instance stands in for it and
+// stays (counted, so nothing is placed in its place); the plan made once the kept
+// instance reports running stops it.
 //
 // Workloads are then handled by priority (highest first), so a higher-priority
 // workload claims capacity first and may preempt strictly lower priorities, never
@@ -95,7 +106,14 @@
 //
 // Offload: an alive node whose load is above Input.Offload's threshold, with
 // LoadHighSince at least SustainedFor ago and LastMigrationAt at least Cooldown
-// ago, has its lowest-priority running instance migrated to the best feasible node
-// that the move would not push above the threshold (no ping-pong). One per node
-// per plan.
+// ago, has one running instance migrated away, one per node per plan. The lowest
+// priority goes first; among equal priorities, the smallest instance whose measured
+// use (Placement.Usage, or its request when unknown) alone brings the node back under
+// the threshold, else the largest. The target must stay at or under the threshold in
+// both dimensions with the instance counted at max(request, usage) on top of its live
+// load (filter "offload threshold"), so a hot node never receives work, a cool node
+// takes work only until it would cross the threshold, and a moved instance never
+// makes its target hot and comes back (no ping-pong). When no node qualifies the
+// instance stays and Result.Unplaced says why ("cannot offload X: 1 node filtered by
+// current node, 2 by offload threshold").
 package scheduler

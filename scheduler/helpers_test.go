@@ -82,6 +82,7 @@ func checkPlan(t *testing.T, in Input, r Result) {
 	stopped := map[string]bool{}
 	newIDs := map[string]bool{}
 	added := map[string]Resources{}
+	loadAdded := map[string]Resources{} // what placements add to live load: offload moves count max(request, usage)
 	for _, a := range r.Actions {
 		switch a.Kind {
 		case ActionStop:
@@ -117,6 +118,15 @@ func checkPlan(t *testing.T, in Input, r Result) {
 			add.MilliCPU += w.Resources.MilliCPU
 			add.MemoryBytes += w.Resources.MemoryBytes
 			added[a.Node] = add
+			use := w.Resources
+			if old := ids[a.Replaces]; a.Cause == CauseOffload && old != nil {
+				use.MilliCPU = max(use.MilliCPU, old.Usage.MilliCPU)
+				use.MemoryBytes = max(use.MemoryBytes, old.Usage.MemoryBytes)
+			}
+			la := loadAdded[a.Node]
+			la.MilliCPU += use.MilliCPU
+			la.MemoryBytes += use.MemoryBytes
+			loadAdded[a.Node] = la
 		}
 	}
 	// Preemption only ever evicts strictly lower priority for a placement on that node.
@@ -135,9 +145,10 @@ func checkPlan(t *testing.T, in Input, r Result) {
 			t.Errorf("instance %s (priority %d) preempted on %s without a higher-priority placement there", a.Instance, victim.Priority, a.Node)
 		}
 	}
-	// No placement pushes a node above the offload threshold (no ping-pong).
+	// No placement pushes a node above the offload threshold (no ping-pong), with
+	// offloaded instances counted at what they really use.
 	if pol := in.Offload; pol.CPUAbove > 0 || pol.MemoryAbove > 0 {
-		for name, add := range added {
+		for name, add := range loadAdded {
 			n := nodes[name]
 			cpu := n.Load.CPU + float64(add.MilliCPU)/float64(max(n.Capacity.MilliCPU, 1))
 			mem := n.Load.Memory + float64(add.MemoryBytes)/float64(max(n.Capacity.MemoryBytes, 1))
@@ -179,4 +190,60 @@ func infeasible(in Input, n *Node, w *Workload) string {
 		}
 	}
 	return ""
+}
+
+// checkRunningFloor verifies, independently of the planner, that surplus stops never
+// leave a workload with fewer running instances than min(desired, running before the
+// plan): a survivor must be confirmed running before what it replaces is stopped. For
+// a global workload the same holds per node, with one desired. Only surplus stops are
+// judged; preemption, removal, ineligibility and gone nodes stop instances on purpose.
+func checkRunningFloor(t *testing.T, in Input, r Result) {
+	t.Helper()
+	nodes := map[string]*Node{}
+	for i := range in.Nodes {
+		if _, dup := nodes[in.Nodes[i].Name]; !dup {
+			nodes[in.Nodes[i].Name] = &in.Nodes[i]
+		}
+	}
+	wls := map[string]*Workload{}
+	for i := range in.Workloads {
+		if _, dup := wls[in.Workloads[i].Name]; !dup {
+			wls[in.Workloads[i].Name] = &in.Workloads[i]
+		}
+	}
+	surplus := map[string]bool{}
+	for _, a := range r.Actions {
+		if a.Kind == ActionStop && a.Cause == CauseSurplus {
+			surplus[a.Instance] = true
+		}
+	}
+	type key struct{ workload, node string }
+	before, after := map[key]int{}, map[key]int{}
+	for _, p := range in.Placements {
+		w, n := wls[p.Workload], nodes[p.Node]
+		if w == nil || n == nil || n.Status == StatusLeft || p.State != StateRunning {
+			continue
+		}
+		if n.Status == StatusDead && (n.DeadSince.IsZero() || !in.Now.Before(n.DeadSince.Add(w.ReplaceAfter))) {
+			continue // lost: not counted, never a surplus
+		}
+		k := key{workload: w.Name}
+		if w.Mode == ModeGlobal {
+			k.node = p.Node
+		}
+		before[k]++
+		if !surplus[p.ID] {
+			after[k]++
+		}
+	}
+	for k, b := range before {
+		desired := max(wls[k.workload].Replicas, 0)
+		if k.node != "" {
+			desired = 1
+		}
+		if floor := min(desired, b); after[k] < floor {
+			t.Errorf("%s%s: surplus stops leave %d running of %d before (desired %d); want at least %d\n%s",
+				k.workload, map[bool]string{true: " on " + k.node}[k.node != ""], after[k], b, desired, floor, render(r))
+		}
+	}
 }

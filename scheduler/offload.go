@@ -4,20 +4,40 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/murmur-edge/murmur/policy"
 )
 
 // offload moves one instance away from each node whose load has stayed above the
 // policy threshold for SustainedFor, unless the node is in its Cooldown or already
-// loses an instance in this plan. The lowest-priority movable instance goes first
-// (then the largest request in the hot dimension); it lands on the best node that
-// the move would not push above the threshold, so nothing moves back.
+// loses an instance in this plan.
+//
+// Which instance: the lowest priority first. Among equal priorities, an instance
+// whose move alone brings the node back under the threshold in every hot dimension
+// goes first, the smallest such one (least work disturbed, easiest to fit); else the
+// largest. Size is the measured usage (Placement.Usage), or the request when the
+// usage is unknown, as fractions of the node's capacity in its hot dimensions; ties
+// go to the instance ID.
+//
+// Where: the best node that stays at or under the threshold after the move, counting
+// the instance at max(request, usage) (the "offload threshold" filter, see dyn). A
+// hot node therefore never receives work, so nothing moves between hot nodes and an
+// instance never makes its target hot and comes back; a cool node takes work until
+// it would cross the threshold. The load each move adds is carried to the next
+// decisions of the same plan.
 func (s *state) offload() {
 	if !s.offloadOn {
 		return
 	}
 	P := s.in.Placements
 	pol := &s.in.Offload
-	var cands []int32
+	type cand struct {
+		pi       int32
+		prio     int
+		relieves bool    // moving it alone brings the node under the threshold
+		size     float64 // usage (or request) over capacity, summed over the hot dimensions
+	}
+	var cands []cand
 	for ni := range s.nodes {
 		ns := &s.nodes[ni]
 		n := ns.n
@@ -47,32 +67,44 @@ func (s *state) offload() {
 			if s.pflag[pi]&(flagLive|flagStopped|flagMoved) != flagLive || P[pi].State != StateRunning {
 				continue
 			}
-			if ws := &s.wls[s.pwl[pi]]; ws.target && !ws.global {
-				cands = append(cands, pi)
+			ws := &s.wls[s.pwl[pi]]
+			if !ws.target || ws.global {
+				continue
 			}
+			use := measured(&P[pi], &ws.w.Resources)
+			c := cand{pi: pi, prio: ws.w.Priority, relieves: true}
+			if hotCPU {
+				f := frac(use.MilliCPU, ns.cpuCap)
+				c.size += f
+				c.relieves = n.Load.CPU-f <= pol.CPUAbove
+			}
+			if hotMem {
+				f := frac(use.MemoryBytes, ns.memCap)
+				c.size += f
+				c.relieves = c.relieves && n.Load.Memory-f <= pol.MemoryAbove
+			}
+			cands = append(cands, c)
 		}
 		if len(cands) == 0 {
 			continue
 		}
-		size := func(pi int32) int64 {
-			r := s.wls[s.pwl[pi]].w.Resources
-			if hotCPU {
-				return r.MilliCPU
+		slices.SortFunc(cands, func(a, b cand) int {
+			if a.prio != b.prio {
+				return a.prio - b.prio
 			}
-			return r.MemoryBytes
-		}
-		slices.SortFunc(cands, func(a, b int32) int {
-			pa, pb := s.wls[s.pwl[a]].w.Priority, s.wls[s.pwl[b]].w.Priority
-			if pa != pb {
-				return pa - pb
-			}
-			if sa, sb := size(a), size(b); sa != sb {
-				if sa > sb {
+			if a.relieves != b.relieves {
+				if a.relieves {
 					return -1
 				}
 				return 1
 			}
-			return strings.Compare(P[a].ID, P[b].ID)
+			if a.size != b.size {
+				if (a.size < b.size) == a.relieves { // smallest that suffices, else largest
+					return -1
+				}
+				return 1
+			}
+			return strings.Compare(P[a.pi].ID, P[b.pi].ID)
 		})
 		var why strings.Builder
 		why.WriteString("node ")
@@ -85,19 +117,40 @@ func (s *state) offload() {
 		}
 		why.WriteString(" since " + n.LoadHighSince.UTC().Format("15:04:05") + " (sustainedFor " + pol.SustainedFor.String() + ")")
 		moved := false
-		for _, pi := range cands {
-			ws := &s.wls[s.pwl[pi]]
+		for _, c := range cands {
+			p := &P[c.pi]
+			ws := &s.wls[s.pwl[c.pi]]
 			reason := why.String() + "; lowest-priority movable instance (priority " + strconv.Itoa(ws.w.Priority) + ")"
-			if _, ok := s.place(ws, int32(ni), CauseOffload, reason, P[pi].ID, P[pi].Node, true); ok {
-				s.pflag[pi] |= flagMoved
+			if p.Usage != (Resources{}) {
+				reason += ", measured use cpu " + policy.FormatCPU(p.Usage.MilliCPU) + ", memory " + policy.FormatMemory(p.Usage.MemoryBytes)
+			}
+			cost := offloadUse(p, &ws.w.Resources)
+			if _, ok := s.place(ws, int32(ni), CauseOffload, reason, p.ID, p.Node, &cost); ok {
+				s.pflag[c.pi] |= flagMoved
 				ns.movedFrom = true
 				moved = true
 				break
 			}
 		}
 		if !moved {
-			last := cands[len(cands)-1]
+			last := cands[len(cands)-1].pi
 			s.unplaced(&s.wls[s.pwl[last]], P[last].ID, 1, int32(ni), true)
 		}
 	}
+}
+
+// measured is what an instance uses: its measured usage, or its request when the
+// usage is unknown (zero).
+func measured(p *Placement, req *Resources) Resources {
+	if p.Usage == (Resources{}) {
+		return *req
+	}
+	return p.Usage
+}
+
+// offloadUse is what an offloaded instance is counted at on its target:
+// max(request, usage) in each dimension. A process that requests 100m and burns 900m
+// must find 900m of headroom, or it would make the target hot and move again.
+func offloadUse(p *Placement, req *Resources) Resources {
+	return Resources{MilliCPU: max(req.MilliCPU, p.Usage.MilliCPU), MemoryBytes: max(req.MemoryBytes, p.Usage.MemoryBytes)}
 }

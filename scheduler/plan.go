@@ -148,19 +148,18 @@ func (s *state) stop(pi int32, cause Cause, reason string) {
 }
 
 // reconcile stops surplus instances of every workload: beyond Replicas for a
-// replicated workload, beyond one per node for a global one.
+// replicated workload, beyond one per node for a global one. The workload's rule
+// (ruleOf) picks the instances to keep; stopSurplus holds back the stops that would
+// leave fewer instances running than desired.
 func (s *state) reconcile() {
 	P := s.in.Placements
-	rule := s.in.Reconcile
-	if rule == "" {
-		rule = ReconcileDefault
-	}
 	var live []int32
 	for _, wi := range s.order {
 		ws := &s.wls[wi]
 		if !ws.target || (!ws.global && ws.liveN <= ws.desired) {
 			continue
 		}
+		rule := s.ruleOf(ws)
 		live = live[:0]
 		for _, pi := range ws.insts {
 			if s.pflag[pi]&(flagLive|flagStopped) == flagLive {
@@ -177,9 +176,62 @@ func (s *state) reconcile() {
 		s.sortKeep(ws, live, rule)
 		reason := "surplus: " + strconv.Itoa(len(live)) + " instances for " + strconv.Itoa(ws.desired) +
 			" desired; rule " + string(rule) + " keeps " + keptList(P, live[:ws.desired])
-		for _, pi := range live[ws.desired:] {
-			s.stop(pi, CauseSurplus, reason)
+		s.stopSurplus(live, ws.desired, reason)
+	}
+}
+
+// ruleOf returns the reconcile rule in force for a workload: its own, else the
+// region's, else keep_replacement.
+func (s *state) ruleOf(ws *wlState) ReconcileRule {
+	if r := ws.w.Reconcile; r != "" {
+		return r
+	}
+	if r := s.in.Reconcile; r != "" {
+		return r
+	}
+	return ReconcileKeepReplacement
+}
+
+// stopSurplus stops the instances of list (sorted by sortKeep) beyond the first keep,
+// but never so many running ones that fewer than min(keep, running now) would still
+// run. A kept instance that is pending or failed has not proved itself yet: a running
+// surplus instance (the best-ranked first) stands in for it and is not stopped in
+// this plan. It stays in the table and is counted, so nothing is placed for it; the
+// caller plans again when the kept instance reports running, and that plan stops it.
+// The stand-in leaves no other trace than the stops it does not emit.
+func (s *state) stopSurplus(list []int32, keep int, reason string) {
+	P := s.in.Placements
+	running, keptRunning := 0, 0
+	for i, pi := range list {
+		if P[pi].State == StateRunning {
+			running++
+			if i < keep {
+				keptRunning++
+			}
 		}
+	}
+	standIn := min(keep, running) - keptRunning
+	var held []int32
+	if standIn > 0 {
+		for _, pi := range list[keep:] {
+			if len(held) < standIn && P[pi].State == StateRunning {
+				held = append(held, pi)
+			}
+		}
+		var waiting []int32
+		for _, pi := range list[:keep] {
+			if P[pi].State != StateRunning {
+				waiting = append(waiting, pi)
+			}
+		}
+		reason += "; " + keptList(P, held) + " kept running while waiting for " + keptList(P, waiting) + " to run"
+	}
+	for _, pi := range list[keep:] {
+		if len(held) > 0 && pi == held[0] {
+			held = held[1:]
+			continue
+		}
+		s.stop(pi, CauseSurplus, reason)
 	}
 }
 
@@ -201,9 +253,7 @@ func (s *state) reconcileGlobal(ws *wlState, live []int32, rule ReconcileRule) {
 			s.sortKeep(ws, group, rule)
 			reason := "surplus: " + strconv.Itoa(j-i) + " instances of a global workload on node " +
 				P[group[0]].Node + "; rule " + string(rule) + " keeps " + P[group[0]].ID
-			for _, pi := range group[1:] {
-				s.stop(pi, CauseSurplus, reason)
-			}
+			s.stopSurplus(group, 1, reason)
 		}
 		i = j
 	}
@@ -238,6 +288,29 @@ func (s *state) sortKeep(ws *wlState, list []int32, rule ReconcileRule) {
 		}
 	}
 	good := func(p *Placement) bool { return p.Healthy && p.State == StateRunning }
+	// Pairs of a lost original and the replacement placed for it, both in list (after
+	// a heal): keep_replacement stops the original of a pair first, keep_original its
+	// replacement, whatever the ages of the other instances.
+	inList := make(map[string]bool, len(list))
+	for _, pi := range list {
+		inList[P[pi].ID] = true
+	}
+	superseded := map[string]bool{} // originals whose replacement is in list
+	superseding := map[string]bool{}
+	for _, pi := range list {
+		if o := P[pi].Supersedes; o != "" && inList[o] {
+			superseded[o], superseding[P[pi].ID] = true, true
+		}
+	}
+	lastIf := func(a, b bool) int { // sorts the one that is true after the other
+		switch {
+		case a == b:
+			return 0
+		case a:
+			return 1
+		}
+		return -1
+	}
 	older := func(a, b *Placement) int { // <0 when a is older
 		if a.Generation != b.Generation {
 			if a.Generation < b.Generation {
@@ -257,23 +330,21 @@ func (s *state) sortKeep(ws *wlState, list []int32, rule ReconcileRule) {
 			return 1
 		}
 		switch rule {
+		case ReconcileKeepReplacement, "":
+			if c := lastIf(superseded[a.ID], superseded[b.ID]); c != 0 {
+				return c
+			}
+		case ReconcileKeepOriginal:
+			if c := lastIf(superseding[a.ID], superseding[b.ID]); c != 0 {
+				return c
+			}
+		}
+		switch rule {
 		case ReconcileKeepOriginal:
 			if c := older(a, b); c != 0 {
 				return c
 			}
-		case ReconcileKeepReplacement:
-			if c := older(a, b); c != 0 {
-				return -c
-			}
-		case ReconcileBestScore:
-			if sa, sb := score[x], score[y]; sa != sb {
-				if sa > sb {
-					return -1
-				}
-				return 1
-			}
-			fallthrough
-		default:
+		case ReconcileLegacy:
 			ga, gb := good(a), good(b)
 			if ga != gb {
 				if ga {
@@ -287,6 +358,26 @@ func (s *state) sortKeep(ws *wlState, list []int32, rule ReconcileRule) {
 				}
 				return -c // neither healthy: keep the replacement
 			}
+		case ReconcileBestScore:
+			if sa, sb := score[x], score[y]; sa != sb {
+				if sa > sb {
+					return -1
+				}
+				return 1
+			}
+			fallthrough
+		default: // keep_replacement
+			if c := older(a, b); c != 0 {
+				return -c
+			}
+		}
+		// Where the rule does not tell them apart (same age: an original and the
+		// siblings it was placed with), a healthy running instance is kept first.
+		if ga, gb := good(a), good(b); ga != gb {
+			if ga {
+				return -1
+			}
+			return 1
 		}
 		return strings.Compare(a.ID, b.ID)
 	})
@@ -335,7 +426,7 @@ func (s *state) planReplicated(ws *wlState) {
 		default:
 			continue
 		}
-		s.move(ws, pi, exclude, cause, reason, false)
+		s.move(ws, pi, exclude, cause, reason)
 	}
 	missing := ws.desired - liveN
 	if missing <= 0 {
@@ -359,8 +450,11 @@ func (s *state) planReplicated(ws *wlState) {
 			lp := &P[lost[k]]
 			cause = CauseReplace
 			reason += ", replaces " + lp.ID + " lost with node " + lp.Node + s.lostWhy(lost[k])
+			s.supersedes = lp.ID
 		}
-		if _, ok := s.place(ws, -1, cause, reason, "", "", false); !ok {
+		_, ok := s.place(ws, -1, cause, reason, "", "", nil)
+		s.supersedes = ""
+		if !ok {
 			s.unplaced(ws, "", missing-k, -1, false)
 			return
 		}
@@ -386,15 +480,14 @@ func (s *state) lostWhy(pi int32) string {
 }
 
 // move migrates instance pi to another node (or, for updates, any node). On failure
-// the instance stays and an Unplaced entry says why.
-func (s *state) move(ws *wlState, pi, exclude int32, cause Cause, reason string, offload bool) bool {
+// the instance stays and an Unplaced entry says why. (Offload moves go through
+// offload, which tries several instances before it reports one unplaced.)
+func (s *state) move(ws *wlState, pi, exclude int32, cause Cause, reason string) bool {
 	p := &s.in.Placements[pi]
-	ni, ok := s.place(ws, exclude, cause, reason, p.ID, p.Node, offload)
-	if !ok {
-		s.unplaced(ws, p.ID, 1, exclude, offload)
+	if _, ok := s.place(ws, exclude, cause, reason, p.ID, p.Node, nil); !ok {
+		s.unplaced(ws, p.ID, 1, exclude, false)
 		return false
 	}
-	_ = ni
 	s.pflag[pi] |= flagMoved
 	if src := s.pnode[pi]; src >= 0 {
 		s.nodes[src].movedFrom = true
@@ -430,7 +523,7 @@ func (s *state) planGlobal(ws *wlState) {
 		if ns.level >= 0 || !s.sigMatch(sg, int32(ni)) || ws.nodeCount[int32(ni)] > 0 {
 			continue
 		}
-		code := s.dyn(ws, int32(ni), -1, false, 0, 0)
+		code := s.dyn(ws, int32(ni), -1, false, 0, 0, nil)
 		if code != dynOK && (code == dynCPU || code == dynMemory) {
 			if s.preempt(ws, []int32{int32(ni)}, -1) >= 0 {
 				code = dynOK
@@ -441,7 +534,7 @@ func (s *state) planGlobal(ws *wlState) {
 			failed++
 			continue
 		}
-		s.commitPlace(ws, int32(ni), CauseGlobal, "global workload missing on node "+ns.n.Name, "", "", 1)
+		s.commitPlace(ws, int32(ni), CauseGlobal, "global workload missing on node "+ns.n.Name, "", "", 1, nil)
 	}
 	if failed > 0 {
 		u := Unplaced{Workload: ws.w.Name, Count: failed, NodesEvaluated: s.live}

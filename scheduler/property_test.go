@@ -98,6 +98,9 @@ func randomInput(r *rand.Rand, o genOpts) Input {
 		}
 		w.ReplaceAfter = []time.Duration{0, 30 * time.Second, 2 * time.Minute}[r.IntN(3)]
 		w.MaxFailures = []int{0, 3}[r.IntN(2)]
+		if r.IntN(3) == 0 {
+			w.Reconcile = []ReconcileRule{ReconcileKeepReplacement, ReconcileKeepOriginal, ReconcileBestScore, ReconcileLegacy}[r.IntN(4)]
+		}
 		if !o.balanced && r.IntN(15) == 0 {
 			w.Regions = []string{"r2"}
 		}
@@ -116,12 +119,15 @@ func randomInput(r *rand.Rand, o genOpts) Input {
 			Failures:   r.IntN(5),
 			Healthy:    r.IntN(3) > 0,
 		}
+		if r.IntN(2) == 0 { // measured use: sometimes far above the request
+			p.Usage = Resources{MilliCPU: int64(50 * r.IntN(40)), MemoryBytes: int64(32*mi) * int64(r.IntN(20))}
+		}
 		in.Placements = append(in.Placements, p)
 	}
 	if r.IntN(2) == 0 || o.balanced {
 		in.Offload = OffloadPolicy{CPUAbove: 0.8, MemoryAbove: 0.9, SustainedFor: 10 * time.Second, Cooldown: 30 * time.Second}
 	}
-	in.Reconcile = []ReconcileRule{"", ReconcileKeepOriginal, ReconcileKeepReplacement, ReconcileBestScore}[r.IntN(4)]
+	in.Reconcile = []ReconcileRule{"", ReconcileKeepOriginal, ReconcileKeepReplacement, ReconcileBestScore, ReconcileLegacy}[r.IntN(5)]
 	return in
 }
 
@@ -154,6 +160,7 @@ func TestPropertyInvariants(t *testing.T) {
 			t.Fatalf("case %d: Plan modified its input", i)
 		}
 		checkPlan(t, in, got)
+		checkRunningFloor(t, in, got)
 		if again := Plan(in); !reflect.DeepEqual(got, again) {
 			t.Fatalf("case %d: same input gave different plans:\n%s\nvs\n%s", i, render(got), render(again))
 		}
@@ -175,6 +182,7 @@ func TestPropertyConvergence(t *testing.T) {
 		for round := 0; round < 8; round++ {
 			last = Plan(in)
 			checkPlan(t, in, last)
+			checkRunningFloor(t, in, last)
 			if last.Empty() {
 				converged = true
 				break
@@ -296,6 +304,7 @@ func FuzzPlan(f *testing.F) {
 		in := randomInput(r, genOpts{maxNodes: 1 + int(nodes%40), maxWorkloads: 1 + int(workloads%10), maxPlacements: int(placements % 60)})
 		p := Plan(in)
 		checkPlan(t, in, p)
+		checkRunningFloor(t, in, p)
 		if q := Plan(in); !reflect.DeepEqual(p, q) {
 			t.Fatal("nondeterministic plan")
 		}

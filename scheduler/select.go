@@ -33,10 +33,16 @@ const (
 //	current node        the instance being moved is there now
 //	insufficient cpu    requests + this one > capacity
 //	insufficient memory requests + this one > capacity
-//	offload threshold   live load + this request would exceed the offload threshold
+//	offload threshold   live load + this instance would exceed the offload threshold
 //	spread across nodes the node already has ceil(replicas / eligible nodes) replicas
 //	spread across zones the zone already has ceil(replicas / zones) replicas
-func (s *state) dyn(ws *wlState, ni, exclude int32, spread bool, maxNode, maxZone int32) int {
+//
+// use is what the instance adds to the node's live load: nil for a new instance (its
+// request), and for an offload move max(request, measured usage) per dimension
+// (offloadUse), so that a move never makes its target hot: the target must stay at or
+// under the threshold in both dimensions with the instance counted at what it really
+// uses. (A target that is hot already, whatever its LoadHighSince, fails that too.)
+func (s *state) dyn(ws *wlState, ni, exclude int32, spread bool, maxNode, maxZone int32, use *Resources) int {
 	if ni == exclude {
 		return dynExcluded
 	}
@@ -48,8 +54,13 @@ func (s *state) dyn(ws *wlState, ni, exclude int32, spread bool, maxNode, maxZon
 	if ns.memUsed+r.MemoryBytes > ns.memCap {
 		return dynMemory
 	}
-	if s.offloadOn && s.overThreshold(ns, r) {
-		return dynThreshold
+	if s.offloadOn {
+		if use == nil {
+			use = r
+		}
+		if s.overThreshold(ns, use) {
+			return dynThreshold
+		}
 	}
 	if spread {
 		if ws.nodeCount[ni] >= maxNode {
@@ -62,8 +73,9 @@ func (s *state) dyn(ws *wlState, ni, exclude int32, spread bool, maxNode, maxZon
 	return dynOK
 }
 
-// overThreshold reports whether adding request r would push the node's load above
-// the offload threshold. Load added by this plan is estimated from requests.
+// overThreshold reports whether adding r (a request, or an offload move's use) would
+// push the node's load above the offload threshold. Load added by this plan is
+// estimated from requests, or from max(request, usage) for offload moves.
 func (s *state) overThreshold(ns *nodeState, r *Resources) bool {
 	pol := &s.in.Offload
 	if pol.CPUAbove > 0 && ns.loadCPU+frac(r.MilliCPU, ns.cpuCap) > pol.CPUAbove {
@@ -110,7 +122,7 @@ func clamp01(x float64) float64 {
 // pick walks the eligible list from the workload's cursor and returns the best of
 // the first candidateLimit feasible nodes (-1 if none), how many were feasible, and
 // per-filter rejections. Ties go to the lower seeded key.
-func (s *state) pick(ws *wlState, list []int32, exclude int32, spread bool, maxNode, maxZone int32) (best int32, feasible int, rej [numDyn]int) {
+func (s *state) pick(ws *wlState, list []int32, exclude int32, spread bool, maxNode, maxZone int32, use *Resources) (best int32, feasible int, rej [numDyn]int) {
 	n := len(list)
 	best = -1
 	if n == 0 {
@@ -126,7 +138,7 @@ func (s *state) pick(ws *wlState, list []int32, exclude int32, spread bool, maxN
 			idx -= n
 		}
 		ni := list[idx]
-		if c := s.dyn(ws, ni, exclude, spread, maxNode, maxZone); c != dynOK {
+		if c := s.dyn(ws, ni, exclude, spread, maxNode, maxZone, use); c != dynOK {
 			rej[c]++
 			continue
 		}
@@ -143,8 +155,9 @@ func (s *state) pick(ws *wlState, list []int32, exclude int32, spread bool, maxN
 // place chooses a node for one new instance of ws and commits it. replaces/from are
 // set for a migration. Spread is a hard filter while some node satisfies it, and is
 // relaxed otherwise; when nothing fits, a higher-priority workload may preempt
-// (never during offload).
-func (s *state) place(ws *wlState, exclude int32, cause Cause, reason, replaces, from string, offload bool) (int32, bool) {
+// (never during offload). offload is non-nil for an offload move: what the moved
+// instance adds to its target's load (see dyn).
+func (s *state) place(ws *wlState, exclude int32, cause Cause, reason, replaces, from string, offload *Resources) (int32, bool) {
 	s.prepare(ws)
 	sg := s.sigOf(ws)
 	list := s.eligible(sg)
@@ -156,14 +169,14 @@ func (s *state) place(ws *wlState, exclude int32, cause Cause, reason, replaces,
 			maxZone = int32((ws.desired + sg.zones - 1) / sg.zones)
 		}
 	}
-	best, feasible, rej := s.pick(ws, list, exclude, spread, maxNode, maxZone)
+	best, feasible, rej := s.pick(ws, list, exclude, spread, maxNode, maxZone, offload)
 	if best < 0 && spread && rej[dynSpreadNode]+rej[dynSpreadZone] > 0 {
-		best, feasible, rej = s.pick(ws, list, exclude, false, 0, 0)
+		best, feasible, rej = s.pick(ws, list, exclude, false, 0, 0, offload)
 		if best >= 0 {
 			reason += "; spread relaxed, no node satisfies it"
 		}
 	}
-	if best < 0 && !offload {
+	if best < 0 && offload == nil {
 		if best = s.preempt(ws, list, exclude); best >= 0 {
 			feasible = 1
 		}
@@ -172,19 +185,23 @@ func (s *state) place(ws *wlState, exclude int32, cause Cause, reason, replaces,
 		s.lastRej = rej
 		return -1, false
 	}
-	s.commitPlace(ws, best, cause, reason, replaces, from, feasible)
+	s.commitPlace(ws, best, cause, reason, replaces, from, feasible, offload)
 	return best, true
 }
 
-// commitPlace records a new instance of ws on node ni.
-func (s *state) commitPlace(ws *wlState, ni int32, cause Cause, reason, replaces, from string, feasible int) {
+// commitPlace records a new instance of ws on node ni. use is what it adds to the
+// node's live load (nil: its request).
+func (s *state) commitPlace(ws *wlState, ni int32, cause Cause, reason, replaces, from string, feasible int, use *Resources) {
 	ns := &s.nodes[ni]
 	r := &ws.w.Resources
 	st, ld := s.scoreParts(ws, ni, true)
 	ns.cpuUsed += r.MilliCPU
 	ns.memUsed += r.MemoryBytes
-	ns.loadCPU += frac(r.MilliCPU, ns.cpuCap)
-	ns.loadMem += frac(r.MemoryBytes, ns.memCap)
+	if use == nil {
+		use = r
+	}
+	ns.loadCPU += frac(use.MilliCPU, ns.cpuCap)
+	ns.loadMem += frac(use.MemoryBytes, ns.memCap)
 	ws.nodeCount[ni]++
 	ws.zoneCount[ns.zone]++
 
@@ -214,8 +231,9 @@ func (s *state) commitPlace(ws *wlState, ni int32, cause Cause, reason, replaces
 	}
 	s.res.Actions = append(s.res.Actions, Action{
 		Kind: kind, Cause: cause, Workload: ws.w.Name, Instance: s.newID(ws), Node: ns.n.Name,
-		Version: ws.w.Version, Replaces: replaces, From: from, Reason: b.String(),
+		Version: ws.w.Version, Replaces: replaces, From: from, Reason: b.String(), Supersedes: s.supersedes,
 	})
+	s.supersedes = ""
 }
 
 // newID returns <workload>-<generation>-<ordinal>, skipping IDs in the table.

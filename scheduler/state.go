@@ -135,6 +135,9 @@ type state struct {
 	offloadOn bool
 	lastRej   [numDyn]int // rejections of the last failed place
 	res       Result
+	// supersedes is the lost instance the next placement replaces (CauseReplace);
+	// commitPlace stamps it on the action and clears it.
+	supersedes string
 }
 
 func newState(in *Input) *state {

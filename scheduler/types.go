@@ -125,6 +125,9 @@ type Workload struct {
 	MaxFailures int `json:"maxFailures,omitempty"`
 	// Strategy is binpack (default) or spread.
 	Strategy Strategy `json:"strategy,omitempty"`
+	// Reconcile is the workload's rule for surplus instances (spec.disconnect.reconcile).
+	// Empty means Input.Reconcile, and keep_replacement when that is empty too.
+	Reconcile ReconcileRule `json:"reconcile,omitempty"`
 }
 
 // OffloadPolicy is the region's offload rule (Policy spec.offload). A zero threshold
@@ -147,20 +150,27 @@ type OffloadPolicy struct {
 type ReconcileRule string
 
 // Reconcile rules. Under every rule, instances on alive nodes are kept before those
-// on suspect or dead nodes; the remaining ties are broken by instance ID.
+// on suspect or dead nodes; the remaining ties are broken by instance ID. Whatever
+// the rule, a surplus instance that runs is stopped only once the instances kept in
+// its place report running (see Plan: the number of running instances never drops
+// below the desired count, or below what runs now if that is less).
 const (
-	// ReconcileDefault (also the empty value): keep the replacement unless the
-	// original is healthy and older. Healthy running instances are kept first, the
-	// oldest of them first (lowest Generation, then earliest StartedAt); among the
-	// others the newest is kept first.
-	ReconcileDefault ReconcileRule = "default"
-	// ReconcileKeepOriginal keeps the oldest instances (lowest Generation).
-	ReconcileKeepOriginal ReconcileRule = "keep_original"
-	// ReconcileKeepReplacement keeps the newest instances (highest Generation).
+	// ReconcileKeepReplacement (also the empty value) keeps the newest instances
+	// (highest Generation, then latest StartedAt): after a heal, the replacements
+	// placed while the node was away stay and the originals stop.
 	ReconcileKeepReplacement ReconcileRule = "keep_replacement"
+	// ReconcileKeepOriginal keeps the oldest instances (lowest Generation, then
+	// earliest StartedAt).
+	ReconcileKeepOriginal ReconcileRule = "keep_original"
 	// ReconcileBestScore keeps the instances on the best-scoring nodes (the
-	// workload's strategy blended with live load), then falls back to the default.
+	// workload's strategy blended with live load, as for a placement), then the
+	// newest, as keep_replacement.
 	ReconcileBestScore ReconcileRule = "best_score"
+	// ReconcileLegacy is the rule that was the default before keep_replacement, still
+	// accepted as "default": keep the replacement unless the original is healthy and
+	// older. Healthy running instances are kept first, the oldest of them first; among
+	// the others the newest is kept first.
+	ReconcileLegacy ReconcileRule = "default"
 )
 
 // InstanceState is what the node last reported about an instance.
@@ -209,6 +219,11 @@ type Placement struct {
 	// instance really uses, not only what it requests. Zero when unknown. Input only:
 	// never committed.
 	Usage Resources `json:"usage,omitzero" codec:"-"`
+	// Supersedes is, for an instance placed to replace a lost one (cause replace), the
+	// ID of the instance it replaced. After a heal, when both run, the reconcile rule
+	// keeps one of the pair (keep_replacement: this one; keep_original: the other)
+	// before it compares ages. Committed with the placement.
+	Supersedes string `json:"supersedes,omitempty"`
 }
 
 // Input is everything Plan decides from. Plan reads it and never modifies it.
@@ -234,7 +249,8 @@ type Input struct {
 	Placements []Placement `json:"placements,omitempty"`
 	// Offload is the region's offload policy; zero disables offload.
 	Offload OffloadPolicy `json:"offload,omitzero"`
-	// Reconcile is the rule for surplus instances; empty means ReconcileDefault.
+	// Reconcile is the region-wide rule for surplus instances, for workloads whose own
+	// Workload.Reconcile is empty; empty means ReconcileKeepReplacement.
 	Reconcile ReconcileRule `json:"reconcile,omitempty"`
 }
 
@@ -287,6 +303,9 @@ type Action struct {
 	Replaces string `json:"replaces,omitempty"`
 	// From is the node of Replaces (migrate).
 	From string `json:"from,omitempty"`
+	// Supersedes is the lost instance a replacement replaces (cause replace); it is
+	// recorded on the new placement (Placement.Supersedes).
+	Supersedes string `json:"supersedes,omitempty"`
 	// Reason explains the action to an operator.
 	Reason string `json:"reason"`
 }

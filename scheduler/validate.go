@@ -12,10 +12,8 @@ func (in *Input) Validate() error {
 	if in.Now.IsZero() {
 		return fmt.Errorf("now: zero time; pass the coordinator's current time")
 	}
-	switch in.Reconcile {
-	case "", ReconcileDefault, ReconcileKeepOriginal, ReconcileKeepReplacement, ReconcileBestScore:
-	default:
-		return fmt.Errorf("reconcile: unknown rule %q; use default, keep_original, keep_replacement or best_score", in.Reconcile)
+	if !validRule(in.Reconcile) {
+		return fmt.Errorf("reconcile: unknown rule %q; use keep_replacement (or empty), keep_original, best_score or default (the legacy rule)", in.Reconcile)
 	}
 	o := in.Offload
 	if o.CPUAbove < 0 || o.MemoryAbove < 0 {
@@ -57,6 +55,9 @@ func (in *Input) Validate() error {
 		if w.Strategy != "" && w.Strategy != StrategyBinpack && w.Strategy != StrategySpread {
 			return fmt.Errorf("workloads[%d].strategy: %q; use binpack or spread", i, w.Strategy)
 		}
+		if !validRule(w.Reconcile) {
+			return fmt.Errorf("workloads[%d].reconcile: unknown rule %q; use keep_replacement, keep_original, best_score, default (the legacy rule) or empty for Input.Reconcile", i, w.Reconcile)
+		}
 		if w.Replicas < 0 {
 			return fmt.Errorf("workloads[%d].replicas: %d is negative; use 0 or more", i, w.Replicas)
 		}
@@ -87,4 +88,12 @@ func (in *Input) Validate() error {
 		}
 	}
 	return nil
+}
+
+func validRule(r ReconcileRule) bool {
+	switch r {
+	case "", ReconcileKeepReplacement, ReconcileKeepOriginal, ReconcileBestScore, ReconcileLegacy:
+		return true
+	}
+	return false
 }

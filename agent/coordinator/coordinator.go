@@ -570,7 +570,7 @@ func PlanCommand(base uint64, res scheduler.Result, handedOver []string) region.
 			p.Why = append(p.Why, region.Note{Instance: a.Instance, Cause: string(a.Cause), Reason: clip(a.Reason)})
 		case scheduler.ActionMigrate, scheduler.ActionPlace:
 			p.Places = append(p.Places, region.Placement{ID: a.Instance, Workload: a.Workload, Node: a.Node, Version: a.Version,
-				StartedAt: res.Now, Replaces: a.Replaces, Cause: a.Cause, Reason: clip(a.Reason)})
+				StartedAt: res.Now, Replaces: a.Replaces, Cause: a.Cause, Reason: clip(a.Reason), Supersedes: a.Supersedes})
 		}
 	}
 	for _, id := range handedOver {

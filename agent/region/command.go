@@ -218,8 +218,8 @@ func (p *Plan) validate() error {
 			return fmt.Errorf("%w: plan: places[%d]: instance %s placed twice", ErrInvalidCommand, i, pl.ID)
 		}
 		seen[pl.ID] = true
-		if len(pl.Cause) > MaxCauseLen || len(pl.Reason) > MaxReasonLen {
-			return fmt.Errorf("%w: plan: places[%d]: cause or reason too long (limits %d and %d bytes)", ErrInvalidCommand, i, MaxCauseLen, MaxReasonLen)
+		if len(pl.Cause) > MaxCauseLen || len(pl.Reason) > MaxReasonLen || len(pl.Supersedes) > MaxNameLen {
+			return fmt.Errorf("%w: plan: places[%d]: cause, reason or supersedes too long (limits %d, %d and %d bytes)", ErrInvalidCommand, i, MaxCauseLen, MaxReasonLen, MaxNameLen)
 		}
 	}
 	if len(p.Why) > len(p.Stops) {

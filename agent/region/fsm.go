@@ -145,7 +145,7 @@ func applyValid(s *State, idx uint64, cmd Command) {
 			s.Placements[pl.ID] = Placement{
 				ID: pl.ID, Workload: pl.Workload, Node: pl.Node, Version: pl.Version,
 				Generation: p.Generation, StartedAt: pl.StartedAt, Replaces: pl.Replaces,
-				Cause: pl.Cause, Reason: pl.Reason,
+				Cause: pl.Cause, Reason: pl.Reason, Supersedes: pl.Supersedes,
 			}
 		}
 		if p.SetUnplaced {

@@ -1,0 +1,120 @@
+package scheduler
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// healInput is a region just after a heal: the original web-1-0 is back on n1 (live
+// load 0.9) and its replacement web-5-0 runs on n2 (live load 0.1); one replica is
+// desired.
+func healInput(region, workload ReconcileRule, replacement InstanceState) Input {
+	node := func(name string, cpu float64) Node {
+		return Node{Name: name, Status: StatusAlive, Capacity: Resources{MilliCPU: 4000, MemoryBytes: 4 << 30},
+			Load: Load{CPU: cpu, Memory: cpu}}
+	}
+	return Input{
+		Region: "r", Now: baseNow, Generation: 10, Reconcile: region,
+		Nodes:     []Node{node("n1", 0.9), node("n2", 0.1)},
+		Workloads: []Workload{{Name: "web", Replicas: 1, Resources: Resources{MilliCPU: 500, MemoryBytes: 256 << 20}, Reconcile: workload}},
+		Placements: []Placement{
+			{ID: "web-1-0", Workload: "web", Node: "n1", Generation: 1, State: StateRunning, Healthy: true, StartedAt: baseNow.Add(-time.Hour)},
+			{ID: "web-5-0", Workload: "web", Node: "n2", Generation: 5, State: replacement, Healthy: replacement == StateRunning, StartedAt: baseNow.Add(-time.Minute)},
+		},
+	}
+}
+
+// TestReconcileRuleResolution: the workload's rule wins over the region's, the
+// region's applies when the workload has none, keep_replacement when neither is set,
+// and the legacy "default" rule is still understood.
+func TestReconcileRuleResolution(t *testing.T) {
+	tests := []struct {
+		name             string
+		region, workload ReconcileRule
+		wantStop         string
+		wantRule         ReconcileRule
+	}{
+		{"nothing set: keep_replacement", "", "", "web-1-0", ReconcileKeepReplacement},
+		{"region keep_original", ReconcileKeepOriginal, "", "web-5-0", ReconcileKeepOriginal},
+		{"workload overrides region", ReconcileKeepOriginal, ReconcileKeepReplacement, "web-1-0", ReconcileKeepReplacement},
+		{"workload keep_original over empty region", "", ReconcileKeepOriginal, "web-5-0", ReconcileKeepOriginal},
+		{"best_score keeps the cooler node", ReconcileKeepOriginal, ReconcileBestScore, "web-1-0", ReconcileBestScore},
+		{"legacy: healthy original is kept", "", ReconcileLegacy, "web-5-0", ReconcileLegacy},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := healInput(tt.region, tt.workload, StateRunning)
+			if err := in.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			r := Plan(in)
+			if len(r.Actions) != 1 {
+				t.Fatalf("want one stop, got:\n%s", render(r))
+			}
+			a := r.Actions[0]
+			if a.Kind != ActionStop || a.Cause != CauseSurplus || a.Instance != tt.wantStop {
+				t.Errorf("got %s %s [%s], want stop %s [surplus]", a.Kind, a.Instance, a.Cause, tt.wantStop)
+			}
+			if want := "rule " + string(tt.wantRule) + " keeps"; !strings.Contains(a.Reason, want) {
+				t.Errorf("reason %q does not name %q", a.Reason, want)
+			}
+		})
+	}
+}
+
+// TestReconcileWaitsForSurvivor: whatever the rule, the instance that goes is stopped
+// only once the one that stays reports running; until then neither is stopped and
+// nothing new is placed.
+func TestReconcileWaitsForSurvivor(t *testing.T) {
+	for _, st := range []InstanceState{StatePending, StateFailed} {
+		for _, rule := range []ReconcileRule{"", ReconcileKeepReplacement, ReconcileBestScore} {
+			in := healInput("", rule, st) // every rule here keeps web-5-0 on n2
+			r := Plan(in)
+			if !r.Empty() {
+				t.Errorf("replacement %s, rule %q: want an empty plan, got:\n%s", st, rule, render(r))
+			}
+			in.Placements[1].State, in.Placements[1].Healthy = StateRunning, true
+			r = Plan(in)
+			if len(r.Actions) != 1 || r.Actions[0].Instance != "web-1-0" {
+				t.Errorf("replacement now running, rule %q: want web-1-0 stopped, got:\n%s", rule, render(r))
+			}
+		}
+	}
+	// Neither runs: stopping the surplus one does not lower the running count.
+	in := healInput("", "", StatePending)
+	in.Placements[0].State = StateFailed
+	if r := Plan(in); len(r.Actions) != 1 || r.Actions[0].Instance != "web-1-0" {
+		t.Errorf("neither running: want web-1-0 stopped at once, got:\n%s", render(r))
+	}
+}
+
+// TestReconcileKeepsDesiredRunning: three replicas desired, six instances after a
+// heal, some kept ones still pending: exactly enough running stand-ins survive to keep
+// three running, the best-ranked ones, and the rest stop.
+func TestReconcileKeepsDesiredRunning(t *testing.T) {
+	in := Input{
+		Region: "r", Now: baseNow, Generation: 20,
+		Nodes:     []Node{{Name: "a", Status: StatusAlive, Capacity: Resources{MilliCPU: 8000, MemoryBytes: 8 << 30}}},
+		Workloads: []Workload{{Name: "w", Replicas: 3, Resources: Resources{MilliCPU: 100, MemoryBytes: 64 << 20}}},
+	}
+	for i, st := range []InstanceState{StateRunning, StateRunning, StateRunning, StateRunning, StatePending, StatePending} {
+		// w-0 is the oldest; keep_replacement keeps w-5, w-4, w-3.
+		in.Placements = append(in.Placements, Placement{ID: "w-" + string(rune('0'+i)), Workload: "w", Node: "a",
+			Generation: uint64(i + 1), State: st})
+	}
+	r := Plan(in)
+	var stopped []string
+	for _, a := range r.Actions {
+		stopped = append(stopped, a.Instance)
+	}
+	// Running now: w-0..w-3 (4). Kept: w-5, w-4 (pending), w-3 (running). Two stand-ins
+	// needed: w-2 and w-1 (best-ranked running surplus); w-0 stops.
+	if strings.Join(stopped, ",") != "w-0" {
+		t.Errorf("stopped %v, want [w-0]\n%s", stopped, render(r))
+	}
+	if !strings.Contains(r.Actions[0].Reason, "w-2, w-1 kept running while waiting for w-5, w-4 to run") {
+		t.Errorf("reason %q does not name the stand-ins", r.Actions[0].Reason)
+	}
+	checkRunningFloor(t, in, r)
+}
