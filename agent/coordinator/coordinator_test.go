@@ -155,7 +155,7 @@ func TestBuildInputGolden(t *testing.T) {
 		},
 		Tombstones: map[string]policy.Version{"old": {Wall: 1, Node: "a"}}, // "late" is unknown here: held
 		Reports: map[string]Report{
-			"n1": {Node: "n1", Instances: []InstanceReport{{ID: "web-40-0", Generation: 40, State: "running", Since: now.Add(-time.Minute)}}},
+			"n1": {Node: "n1", Instances: []InstanceReport{{ID: "web-40-0", Generation: 40, State: "running", Since: now.Add(-time.Minute), MilliCPU: 600, MemoryBytes: 48 << 20}}},
 			"n2": {Node: "n2", Instances: []InstanceReport{{ID: "web-40-1", Generation: 39, State: "running"}}}, // an older generation: not this placement
 		},
 		Hot: map[string]HotState{"n1": {HighSince: now.Add(-15 * time.Second)}},

@@ -35,12 +35,19 @@
 //     status, capacity (minus reserve), load, labels, drivers, drain flags; the
 //     Workload intents that target the region and that its Policies admit (admission
 //     is checked again here, whichever node accepted the intent); the table joined
-//     with the nodes' reports; the offload bookkeeping (UpdateHot).
+//     with the nodes' reports, each instance with its measured usage (the offload
+//     rule counts a move at max(request, usage)); the offload bookkeeping (UpdateHot).
+//     While an offload rule is in force, a node's load also counts the instances its
+//     load record cannot show yet (assigned, starting, or started less than
+//     UsageSettle ago without a CPU figure), at their request or what the instance
+//     they replace used: otherwise a neighbour that just took one hot node's work
+//     looks empty for ~10 s and takes the next hot node's too.
 //  5. Plan. A non-empty result is committed as one OpPlan entry whose Base is the
 //     table's generation (the FSM refuses a stale plan; plan again). Migrations are
 //     two-phase: the new placement records what it Replaces; the old one is left out
 //     of the input while its replacement's node is up, and stopped (Handovers) in the
-//     plan after the replacement is reported running.
+//     plan after the replacement is reported running (for a workload with a health
+//     check, "running" means its first probe passed; until then it is "starting").
 //  6. Deliver: read the applied state (never the plan in memory), group it by node,
 //     and send each node whose acknowledged digest differs its whole set. Retry with
 //     backoff (500 ms doubling to 4 s) until the node acknowledges it in a report or

@@ -15,6 +15,7 @@ func FuzzDecode(f *testing.F) {
 		Assignment{Region: "r", Cluster: "c", Term: 2, Generation: 4, Node: "n1", Digest: Digest(set), Instances: set, CommittedAt: 1},
 		Assignment{Region: "r", Node: "n1", Digest: Digest(nil)},
 		Report{Seq: 9, Node: "n1", Region: "r", Digest: "x", Instances: []InstanceReport{{ID: "web-4-0", Intent: "web", Generation: 4, State: "running", Since: time.Unix(5, 0)}}},
+		Report{Seq: 10, Node: "n1", Region: "r", Instances: []InstanceReport{{ID: "web-4-0", Intent: "web", Generation: 4, State: "running", MilliCPU: 600, MemoryBytes: 32 << 20}}},
 		Query{ID: 3, Intent: "web"},
 		Answer{ID: 3, View: View{Region: "r", Workloads: []Workload{{Intent: "web", Instance: "web-4-0"}}}},
 	} {
@@ -52,6 +53,9 @@ func TestDecodeRefuses(t *testing.T) {
 		"no node":       Assignment{Region: "r", Digest: Digest(set), Instances: set},
 		"duplicate id":  Assignment{Region: "r", Node: "n", Digest: Digest(append(set, set...)), Instances: append(set, set...)},
 		"report nobody": Report{Region: "r"},
+		"negative cpu":  Report{Node: "n", Instances: []InstanceReport{{ID: "a", MilliCPU: -1}}},
+		"negative mem":  Report{Node: "n", Instances: []InstanceReport{{ID: "a", MemoryBytes: -5}}},
+		"huge cpu":      Report{Node: "n", Instances: []InstanceReport{{ID: "a", MilliCPU: MaxUsageMilliCPU + 1}}},
 	}
 	for name, m := range bad {
 		b, err := Encode(m)
@@ -61,6 +65,20 @@ func TestDecodeRefuses(t *testing.T) {
 		if _, err := Decode(b); err == nil {
 			t.Errorf("%s: Decode accepted %+v", name, m)
 		}
+	}
+	// Usage is optional on the wire: a report without it (an older node) decodes with
+	// zero usage, and one with it round-trips.
+	in := Report{Node: "n", Instances: []InstanceReport{{ID: "a", State: "running", MilliCPU: 250, MemoryBytes: 1 << 20}, {ID: "b"}}}
+	b, err := Encode(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Decode(b)
+	if err != nil {
+		t.Fatalf("Decode of a report with usage: %v", err)
+	}
+	if got := m.(Report).Instances; got[0].MilliCPU != 250 || got[0].MemoryBytes != 1<<20 || got[1].MilliCPU != 0 {
+		t.Errorf("usage after a round trip = %+v, want 250m/1Mi and zero", got)
 	}
 	for _, b := range [][]byte{nil, {1}, {99, 0x80}, append([]byte{1}, make([]byte, MaxMessageBytes)...)} {
 		if _, err := Decode(b); err == nil {

@@ -31,7 +31,14 @@ type Snapshot struct {
 	// MissingSuspect: a node holding placements that is missing from Members counts
 	// as suspect (instances kept and counted, no new work) instead of gone.
 	MissingSuspect bool
+	// UsageSettle is how long after an instance starts its node's load record may
+	// still leave it out (see unmeasuredLoad). Zero means DefaultUsageSettle.
+	UsageSettle time.Duration
 }
+
+// DefaultUsageSettle covers the agent's usage sampling: a CPU figure needs two
+// samples 5 s apart, then up to a second until the load record is published.
+const DefaultUsageSettle = 15 * time.Second
 
 // HotState is the offload bookkeeping the coordinator keeps per node between plans.
 type HotState struct {
@@ -189,6 +196,7 @@ func BuildInput(s Snapshot) (scheduler.Input, []Rejected) {
 			sw.Priority = *w.Priority
 		}
 		sw.ReplaceAfter, _ = policy.ParseDuration(string(w.Disconnect.ReplaceAfter))
+		sw.Reconcile = scheduler.ReconcileRule(w.Disconnect.Reconcile) // empty (not defaulted): keep_replacement
 		in.Workloads = append(in.Workloads, sw)
 	}
 
@@ -249,16 +257,83 @@ func BuildInput(s Snapshot) (scheduler.Input, []Rejected) {
 			continue // its replacement counts instead; it stops once that one runs
 		}
 		if ir, ok := reported[p.Node+"\x00"+p.ID]; ok && ir.Generation == p.Generation {
+			// Running means started and, for a workload with a health check, passed it
+			// (the supervisor reports "starting" until the first probe succeeds).
 			p.State, p.Healthy = schedState(ir.State), ir.State == runtime.StateRunning
 			if !ir.Since.IsZero() {
 				p.StartedAt = ir.Since
 			}
+			p.Usage = scheduler.Resources{MilliCPU: ir.MilliCPU, MemoryBytes: ir.MemoryBytes}
 		} else {
 			p.State = scheduler.StatePending
 		}
 		in.Placements = append(in.Placements, p)
 	}
+	if in.Offload.CPUAbove > 0 || in.Offload.MemoryAbove > 0 {
+		unmeasuredLoad(&in, s, reported, handingOver)
+	}
 	return in, rejected
+}
+
+// unmeasuredLoad adds to each node's load the instances its load record cannot show
+// yet. A node's load is what its supervisor measured, and a CPU figure takes two
+// samples: for up to DefaultUsageSettle after an instance is placed its node looks
+// emptier than it is. The offload rule would then send a second hot node's work to
+// the neighbour that has just taken the first one's, and push it over the threshold.
+// So an instance that is assigned, starting, or running but not measured yet (no CPU
+// figure, started less than UsageSettle ago) counts at its request, or at what the
+// instance it replaces measured if that is more, minus what it already reports. An
+// instance in backoff or failed counts nothing. Only while an offload rule is in
+// force (it is what reads load this closely).
+func unmeasuredLoad(in *scheduler.Input, s Snapshot, reported map[string]InstanceReport, handingOver map[string]bool) {
+	settle := s.UsageSettle
+	if settle <= 0 {
+		settle = DefaultUsageSettle
+	}
+	req := make(map[string]scheduler.Resources, len(in.Workloads))
+	for _, w := range in.Workloads {
+		req[w.Name] = w.Resources
+	}
+	node := make(map[string]int, len(in.Nodes))
+	for i, n := range in.Nodes {
+		node[n.Name] = i
+	}
+	fresh := func(t time.Time) bool { return !t.IsZero() && s.Now.Sub(t) < settle }
+	for _, p := range in.Placements {
+		ni, ok := node[p.Node]
+		if !ok || handingOver[p.ID] {
+			continue
+		}
+		n := &in.Nodes[ni]
+		if n.Status != scheduler.StatusAlive && n.Status != scheduler.StatusSuspect {
+			continue
+		}
+		var own scheduler.Resources
+		switch ir, ok := reported[p.Node+"\x00"+p.ID]; {
+		case !ok || ir.Generation != p.Generation:
+			if !fresh(p.StartedAt) {
+				continue // placed long ago and not reported (yet, to this coordinator)
+			}
+		case schedState(ir.State) == scheduler.StateFailed:
+			continue
+		case schedState(ir.State) == scheduler.StateRunning && (ir.MilliCPU > 0 || !fresh(ir.Since)):
+			continue // measured
+		default:
+			own = scheduler.Resources{MilliCPU: ir.MilliCPU, MemoryBytes: ir.MemoryBytes}
+		}
+		est := req[p.Workload]
+		if old, ok := s.State.Placements[p.Replaces]; ok && p.Replaces != "" {
+			if ir, ok := reported[old.Node+"\x00"+old.ID]; ok && ir.Generation == old.Generation {
+				est.MilliCPU, est.MemoryBytes = max(est.MilliCPU, ir.MilliCPU), max(est.MemoryBytes, ir.MemoryBytes)
+			}
+		}
+		if n.Capacity.MilliCPU > 0 && est.MilliCPU > own.MilliCPU {
+			n.Load.CPU += float64(est.MilliCPU-own.MilliCPU) / float64(n.Capacity.MilliCPU)
+		}
+		if n.Capacity.MemoryBytes > 0 && est.MemoryBytes > own.MemoryBytes {
+			n.Load.Memory += float64(est.MemoryBytes-own.MemoryBytes) / float64(n.Capacity.MemoryBytes)
+		}
+	}
 }
 
 // HandingOver returns the placements a migration is replacing: those named by the
@@ -280,7 +355,9 @@ func HandingOver(st region.State, up map[string]bool) map[string]bool {
 
 // Handovers returns the placements to stop because their replacement runs: for each
 // placement reported running at its generation, what it replaces, and what that one
-// replaced in turn. Sorted. Pure.
+// replaced in turn. Sorted. Pure. "Running" is the supervisor's word for started and,
+// when the workload has a health check, healthy: until its first probe passes an
+// instance is "starting", so the old one keeps serving until the new one is healthy.
 func Handovers(st region.State, reports map[string]Report) []string {
 	running := map[string]bool{}
 	for node, r := range reports {
@@ -395,7 +472,8 @@ func summaries(s Snapshot, in scheduler.Input, res scheduler.Result, rejected []
 			}
 		}
 		reason := u.Reason
-		if u.Instance != "" {
+		if u.Instance != "" && !strings.Contains(reason, u.Instance) {
+			// (The scheduler names the instance itself: "cannot offload x: …".)
 			reason = "cannot move " + u.Instance + ": " + reason
 		}
 		if sm.Reason == "" {

@@ -519,7 +519,9 @@ func (l *Local) Report() Report {
 	for _, st := range l.cfg.Supervisor.Instances() {
 		have[st.ID] = true
 		r.Instances = append(r.Instances, InstanceReport{ID: st.ID, Intent: st.Intent, Generation: st.Generation,
-			State: st.State, Restarts: st.Restarts, Since: st.StartedAt, Error: st.Error})
+			State: st.State, Restarts: st.Restarts, Since: st.StartedAt, Error: st.Error,
+			MilliCPU:    min(max(st.Usage.MilliCPU, 0), MaxUsageMilliCPU),
+			MemoryBytes: min(max(st.Usage.MemoryBytes, 0), MaxUsageBytes)})
 	}
 	for _, as := range cur.Instances {
 		if !have[as.ID] {

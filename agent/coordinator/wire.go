@@ -28,6 +28,10 @@ const (
 	// MaxInstances bounds the instances of one assignment set or report.
 	MaxInstances = 10000
 	maxName      = 253
+	// MaxUsageMilliCPU and MaxUsageBytes bound an instance's reported usage (a million
+	// cores, an exbibyte): a report claiming more is not from a real node.
+	MaxUsageMilliCPU = 1 << 30
+	MaxUsageBytes    = 1 << 60
 )
 
 // Assigned is one instance a node must run: which intent, at which version, under
@@ -64,6 +68,11 @@ type InstanceReport struct {
 	Restarts   int       `codec:"r" json:"restarts"`
 	Since      time.Time `codec:"t" json:"since,omitzero"`
 	Error      string    `codec:"e,omitempty" json:"error,omitempty"`
+	// MilliCPU and MemoryBytes are the instance's measured use (the supervisor's last
+	// sample; 0 until it has one, and CPU needs two). The coordinator hands them to the
+	// offload rule, which moves an instance only where what it really uses fits.
+	MilliCPU    int64 `codec:"c,omitempty" json:"milliCPU,omitempty"`
+	MemoryBytes int64 `codec:"m,omitempty" json:"memoryBytes,omitempty"`
 }
 
 // Report is a node's answer to an assignment and its periodic status: the digest of
@@ -212,6 +221,11 @@ func (r Report) check() error {
 	}
 	if len(r.Instances) > MaxInstances || len(r.Waiting) > MaxInstances {
 		return fmt.Errorf("%w: report of %d instances, the limit is %d", ErrMessage, len(r.Instances), MaxInstances)
+	}
+	for _, in := range r.Instances {
+		if in.MilliCPU < 0 || in.MilliCPU > MaxUsageMilliCPU || in.MemoryBytes < 0 || in.MemoryBytes > MaxUsageBytes {
+			return fmt.Errorf("%w: report: instance %.64q uses %dm cpu and %d bytes: out of range", ErrMessage, in.ID, in.MilliCPU, in.MemoryBytes)
+		}
 	}
 	return nil
 }
