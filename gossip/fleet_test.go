@@ -249,3 +249,18 @@ func metricValue(t *testing.T, n *gossiptest.Node, name string) float64 {
 	}
 	return 0
 }
+
+// Agents started together may find only some of their seeds up. A node whose first
+// join reached one seed keeps joining the others until they are members, so two pools
+// that formed apart merge: a region is never seen as two (and bootstrapped twice).
+func TestJoinReachesEverySeed(t *testing.T) {
+	net := gossiptest.NewNetwork()
+	a := gossiptest.Start(t, net, "a", nil)
+	b := gossiptest.Start(t, net, "b", nil) // a pool of its own: a and b never met
+	x := gossiptest.Start(t, net, "x", nil, a.Addr(), b.Addr())
+	for _, n := range []*gossiptest.Node{a, b, x} {
+		gossiptest.Eventually(t, 20*time.Second, n.Name+" sees one pool of 3", func() bool {
+			return gossiptest.CountStatus(n.Gossip, gossip.StatusAlive) == 3
+		})
+	}
+}

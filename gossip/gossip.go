@@ -677,6 +677,7 @@ func (g *Gossip) joinLoop(ctx context.Context) {
 		if n > 0 {
 			g.log.Info("joined the fleet", "seeds", g.cfg.Seeds, "attempts", attempt, "members", ml.NumMembers())
 			close(g.joined)
+			g.reachSeeds(ctx, seeds)
 			return
 		}
 		msg := joinHint(err, g.keyring != nil)
@@ -695,6 +696,76 @@ func (g *Gossip) joinLoop(ctx context.Context) {
 		}
 		backoff = min(backoff*2, g.cfg.JoinBackoffMax)
 	}
+}
+
+// reachSeeds keeps joining the seeds that are not members yet, with backoff, until
+// every one of them is. Agents started together may each find only some seeds up: the
+// first join succeeds on those, and without this the fleet could stay split in two
+// gossip pools that each see a region of their own (and each bootstrap it, under the
+// settle rule). A seed that never comes up is retried every JoinBackoffMax.
+func (g *Gossip) reachSeeds(ctx context.Context, seeds []string) {
+	backoff := 250 * time.Millisecond
+	for {
+		missing := g.seedsNotMembers(seeds)
+		if len(missing) == 0 {
+			return
+		}
+		ml := g.ml.Load()
+		for _, seed := range missing {
+			if ctx.Err() != nil {
+				return
+			}
+			if n, err := ml.Join([]string{seed}); n > 0 {
+				g.log.Info("reached another seed", "seed", seed, "members", ml.NumMembers())
+			} else {
+				g.log.Debug("seed not reached yet", "seed", seed, "err", err)
+			}
+		}
+		if len(g.seedsNotMembers(seeds)) == 0 {
+			return
+		}
+		wait := backoff/2 + time.Duration(rand.Int64N(int64(backoff)))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, g.cfg.JoinBackoffMax)
+	}
+}
+
+// seedsNotMembers returns the seeds whose address is not that of a member this node
+// knows alive or suspect. A seed given by name resolves to its addresses.
+func (g *Gossip) seedsNotMembers(seeds []string) []string {
+	known := map[string]bool{}
+	for _, m := range g.Members() {
+		if m.Up() {
+			known[m.Addr] = true
+		}
+	}
+	var out []string
+	for _, s := range seeds {
+		if known[s] {
+			continue
+		}
+		host, port, err := net.SplitHostPort(s)
+		if err == nil {
+			if ips, err := net.LookupHost(host); err == nil {
+				found := false
+				for _, ip := range ips {
+					if known[net.JoinHostPort(ip, port)] {
+						found = true
+						break
+					}
+				}
+				if found {
+					continue
+				}
+			}
+		}
+		out = append(out, s)
+	}
+	return out
 }
 
 // joinHint turns memberlist's join errors into one line an operator can act on.
