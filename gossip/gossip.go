@@ -705,6 +705,9 @@ func (g *Gossip) joinLoop(ctx context.Context) {
 // settle rule). A seed that never comes up is retried every JoinBackoffMax.
 func (g *Gossip) reachSeeds(ctx context.Context, seeds []string) {
 	backoff := 250 * time.Millisecond
+	// For the first minute at most a second apart: the pools must merge well within
+	// the region's settle period (3 s) of the seeds coming up.
+	fastUntil := time.Now().Add(time.Minute)
 	for {
 		missing := g.seedsNotMembers(seeds)
 		if len(missing) == 0 {
@@ -730,7 +733,11 @@ func (g *Gossip) reachSeeds(ctx context.Context, seeds []string) {
 			return
 		case <-time.After(wait):
 		}
-		backoff = min(backoff*2, g.cfg.JoinBackoffMax)
+		limit := g.cfg.JoinBackoffMax
+		if time.Now().Before(fastUntil) {
+			limit = min(limit, time.Second)
+		}
+		backoff = min(backoff*2, limit)
 	}
 }
 

@@ -11,10 +11,12 @@ import (
 // InmemNetwork connects many Nodes in one process (tests): raft.InmemTransports plus
 // an in-memory Control, with the same region rule as the TCP transport (nodes of
 // different regions are never connected, control calls across regions fail with
-// ErrWrongRegion). Safe for concurrent use.
+// ErrWrongRegion). Down takes one endpoint off the network; Partition cuts the links
+// between two sets of endpoints and Heal restores them. Safe for concurrent use.
 type InmemNetwork struct {
-	mu    sync.Mutex // guards nodes
+	mu    sync.Mutex // guards the fields below
 	nodes map[string]*inmemNode
+	cut   map[[2]string]bool // address pairs (both orders) a partition separates
 }
 
 type inmemNode struct {
@@ -26,11 +28,13 @@ type inmemNode struct {
 }
 
 // NewInmemNetwork returns an empty network.
-func NewInmemNetwork() *InmemNetwork { return &InmemNetwork{nodes: map[string]*inmemNode{}} }
+func NewInmemNetwork() *InmemNetwork {
+	return &InmemNetwork{nodes: map[string]*inmemNode{}, cut: map[[2]string]bool{}}
+}
 
 // Add creates (or re-creates, for a restart) the endpoint at addr in region and
-// connects it both ways with every up endpoint of the same region. Pass the results as
-// Config.Transport and Config.Control.
+// connects it both ways with every up endpoint of the same region that no partition
+// separates it from. Pass the results as Config.Transport and Config.Control.
 func (n *InmemNetwork) Add(addr, region string) (raft.Transport, Control) {
 	_, tr := raft.NewInmemTransport(raft.ServerAddress(addr))
 	n.mu.Lock()
@@ -38,7 +42,7 @@ func (n *InmemNetwork) Add(addr, region string) (raft.Transport, Control) {
 	e := &inmemNode{addr: addr, region: region, tr: tr}
 	n.nodes[addr] = e
 	for _, o := range n.nodes {
-		if o == e || o.down || o.region != region {
+		if o == e || o.down || o.region != region || n.cut[[2]string{addr, o.addr}] {
 			continue
 		}
 		tr.Connect(raft.ServerAddress(o.addr), o.tr)
@@ -61,6 +65,45 @@ func (n *InmemNetwork) Down(addr string) {
 	for _, o := range n.nodes {
 		if o != e {
 			o.tr.Disconnect(raft.ServerAddress(addr))
+		}
+	}
+}
+
+// Partition cuts every link between an endpoint of a and an endpoint of b (addresses
+// as given to Add), in both directions: Raft RPCs between them fail to connect, open
+// pipelines are closed, and control calls fail. Links inside a and inside b stay up.
+// The cut holds across Add (a restarted endpoint stays cut) until Heal. Addresses
+// not added yet are cut once they are.
+func (n *InmemNetwork) Partition(a, b []string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, x := range a {
+		for _, y := range b {
+			if x == y {
+				continue
+			}
+			n.cut[[2]string{x, y}] = true
+			n.cut[[2]string{y, x}] = true
+			if ex, ey := n.nodes[x], n.nodes[y]; ex != nil && ey != nil {
+				ex.tr.Disconnect(raft.ServerAddress(y))
+				ey.tr.Disconnect(raft.ServerAddress(x))
+			}
+		}
+	}
+}
+
+// Heal removes every partition and reconnects each pair of up endpoints of the same
+// region. Endpoints that are Down stay down.
+func (n *InmemNetwork) Heal() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.cut = map[[2]string]bool{}
+	for _, x := range n.nodes {
+		for _, y := range n.nodes {
+			if x == y || x.down || y.down || x.region != y.region {
+				continue
+			}
+			x.tr.Connect(raft.ServerAddress(y.addr), y.tr)
 		}
 	}
 }
@@ -89,6 +132,8 @@ func (c *inmemControl) Call(ctx context.Context, addr string, req ControlRequest
 		err = fmt.Errorf("control call %s: local endpoint is down", addr)
 	case e == nil || e.down:
 		err = fmt.Errorf("control call %s: connection refused", addr)
+	case c.net.cut[[2]string{c.self.addr, addr}]:
+		err = fmt.Errorf("control call %s: i/o timeout (partitioned)", addr)
 	case e.region != c.self.region:
 		err = fmt.Errorf("control call %s: %w (theirs %q, ours %q)", addr, ErrWrongRegion, e.region, c.self.region)
 	case e.handler == nil:
