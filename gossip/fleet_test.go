@@ -264,3 +264,31 @@ func TestJoinReachesEverySeed(t *testing.T) {
 		})
 	}
 }
+
+// After a partition longer than memberlist gossips to the dead, neither side probes,
+// gossips or pushes/pulls with the other: the fast rejoin of recently dead members is
+// what merges them again (the periodic reconnect is pushed out of the test's reach).
+func TestHealedPartitionRejoinsFast(t *testing.T) {
+	net := gossiptest.NewNetwork()
+	mutate := func(c *gossip.Config) {
+		c.ReconnectInterval = time.Hour
+		c.RejoinInterval = 200 * time.Millisecond
+		c.Tune = func(mc *memberlist.Config) { mc.GossipToTheDeadTime = 100 * time.Millisecond }
+	}
+	a := gossiptest.Start(t, net, "a", mutate)
+	b := gossiptest.Start(t, net, "b", mutate, a.Addr())
+	c := gossiptest.Start(t, net, "c", mutate, a.Addr())
+	all := []*gossiptest.Node{a, b, c}
+	for _, n := range all {
+		gossiptest.Eventually(t, 20*time.Second, n.Name+" sees 3 alive", func() bool { return gossiptest.CountStatus(n.Gossip, gossip.StatusAlive) == 3 })
+	}
+	net.Partition([]string{"a"}, []string{"b", "c"})
+	gossiptest.Eventually(t, 30*time.Second, "both sides hold the other dead", func() bool {
+		return gossiptest.StatusOf(a.Gossip, "b") == gossip.StatusDead && gossiptest.StatusOf(a.Gossip, "c") == gossip.StatusDead &&
+			gossiptest.StatusOf(b.Gossip, "a") == gossip.StatusDead && gossiptest.StatusOf(c.Gossip, "a") == gossip.StatusDead
+	})
+	net.Heal()
+	for _, n := range all {
+		gossiptest.Eventually(t, 20*time.Second, n.Name+" sees 3 alive after the heal", func() bool { return gossiptest.CountStatus(n.Gossip, gossip.StatusAlive) == 3 })
+	}
+}

@@ -133,6 +133,11 @@ type Config struct {
 	// ReconnectInterval is how often a node tries to reach a failed member or, when it
 	// is alone, its seeds again, so split fleets merge after a partition heals.
 	ReconnectInterval time.Duration // default 10 s
+	// RejoinInterval is how often a node tries to reach one member that died within
+	// the last RejoinRecentFor, so both sides of a healed partition find each other
+	// within about a second.
+	RejoinInterval  time.Duration // default 1 s
+	RejoinRecentFor time.Duration // default 2 min
 	// JoinBackoffMax caps the backoff between join attempts.
 	JoinBackoffMax time.Duration // default 15 s
 
@@ -252,6 +257,12 @@ func New(cfg Config) (*Gossip, error) {
 	}
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = 5 * time.Second
+	}
+	if cfg.RejoinInterval <= 0 {
+		cfg.RejoinInterval = time.Second
+	}
+	if cfg.RejoinRecentFor <= 0 {
+		cfg.RejoinRecentFor = 2 * time.Minute
 	}
 	if cfg.ReconnectInterval <= 0 {
 		cfg.ReconnectInterval = 10 * time.Second
@@ -832,19 +843,74 @@ func (g *Gossip) tickLoop(ctx context.Context) {
 
 // reconnectLoop runs reconnect on its own goroutine: a join to a powered-off host
 // blocks for memberlist's TCP timeout and must not hold up the tick loop.
+//
+// Members that died within the last RejoinRecentFor are also tried every
+// RejoinInterval, one at a time, each attempt on its own goroutine (at most two in
+// flight). Neither side of a healed partition probes or pushes/pulls with nodes it
+// holds dead, and the dead messages' retransmits are spent while the link is down,
+// so without this the two sides would find each other only at the next
+// ReconnectInterval: seconds after the link is back, where the goal is one.
 func (g *Gossip) reconnectLoop(ctx context.Context) {
 	t := time.NewTicker(g.cfg.ReconnectInterval)
 	defer t.Stop()
+	fast := time.NewTicker(g.cfg.RejoinInterval)
+	defer fast.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	inflight := make(chan struct{}, 2)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 			g.reconnect(ctx)
+		case <-fast.C:
+			addr := g.recentlyDead()
+			if addr == "" {
+				continue
+			}
+			select {
+			case inflight <- struct{}{}:
+			default:
+				continue // two attempts still dialling (a host that is really gone)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-inflight }()
+				ml := g.ml.Load()
+				if n, err := ml.Join([]string{addr}); n > 0 {
+					// The first exchange only makes each side refute the other's
+					// "dead" (a new incarnation); an alive at the incarnation that
+					// was declared dead is ignored. The second carries the refuted
+					// incarnations, and each side takes the other back at once.
+					_, _ = ml.Join([]string{addr})
+					g.log.Info("reached a member held dead", "addr", addr)
+				} else {
+					g.log.Debug("member held dead still unreachable", "addr", addr, "err", err)
+				}
+			}()
 		case <-g.rejoin:
 			g.rejoinConflicts(ctx)
 		}
 	}
+}
+
+// recentlyDead returns the address of a random member that died within
+// RejoinRecentFor, or "".
+func (g *Gossip) recentlyDead() string {
+	var candidates []string
+	g.mu.Lock()
+	for _, e := range g.nodes {
+		if e.status == StatusDead && e.name != g.cfg.Name && time.Since(e.since) < g.cfg.RejoinRecentFor {
+			candidates = append(candidates, e.addr)
+		}
+	}
+	g.mu.Unlock()
+	if len(candidates) == 0 {
+		return ""
+	}
+	return candidates[rand.IntN(len(candidates))]
 }
 
 // noteConflict records that memberlist refused name at addr because another entry
