@@ -865,7 +865,7 @@ func (g *Gossip) reconnectLoop(ctx context.Context) {
 		case <-t.C:
 			g.reconnect(ctx)
 		case <-fast.C:
-			addr := g.recentlyDead()
+			name, addr := g.recentlyDead()
 			if addr == "" {
 				continue
 			}
@@ -879,6 +879,14 @@ func (g *Gossip) reconnectLoop(ctx context.Context) {
 				defer wg.Done()
 				defer func() { <-inflight }()
 				ml := g.ml.Load()
+				// A UDP ping first (ProbeTimeout, 100 ms on a LAN): a TCP dial into a
+				// link that is still down would hang on SYN retransmits (1 s, 3 s, ...)
+				// and hold its slot past the moment the link comes back.
+				if ua, err := net.ResolveUDPAddr("udp", addr); err != nil {
+					return
+				} else if _, err := ml.Ping(name, ua); err != nil {
+					return
+				}
 				if n, err := ml.Join([]string{addr}); n > 0 {
 					// The first exchange only makes each side refute the other's
 					// "dead" (a new incarnation); an alive at the incarnation that
@@ -896,21 +904,22 @@ func (g *Gossip) reconnectLoop(ctx context.Context) {
 	}
 }
 
-// recentlyDead returns the address of a random member that died within
-// RejoinRecentFor, or "".
-func (g *Gossip) recentlyDead() string {
-	var candidates []string
+// recentlyDead returns the name and address of a random member that died within
+// RejoinRecentFor, or "" and "".
+func (g *Gossip) recentlyDead() (name, addr string) {
+	var candidates [][2]string
 	g.mu.Lock()
 	for _, e := range g.nodes {
 		if e.status == StatusDead && e.name != g.cfg.Name && time.Since(e.since) < g.cfg.RejoinRecentFor {
-			candidates = append(candidates, e.addr)
+			candidates = append(candidates, [2]string{e.name, e.addr})
 		}
 	}
 	g.mu.Unlock()
 	if len(candidates) == 0 {
-		return ""
+		return "", ""
 	}
-	return candidates[rand.IntN(len(candidates))]
+	c := candidates[rand.IntN(len(candidates))]
+	return c[0], c[1]
 }
 
 // noteConflict records that memberlist refused name at addr because another entry
