@@ -428,6 +428,32 @@ func TestNetnsPartitionOneNode(t *testing.T) {
 			if tc.keep == "original" && !origAlive {
 				t.Errorf("the original %s no longer runs on %s; keep_original keeps it", origID, victim.name)
 			}
+
+			// Each decision of the scenario is in the coordinator's event stream once,
+			// with its reason: the replacement, and the stop the rule chose on heal.
+			loser := origID
+			if tc.keep == "original" {
+				loser = repl.Instance
+			}
+			eventually(t, 10*time.Second, "the coordinator's events name the heal's stop", func() bool {
+				evs, err := eventsOf(coord.http, "?intent="+tc.intent)
+				if err != nil {
+					return false
+				}
+				replaced, stopped := 0, 0
+				for _, e := range evs {
+					if e.Type == "replaced" && e.Instance == repl.Instance && strings.Contains(e.Reason, origID) {
+						replaced++
+					}
+					if e.Type == "stopped" && e.Instance == loser && e.Cause == "surplus" && strings.Contains(e.Reason, "keep_"+tc.keep) {
+						stopped++
+					}
+				}
+				if replaced > 1 || stopped > 1 {
+					t.Fatalf("events for %s: %d replaced, %d surplus stops of %s; want exactly one each: %+v", tc.intent, replaced, stopped, loser, evs)
+				}
+				return replaced == 1 && stopped == 1
+			})
 		})
 	}
 }
