@@ -482,6 +482,44 @@ func (g *Gossip) Broadcast(kind MessageKind, key string, payload []byte) error {
 	return nil
 }
 
+// liveNode returns a private copy of member name's address for memberlist's sends,
+// or nil when memberlist does not list it alive (or suspect) or its address is not
+// known yet. The *Node values memberlist.Members returns point into memberlist's own
+// table, which it rewrites in place when a member comes back (hashicorp/memberlist
+// #306): only their Name is read here; the address comes from this node's view, which
+// copies it in memberlist's event callbacks. ml nil skips the memberlist check.
+func (g *Gossip) liveNode(ml *memberlist.Memberlist, name string) *memberlist.Node {
+	if ml != nil {
+		listed := false
+		for _, n := range ml.Members() {
+			if n.Name == name {
+				listed = true
+				break
+			}
+		}
+		if !listed {
+			return nil
+		}
+	}
+	g.mu.Lock()
+	e, ok := g.nodes[name]
+	addr := ""
+	if ok {
+		addr = e.addr
+	}
+	g.mu.Unlock()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	p, err := strconv.Atoi(port)
+	if ip == nil || err != nil {
+		return nil
+	}
+	return &memberlist.Node{Name: name, Addr: ip, Port: uint16(p)}
+}
+
 // SendReliable sends payload to the named member over a TCP stream.
 func (g *Gossip) SendReliable(node string, kind MessageKind, payload []byte) error {
 	if len(payload) > MaxReliablePayload {
@@ -491,13 +529,7 @@ func (g *Gossip) SendReliable(node string, kind MessageKind, payload []byte) err
 	if ml == nil {
 		return fmt.Errorf("send to %s: gossip is not running", node)
 	}
-	var to *memberlist.Node
-	for _, n := range ml.Members() {
-		if n.Name == node {
-			to = n
-			break
-		}
-	}
+	to := g.liveNode(ml, node)
 	if to == nil {
 		return fmt.Errorf("send to %s: no such live member", node)
 	}
@@ -571,12 +603,17 @@ func (g *Gossip) announceLeave(ml *memberlist.Memberlist) {
 	}
 	msg := append([]byte{frameRecord}, b...)
 	g.queue.QueueBroadcast(&broadcast{name: "r/" + r.Node, msg: msg})
-	peers := ml.Members()
+	var peers []*memberlist.Node
+	for _, n := range ml.Members() {
+		if p := g.liveNode(nil, n.Name); p != nil && n.Name != g.cfg.Name {
+			peers = append(peers, p)
+		}
+	}
 	rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
 	var wg sync.WaitGroup
 	sent := 0
 	for _, p := range peers {
-		if p.Name == g.cfg.Name || sent == 3 {
+		if sent == 3 {
 			continue
 		}
 		sent++
