@@ -103,6 +103,10 @@ type viewInputs struct {
 	nodes   map[string]nodeInfo
 	reports map[string]Report
 	sums    []Summary
+	// heardFrom: generation of the table when this coordinator started leading;
+	// placements at or below it whose node has not reported in this term show as
+	// unknown, not assigned (they may well run: nobody has told this coordinator yet).
+	heardFrom uint64
 }
 
 // New validates cfg and builds a Coordinator. It starts nothing.
@@ -169,7 +173,7 @@ func (c *Coordinator) View(intent string) (View, bool) {
 	if vi == nil || !c.leader.Load() {
 		return View{}, false
 	}
-	return buildView(c.cfg.Region, c.cfg.Node, vi.st, vi.nodes, vi.reports, vi.sums, intent), true
+	return buildView(c.cfg.Region, c.cfg.Node, vi.st, vi.nodes, vi.reports, vi.sums, intent, vi.heardFrom), true
 }
 
 // Run follows leadership until ctx ends: a leader loop is started when this node wins
@@ -248,10 +252,20 @@ type loopState struct {
 	waitedView  string    // why planning waits for the fleet view (logged once per reason)
 	results     chan sendResult
 	wg          sync.WaitGroup
+	heardFrom   uint64 // the table generation when this term's loop started (see viewInputs)
 }
 
 func newLoopState() *loopState {
 	return &loopState{track: map[string]*nodeTrack{}, reports: map[string]Report{}, hot: map[string]HotState{}, results: make(chan sendResult, 64)}
+}
+
+// beginTerm starts a term's bookkeeping after the barrier. Reports that arrived
+// before this term may be minutes old: only fresh ones count (every node reports when
+// the new term's assignment reaches it); until a node has, the view shows its
+// instances as unknown.
+func (c *Coordinator) beginTerm(ls *loopState) {
+	c.takeReports()
+	ls.heardFrom = c.cfg.Raft.State().Generation
 }
 
 // viewGap says why the fleet view cannot be planned on yet ("" when it can).
@@ -348,9 +362,7 @@ func (c *Coordinator) leaderLoop(ctx context.Context) {
 	if c.barrier(ctx) != nil {
 		return
 	}
-	// Reports that arrived before this term may be minutes old: only fresh ones count
-	// (every node reports when the new term's assignment reaches it).
-	c.takeReports()
+	c.beginTerm(ls)
 	fleetCh, unsub := c.cfg.Fleet.Subscribe()
 	defer unsub()
 	safety := c.cfg.Clock.NewTimer(c.cfg.SafetyTick)
@@ -767,5 +779,5 @@ func (c *Coordinator) publishView(ls *loopState, st region.State) {
 			nodes[m.Name] = nodeInfo{status: scheduler.NodeStatus(m.Status)}
 		}
 	}
-	c.view.Store(&viewInputs{st: st, nodes: nodes, reports: maps.Clone(ls.reports), sums: slices.Clone(ls.sums)})
+	c.view.Store(&viewInputs{st: st, nodes: nodes, reports: maps.Clone(ls.reports), sums: slices.Clone(ls.sums), heardFrom: ls.heardFrom})
 }

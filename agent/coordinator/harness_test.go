@@ -358,6 +358,7 @@ func (h *harness) lead() {
 	}
 	h.ls = newLoopState()
 	h.ls.term = h.raft.Term()
+	h.c.beginTerm(h.ls)
 }
 
 // run makes one step and renders what it committed and delivered.

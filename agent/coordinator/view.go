@@ -18,7 +18,8 @@ const (
 	StateWaiting = "waiting"
 	// StateLost: the node is dead or gone; the instance will be replaced.
 	StateLost = "lost"
-	// StateUnknown: the node is suspect; its last report is shown.
+	// StateUnknown: the node is suspect (its last report is shown), or, right after a
+	// failover, it has not reported to the new coordinator yet.
 	StateUnknown = "unknown"
 )
 
@@ -63,7 +64,7 @@ type View struct {
 }
 
 // buildView joins the applied table with the nodes' reports. Pure.
-func buildView(regionName, self string, st region.State, nodes map[string]nodeInfo, reports map[string]Report, sums []Summary, intent string) View {
+func buildView(regionName, self string, st region.State, nodes map[string]nodeInfo, reports map[string]Report, sums []Summary, intent string, heardFrom uint64) View {
 	v := View{Region: regionName, Coordinator: self, Generation: st.Generation, Workloads: []Workload{}, Intents: []Summary{}}
 	byID := map[string]InstanceReport{}
 	waiting := map[string]bool{}
@@ -87,6 +88,8 @@ func buildView(regionName, self string, st region.State, nodes map[string]nodeIn
 			w.State, w.Restarts, w.Since, w.Error = ir.State, ir.Restarts, ir.Since, ir.Error
 		} else if waiting[p.Node+"\x00"+p.ID] {
 			w.State = StateWaiting
+		} else if _, heard := reports[p.Node]; !heard && p.Generation <= heardFrom {
+			w.State = StateUnknown // placed before this coordinator led; its node has not reported to it yet
 		}
 		switch nodes[p.Node].status {
 		case scheduler.StatusDead, scheduler.StatusLeft, "":

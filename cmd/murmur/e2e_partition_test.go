@@ -217,7 +217,9 @@ func startWatch(lab *netLab, observer func() *nsNode, intent string) *watch {
 			if view >= 0 && (w.minView < 0 || view < w.minView) {
 				w.minView = view
 			}
-			if (procs == 0 || view == 0) && len(w.zeroAt) < 5 {
+			// A view of 0 counts unless some instance is "unknown": a coordinator just
+			// elected has not heard from every node yet and cannot say it runs.
+			if (procs == 0 || view == 0 && !strings.Contains(states, ":unknown")) && len(w.zeroAt) < 5 {
 				w.zeroAt = append(w.zeroAt, fmt.Sprintf("%s procs=%d view=%d [%s]", time.Now().Format("15:04:05.000"), procs, view, strings.TrimSpace(states)))
 			}
 			w.mu.Unlock()
