@@ -164,7 +164,7 @@ type offloadRound struct {
 // runOffloadRound puts the burner on small (the Policy must not be in force), applies
 // the Policy, and waits until the burner runs elsewhere and small is cool again. It
 // checks the handover on the way: the old process lives until the new instance runs.
-func runOffloadRound(t *testing.T, ps []*proc, small *proc) offloadRound {
+func runOffloadRound(t *testing.T, ps []*proc, small *proc, notBefore time.Time) offloadRound {
 	t.Helper()
 	postIntent(t, ps[0].http, burner(t, 1), "")
 	var oldID string
@@ -185,6 +185,12 @@ func runOffloadRound(t *testing.T, ps []*proc, small *proc) offloadRound {
 		}
 		return false
 	})
+	// The Policy's cooldown (10 s) since the previous move from small must be over,
+	// or the round would time the cooldown instead of sustainedFor + reaction. This
+	// waits out a protocol timer, not for something to happen.
+	if d := time.Until(notBefore); d > 0 {
+		time.Sleep(d)
+	}
 	postIntent(t, ps[0].http, []byte(offloadPolicy), "")
 
 	var r offloadRound
@@ -248,6 +254,7 @@ func TestRealOffloadHotNodeMigrates(t *testing.T) {
 		rounds = n
 	}
 	var totals, reaction []time.Duration
+	var prevMoved time.Time
 	for i := range rounds {
 		if i > 0 {
 			// Back to the start: no Policy, no burner.
@@ -262,7 +269,12 @@ func TestRealOffloadHotNodeMigrates(t *testing.T) {
 			})
 		}
 		before := offloadMoves(t, ps)
-		r := runOffloadRound(t, ps, small)
+		var notBefore time.Time
+		if i > 0 {
+			notBefore = prevMoved.Add(10*time.Second + 200*time.Millisecond)
+		}
+		r := runOffloadRound(t, ps, small, notBefore)
+		prevMoved = r.movedAt
 		if got := offloadMoves(t, ps) - before; got != 1 {
 			t.Errorf("round %d: %d offload migrations, want 1", i+1, got)
 		}
