@@ -77,28 +77,36 @@ func (c *clientFlags) do(method, path string, body []byte, contentType string) (
 		return nil, fmt.Errorf("%s %s: read answer: %w", method, path, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error   string `json:"error"`
-			Details []struct {
-				Field   string `json:"field"`
-				Message string `json:"message"`
-			} `json:"details"`
-		}
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			msg := e.Error
-			for _, d := range e.Details {
-				msg += fmt.Sprintf("\n  %s: %s", d.Field, d.Message)
-			}
-			err = fmt.Errorf("%s (HTTP %d)", msg, resp.StatusCode)
-		} else {
-			err = fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, strings.TrimSpace(string(b)))
-		}
-		if resp.StatusCode/100 == 4 {
-			return b, usageError{err}
-		}
-		return b, err
+		return b, httpError(method, path, resp.StatusCode, b)
 	}
 	return b, nil
+}
+
+// httpError turns a non-2xx answer into an error carrying the agent's message and
+// field details (the API's error envelope), or the raw body when it is not one. A 4xx
+// is the caller's mistake: a usageError (exit 2).
+func httpError(method, path string, status int, b []byte) error {
+	var e struct {
+		Error   string `json:"error"`
+		Details []struct {
+			Field   string `json:"field"`
+			Message string `json:"message"`
+		} `json:"details"`
+	}
+	var err error
+	if json.Unmarshal(b, &e) == nil && e.Error != "" {
+		msg := e.Error
+		for _, d := range e.Details {
+			msg += fmt.Sprintf("\n  %s: %s", d.Field, d.Message)
+		}
+		err = fmt.Errorf("%s (HTTP %d)", msg, status)
+	} else {
+		err = fmt.Errorf("%s %s: HTTP %d: %s", method, path, status, strings.TrimSpace(string(b)))
+	}
+	if status/100 == 4 {
+		return usageError{err}
+	}
+	return err
 }
 
 func (c *clientFlags) getJSON(path string, v any) ([]byte, error) {

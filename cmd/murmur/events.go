@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -232,27 +231,7 @@ func (c *eventsClient) stream(ctx context.Context, q url.Values, opened func(), 
 // field details; 4xx answers are usage errors (exit 2).
 func answerError(resp *http.Response, u string) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	var e struct {
-		Error   string `json:"error"`
-		Details []struct {
-			Field   string `json:"field"`
-			Message string `json:"message"`
-		} `json:"details"`
-	}
-	var err error
-	if json.Unmarshal(b, &e) == nil && e.Error != "" {
-		msg := e.Error
-		for _, d := range e.Details {
-			msg += fmt.Sprintf("\n  %s: %s", d.Field, d.Message)
-		}
-		err = fmt.Errorf("%s (HTTP %d)", msg, resp.StatusCode)
-	} else {
-		err = fmt.Errorf("GET %s: HTTP %d: %s", u, resp.StatusCode, strings.TrimSpace(string(b)))
-	}
-	if resp.StatusCode/100 == 4 {
-		return usageError{err}
-	}
-	return err
+	return httpError(http.MethodGet, u, resp.StatusCode, b)
 }
 
 // activityReader calls touch after every read that returned bytes.
