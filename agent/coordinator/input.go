@@ -152,6 +152,9 @@ func BuildInput(s Snapshot) (scheduler.Input, []Rejected) {
 		if h, ok := s.Hot[m.Name]; ok {
 			n.LoadHighSince, n.LastMigrationAt = h.HighSince, h.LastMigration
 		}
+		if t := s.State.LastOffload[m.Name]; t.After(n.LastMigrationAt) {
+			n.LastMigrationAt = t // committed: a new coordinator keeps the cooldown
+		}
 		in.Nodes = append(in.Nodes, n)
 	}
 

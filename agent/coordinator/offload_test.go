@@ -468,3 +468,23 @@ func TestOffloadCountsWorkNotMeasuredYet(t *testing.T) {
 		}
 	}
 }
+
+// The cooldown of a node an offload moved work from is in the committed state, so a
+// coordinator elected next (with no bookkeeping of its own) still honours it.
+func TestOffloadCooldownSurvivesFailover(t *testing.T) {
+	at := time.Date(2026, 12, 7, 1, 0, 0, 0, time.UTC)
+	st := region.NewState()
+	st.LastOffload = map[string]time.Time{"hot": at}
+	in, _ := BuildInput(Snapshot{Region: "r1", Now: at.Add(time.Second), State: st,
+		Members: []gossip.Member{{Name: "hot", Region: "r1", Status: gossip.StatusAlive, Health: "ok"}, {Name: "cool", Region: "r1", Status: gossip.StatusAlive, Health: "ok"}},
+		Hot:     map[string]HotState{"hot": {HighSince: at.Add(-time.Minute)}}})
+	for _, n := range in.Nodes {
+		want := time.Time{}
+		if n.Name == "hot" {
+			want = at
+		}
+		if !n.LastMigrationAt.Equal(want) {
+			t.Errorf("node %s: LastMigrationAt %v, want %v", n.Name, n.LastMigrationAt, want)
+		}
+	}
+}

@@ -42,6 +42,9 @@ type State struct {
 	// Unplaced is the work the last plan that said so could not place, with the
 	// reasons (Plan.SetUnplaced), so that a new coordinator can explain it.
 	Unplaced []Unplaced `codec:"u,omitempty"`
+	// LastOffload: node name → when (the plan's At) an offload migration last moved
+	// an instance away from it, so the per-node cooldown survives a failover.
+	LastOffload map[string]time.Time `codec:"lo,omitempty"`
 }
 
 // NewState returns an empty state with its maps allocated.
@@ -56,6 +59,7 @@ func (s State) Clone() State {
 	c.Intents = maps.Clone(s.Intents)
 	c.Drained = maps.Clone(s.Drained)
 	c.Unplaced = slices.Clone(s.Unplaced)
+	c.LastOffload = maps.Clone(s.LastOffload)
 	if c.Placements == nil {
 		c.Placements = map[string]Placement{}
 	}
@@ -142,6 +146,14 @@ func applyValid(s *State, idx uint64, cmd Command) {
 			delete(s.Placements, id)
 		}
 		for _, pl := range p.Places {
+			if old, ok := s.Placements[pl.Replaces]; ok && pl.Replaces != "" && pl.Cause == scheduler.CauseOffload && !p.At.IsZero() {
+				if s.LastOffload == nil {
+					s.LastOffload = map[string]time.Time{}
+				}
+				if p.At.After(s.LastOffload[old.Node]) {
+					s.LastOffload[old.Node] = p.At
+				}
+			}
 			s.Placements[pl.ID] = Placement{
 				ID: pl.ID, Workload: pl.Workload, Node: pl.Node, Version: pl.Version,
 				Generation: p.Generation, StartedAt: pl.StartedAt, Replaces: pl.Replaces,

@@ -406,3 +406,33 @@ func TestPlanExplanationsObservedAndKept(t *testing.T) {
 		}
 	}
 }
+
+// An offload migration records when it moved work off its source node, in the
+// replicated state, so a coordinator elected next still respects that node's cooldown.
+func TestOffloadMigrationRecordsTheSourcesCooldown(t *testing.T) {
+	at := time.Date(2026, 12, 7, 1, 0, 0, 0, time.UTC)
+	s := NewState()
+	steps := []Plan{
+		{Generation: 1, At: at, Places: []Placement{{ID: "w-1-0", Workload: "w", Node: "hot", Cause: scheduler.CauseMissing}}},
+		{Base: 1, Generation: 2, At: at.Add(time.Minute), Places: []Placement{{ID: "w-2-0", Workload: "w", Node: "cool", Replaces: "w-1-0", Cause: scheduler.CauseOffload}}},
+		{Base: 2, Generation: 3, At: at.Add(2 * time.Minute), Stops: []string{"w-1-0"}},
+		// A migration for another cause does not count as an offload.
+		{Base: 3, Generation: 4, At: at.Add(3 * time.Minute), Places: []Placement{{ID: "w-4-0", Workload: "w", Node: "hot", Replaces: "w-2-0", Cause: scheduler.CauseUpdate}}},
+	}
+	for i, p := range steps {
+		if err := ApplyCommand(&s, uint64(i+1), PlanCommand(p)); err != nil {
+			t.Fatalf("plan %d: %v", i, err)
+		}
+	}
+	if got := s.LastOffload; len(got) != 1 || !got["hot"].Equal(at.Add(time.Minute)) {
+		t.Errorf("LastOffload = %v, want hot at %v only", got, at.Add(time.Minute))
+	}
+	b, err := EncodeState(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := DecodeState(b)
+	if err != nil || !back.LastOffload["hot"].Equal(at.Add(time.Minute)) {
+		t.Errorf("LastOffload after a snapshot round trip = %v (%v)", back.LastOffload, err)
+	}
+}
