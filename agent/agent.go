@@ -314,7 +314,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.gossip.SetDrivers(drivers)
 	local, err := coordinator.NewLocal(coordinator.LocalConfig{
 		Node: a.cfg.Name, Region: a.cfg.Region, DataDir: a.cfg.DataDir, Supervisor: sup, Intents: a.intents,
-		Send: a.send, CoordinatorName: func() string { return a.coordinatorOf(a.cfg.Region) }, SetState: a.gossip.SetState,
+		Send: a.send, Reply: a.reply, CoordinatorName: func() string { return a.coordinatorOf(a.cfg.Region) }, SetState: a.gossip.SetState,
 		Coordinator: a.coord, Clock: a.clock, Logger: a.log, Registerer: a.reg,
 	})
 	if err != nil {

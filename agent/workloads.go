@@ -22,6 +22,16 @@ func (a *Agent) send(node string, payload []byte) error {
 	return a.gossip.SendReliable(node, gossip.KindAssign, payload)
 }
 
+// reply answers a node that just sent this node a query: gossip's reliable channel,
+// also when this node's gossip still holds the asker dead (see gossip.ReplyReliable).
+func (a *Agent) reply(node string, payload []byte) error {
+	if node == a.cfg.Name {
+		a.handleAssign(node, payload)
+		return nil
+	}
+	return a.gossip.ReplyReliable(node, gossip.KindAssign, payload)
+}
+
 // viewReady is the coordinator's gate before it plans: a majority of the region's
 // Raft voters are alive in this node's gossip view. A voter that just restarted can
 // win an election before gossip brought it the fleet; its empty view would make every

@@ -292,3 +292,28 @@ func TestHealedPartitionRejoinsFast(t *testing.T) {
 		gossiptest.Eventually(t, 20*time.Second, n.Name+" sees 3 alive after the heal", func() bool { return gossiptest.CountStatus(n.Gossip, gossip.StatusAlive) == 3 })
 	}
 }
+
+// An answer reaches a node this node still holds dead: the question it just sent is
+// proof it is up (right after a heal, before the refutations arrive). SendReliable
+// keeps refusing it.
+func TestReplyReachesAMemberHeldDead(t *testing.T) {
+	net := gossiptest.NewNetwork()
+	mutate := func(c *gossip.Config) {
+		c.ReconnectInterval, c.RejoinInterval = time.Hour, time.Hour // nothing merges them again
+		c.Tune = func(mc *memberlist.Config) { mc.GossipToTheDeadTime = 100 * time.Millisecond }
+	}
+	ra := newRecorder("a")
+	a := gossiptest.StartWithSetup(t, net, "a", mutate, func(g *gossip.Gossip) { g.Register(gossip.KindIntents, ra.handle, ra) })
+	b := gossiptest.Start(t, net, "b", mutate, a.Addr())
+	gossiptest.Eventually(t, 20*time.Second, "b sees a alive", func() bool { return gossiptest.StatusOf(b.Gossip, "a") == gossip.StatusAlive })
+	net.Partition([]string{"a"}, []string{"b"})
+	gossiptest.Eventually(t, 30*time.Second, "b holds a dead", func() bool { return gossiptest.StatusOf(b.Gossip, "a") == gossip.StatusDead })
+	net.Heal()
+	if err := b.SendReliable("a", gossip.KindIntents, []byte("q")); err == nil {
+		t.Error("SendReliable to a member held dead: got nil error")
+	}
+	if err := b.ReplyReliable("a", gossip.KindIntents, []byte("answer")); err != nil {
+		t.Fatalf("ReplyReliable to a member held dead but reachable: %v", err)
+	}
+	gossiptest.Eventually(t, 10*time.Second, "a got the answer", func() bool { return ra.get(ra.msgs, "b") == "answer" })
+}

@@ -522,6 +522,19 @@ func (g *Gossip) liveNode(ml *memberlist.Memberlist, name string) *memberlist.No
 
 // SendReliable sends payload to the named member over a TCP stream.
 func (g *Gossip) SendReliable(node string, kind MessageKind, payload []byte) error {
+	return g.sendReliable(node, kind, payload, true)
+}
+
+// ReplyReliable is SendReliable for the answer to a message node just sent: it also
+// reaches a member this node's memberlist still holds dead, at the address this
+// node's view knows, because the message is proof that node is up again (right after
+// a partition heals, its refutation may take a second to arrive). Use it only to
+// answer.
+func (g *Gossip) ReplyReliable(node string, kind MessageKind, payload []byte) error {
+	return g.sendReliable(node, kind, payload, false)
+}
+
+func (g *Gossip) sendReliable(node string, kind MessageKind, payload []byte, liveOnly bool) error {
 	if len(payload) > MaxReliablePayload {
 		return fmt.Errorf("send %d bytes to %s: over the %d byte limit", len(payload), node, MaxReliablePayload)
 	}
@@ -529,7 +542,12 @@ func (g *Gossip) SendReliable(node string, kind MessageKind, payload []byte) err
 	if ml == nil {
 		return fmt.Errorf("send to %s: gossip is not running", node)
 	}
-	to := g.liveNode(ml, node)
+	var to *memberlist.Node
+	if liveOnly {
+		to = g.liveNode(ml, node)
+	} else {
+		to = g.liveNode(nil, node)
+	}
 	if to == nil {
 		return fmt.Errorf("send to %s: no such live member", node)
 	}

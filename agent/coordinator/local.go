@@ -54,6 +54,10 @@ type LocalConfig struct {
 	Intents    Lookup
 	// Send delivers a payload to a node (as Config.Send).
 	Send func(node string, payload []byte) error
+	// Reply, if set, sends the answer to a query: like Send, but also to a node this
+	// node's gossip still holds dead (it just reached us, so it is evidently up again,
+	// e.g. right after a partition heals). Nil means Send.
+	Reply func(node string, payload []byte) error
 	// CoordinatorName returns the name of the region's coordinator as this node knows
 	// it ("" when none is known): reports go there.
 	CoordinatorName func() string
@@ -545,7 +549,11 @@ func (l *Local) answer(to string, q Query) {
 		l.log.Error("encode answer", "err", err)
 		return
 	}
-	if err := l.cfg.Send(to, b); err != nil {
+	send := l.cfg.Reply
+	if send == nil {
+		send = l.cfg.Send
+	}
+	if err := send(to, b); err != nil {
 		l.log.Debug("answer query", "to", to, "err", err)
 	}
 }
