@@ -103,6 +103,15 @@ func (a *Agent) eventLoop(ctx context.Context) {
 
 // watchFleet compares the view with what w remembers and records the differences.
 func (a *Agent) watchFleet(w *fleetWatch, ms []gossip.Member, sums []region.RegionSummary, now time.Time) {
+	present := make(map[string]bool, len(ms))
+	for _, m := range ms {
+		present[m.Name] = true
+	}
+	for name := range w.status {
+		if !present[name] {
+			delete(w.status, name) // forgotten by gossip (dead or left long ago)
+		}
+	}
 	for _, m := range ms {
 		old, seen := w.status[m.Name]
 		w.status[m.Name] = m

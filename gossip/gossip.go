@@ -770,12 +770,13 @@ func (g *Gossip) joinLoop(ctx context.Context) {
 // gossip pools that each see a region of their own (and each bootstrap it, under the
 // settle rule). A seed that never comes up is retried every JoinBackoffMax.
 func (g *Gossip) reachSeeds(ctx context.Context, seeds []string) {
+	seeds = slices.Clone(seeds)
 	backoff := 250 * time.Millisecond
 	// For the first minute at most a second apart: the pools must merge well within
 	// the region's settle period (3 s) of the seeds coming up.
 	fastUntil := time.Now().Add(time.Minute)
 	for {
-		missing := g.seedsNotMembers(seeds)
+		missing := g.seedsNotMembers(ctx, seeds)
 		if len(missing) == 0 {
 			return
 		}
@@ -785,12 +786,15 @@ func (g *Gossip) reachSeeds(ctx context.Context, seeds []string) {
 				return
 			}
 			if n, err := ml.Join([]string{seed}); n > 0 {
+				// Reached: its pool is ours now, even if its address never shows as
+				// a member's (NAT, a virtual IP): stop trying it.
+				seeds = slices.DeleteFunc(seeds, func(s string) bool { return s == seed })
 				g.log.Info("reached another seed", "seed", seed, "members", ml.NumMembers())
 			} else {
 				g.log.Debug("seed not reached yet", "seed", seed, "err", err)
 			}
 		}
-		if len(g.seedsNotMembers(seeds)) == 0 {
+		if len(g.seedsNotMembers(ctx, seeds)) == 0 {
 			return
 		}
 		wait := backoff/2 + time.Duration(rand.Int64N(int64(backoff)))
@@ -809,7 +813,7 @@ func (g *Gossip) reachSeeds(ctx context.Context, seeds []string) {
 
 // seedsNotMembers returns the seeds whose address is not that of a member this node
 // knows alive or suspect. A seed given by name resolves to its addresses.
-func (g *Gossip) seedsNotMembers(seeds []string) []string {
+func (g *Gossip) seedsNotMembers(ctx context.Context, seeds []string) []string {
 	known := map[string]bool{}
 	for _, m := range g.Members() {
 		if m.Up() {
@@ -823,7 +827,7 @@ func (g *Gossip) seedsNotMembers(seeds []string) []string {
 		}
 		host, port, err := net.SplitHostPort(s)
 		if err == nil {
-			if ips, err := net.LookupHost(host); err == nil {
+			if ips, err := net.DefaultResolver.LookupHost(ctx, host); err == nil {
 				found := false
 				for _, ip := range ips {
 					if known[net.JoinHostPort(ip, port)] {

@@ -492,7 +492,7 @@ func (c *Coordinator) planOnce(ctx context.Context, ls *loopState, fleetOnly boo
 	defer func() { c.publishView(ls, c.cfg.Raft.State()) }()
 	handovers := Handovers(st, ls.reports)
 	unplaced := UnplacedList(res, rejected)
-	unplacedChanged := !slices.Equal(unplaced, st.Unplaced)
+	unplacedChanged := !slices.EqualFunc(unplaced, st.Unplaced, sameUnplaced)
 	if res.Empty() && len(handovers) == 0 && !unplacedChanged {
 		return false
 	}
@@ -638,6 +638,24 @@ func UnplacedList(res scheduler.Result, rejected []Rejected) []region.Unplaced {
 		out = out[:region.MaxUnplaced]
 	}
 	return out
+}
+
+// sameUnplaced compares two entries of the unplaced list as a decision: the same work
+// unplaced for the same reasons. Node counts in a reason ("3 nodes filtered by ...")
+// move with membership and load; a change of counts alone is not committed again
+// (the live view, GET /v1/workloads, always has the current figures).
+func sameUnplaced(a, b region.Unplaced) bool {
+	return a.Workload == b.Workload && a.Instance == b.Instance && a.Count == b.Count &&
+		withoutDigits(a.Reason) == withoutDigits(b.Reason)
+}
+
+func withoutDigits(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' {
+			return -1
+		}
+		return r
+	}, s)
 }
 
 // clip bounds a reason to what a region command carries.

@@ -242,3 +242,22 @@ func TestHandovers(t *testing.T) {
 		t.Errorf("PlanCommand with a hand-over only = %+v", got.Plan)
 	}
 }
+
+// The unplaced list is committed again only when the decision changes, not when the
+// node counts inside a reason move with membership or load.
+func TestSameUnplacedIgnoresCounts(t *testing.T) {
+	a := region.Unplaced{Workload: "cam", Count: 1, Reason: "4 nodes filtered by label camera=yes"}
+	for _, tc := range []struct {
+		b    region.Unplaced
+		same bool
+	}{
+		{region.Unplaced{Workload: "cam", Count: 1, Reason: "3 nodes filtered by label camera=yes"}, true},
+		{region.Unplaced{Workload: "cam", Count: 2, Reason: "4 nodes filtered by label camera=yes"}, false},
+		{region.Unplaced{Workload: "cam", Count: 1, Reason: "3 nodes filtered by label camera=yes, 1 by node dead"}, false},
+		{region.Unplaced{Workload: "cam", Instance: "cam-1-0", Count: 1, Reason: "4 nodes filtered by label camera=yes"}, false},
+	} {
+		if got := sameUnplaced(a, tc.b); got != tc.same {
+			t.Errorf("sameUnplaced(%q, %+v) = %v, want %v", a.Reason, tc.b, got, tc.same)
+		}
+	}
+}

@@ -78,6 +78,9 @@ func (d *Decoder) nextSSE() (Event, error) {
 			if hasData {
 				data = append(data, '\n')
 			}
+			if len(data)+len(value) > MaxLineBytes {
+				return Event{}, fmt.Errorf("event stream line %d: a message of more than %d bytes", d.line, MaxLineBytes)
+			}
 			data, hasData = append(data, value...), true
 		case "event":
 			typ = string(value)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -76,6 +77,7 @@ type Server struct {
 	log       *slog.Logger
 	followers atomic.Int64
 	done      chan struct{} // closed by Close
+	backlogs  chan struct{} // a slot per backlog (non-follow) request being served
 	closeOnce sync.Once
 
 	testHookWoken func() // called when a follower is woken, before it reads the ring
@@ -86,7 +88,7 @@ func Handler(r *Ring, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{ring: r, log: log, done: make(chan struct{})}
+	return &Server{ring: r, log: log, done: make(chan struct{}), backlogs: make(chan struct{}, MaxBacklogs)}
 }
 
 // Close ends every following stream (each sends what it has and returns) and
@@ -106,6 +108,12 @@ type request struct {
 }
 
 const maxNameLen = 253
+
+// MaxBacklogs bounds the backlog (non-follow) requests served at once; more get 503.
+const MaxBacklogs = 16
+
+// maxTypes bounds the distinct types of one filter.
+const maxTypes = 16
 
 func (s *Server) parse(r *http.Request) (request, []api.FieldError) {
 	q := r.URL.Query()
@@ -158,6 +166,15 @@ func (s *Server) parse(r *http.Request) (request, []api.FieldError) {
 				bad("type", "%q is not an event type: give a comma-separated list of types, e.g. %s,%s (known: %s)", t, TypePlaced, TypeMigrated, strings.Join(types, ", "))
 				continue
 			}
+			if slices.Contains(req.filter.Types, t) {
+				continue
+			}
+			if len(req.filter.Types) == maxTypes {
+				// The filter runs under the ring's lock, which Raft's apply path also
+				// takes: keep it short.
+				bad("type", "more than %d distinct types: give at most %d", maxTypes, maxTypes)
+				break
+			}
 			req.filter.Types = append(req.filter.Types, t)
 		}
 	}
@@ -190,6 +207,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if len(errs) > 0 {
 		api.WriteError(w, http.StatusBadRequest, "invalid events query", errs...)
 		return
+	}
+	if !req.follow {
+		// A backlog is built in memory and may take the write deadline to drain to a
+		// slow reader: bound how many are served at once.
+		select {
+		case s.backlogs <- struct{}{}:
+			defer func() { <-s.backlogs }()
+		default:
+			w.Header().Set("Retry-After", "1")
+			api.WriteError(w, http.StatusServiceUnavailable, fmt.Sprintf("too many event backlogs are being served (at most %d at once): try again in a moment", cap(s.backlogs)))
+			return
+		}
 	}
 	if req.follow {
 		select {

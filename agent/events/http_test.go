@@ -370,3 +370,54 @@ func TestHTTPFollowTruncated(t *testing.T) {
 		t.Errorf("followed (-want +got):\n%s", diff)
 	}
 }
+
+// The filter runs under the ring's lock: at most 16 distinct types, duplicates
+// folded; and at most MaxBacklogs backlogs are served at once.
+func TestHTTPTypeCapAndBacklogCap(t *testing.T) {
+	ts := newTestServer(t, 8, nil)
+	ts.ring.Add(Event{Type: TypePlaced, Time: t0})
+	many := make([]string, 17)
+	for i := range many {
+		many[i] = "type_" + strings.Repeat("x", i+1)
+	}
+	if resp := ts.get(t, context.Background(), "type="+strings.Join(many, ",")); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("17 distinct types: HTTP %d, want 400", resp.StatusCode)
+	} else if body := readAll(t, resp); !strings.Contains(body, "at most 16") {
+		t.Errorf("17 distinct types: %s, want the cap named", body)
+	}
+	dup := strings.TrimSuffix(strings.Repeat("placed,", 40), ",")
+	if resp := ts.get(t, context.Background(), "type="+dup); resp.StatusCode != http.StatusOK {
+		t.Errorf("one type repeated 40 times: HTTP %d, want 200", resp.StatusCode)
+	} else if got := strings.Count(readAll(t, resp), `"type":"placed"`); got != 1 {
+		t.Errorf("one type repeated: %d events, want 1", got)
+	}
+	for range MaxBacklogs {
+		ts.srv.backlogs <- struct{}{}
+	}
+	resp := ts.get(t, context.Background(), "")
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("backlog beyond the cap: HTTP %d (Retry-After %q), want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	readAll(t, resp)
+	for range MaxBacklogs {
+		<-ts.srv.backlogs
+	}
+}
+
+// A client resuming with an id of an earlier run of the agent is told it missed what
+// that run recorded after it.
+func TestRingReportsARestart(t *testing.T) {
+	boot := time.Date(2026, 12, 7, 1, 0, 0, 0, time.UTC)
+	old := NewRing(8, boot, nil)
+	seen := old.Add(Event{Type: TypePlaced}).ID
+	old.Add(Event{Type: TypeStopped}) // recorded, never read: lost with the restart
+	r := NewRing(8, boot.Add(time.Minute), nil)
+	r.Add(Event{Type: TypeNodeAlive})
+	evs, truncated := r.Since(seen, Filter{}, 0)
+	if len(evs) != 1 || !truncated {
+		t.Errorf("resume from an earlier run's id: %d events, truncated %v; want 1 and true", len(evs), truncated)
+	}
+	if _, truncated := r.Since(r.LastID(), Filter{}, 0); truncated {
+		t.Error("resume from this run's newest id reported truncated")
+	}
+}

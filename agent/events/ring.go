@@ -148,6 +148,10 @@ func (r *Ring) since(after uint64, f Filter, limit int) (evs []Event, missed str
 	if after > last {
 		why = append(why, fmt.Sprintf("id %d is above every event id of this run of the agent (an id from an earlier run whose clock was ahead?): all kept events follow", after))
 		after = 0
+	} else if after > 0 && after < r.base {
+		// An id of an earlier run: what that run recorded after it is gone with its
+		// memory (the agent restarted).
+		why = append(why, fmt.Sprintf("id %d is from an earlier run of the agent: the events that run recorded after it were lost when it restarted", after))
 	}
 	if r.dropped > after {
 		why = append(why, fmt.Sprintf("events %d to %d are no longer kept: this agent keeps its newest %d events in memory", after+1, r.dropped, len(r.buf)))

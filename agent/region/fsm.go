@@ -154,6 +154,15 @@ func applyValid(s *State, idx uint64, cmd Command) {
 					s.LastOffload[old.Node] = p.At
 				}
 			}
+		}
+		for node, t := range s.LastOffload {
+			// Cooldowns are minutes: forget a day-old one, so renamed nodes do not
+			// grow the state (deterministic: the plan's own time decides).
+			if !p.At.IsZero() && p.At.Sub(t) > 24*time.Hour {
+				delete(s.LastOffload, node)
+			}
+		}
+		for _, pl := range p.Places {
 			s.Placements[pl.ID] = Placement{
 				ID: pl.ID, Workload: pl.Workload, Node: pl.Node, Version: pl.Version,
 				Generation: p.Generation, StartedAt: pl.StartedAt, Replaces: pl.Replaces,
