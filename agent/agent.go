@@ -61,9 +61,10 @@ type Agent struct {
 	auth *secure.Authenticator // channels of gossip streams and the Raft port
 	// insecure: reachable beyond loopback without encryption or TLS, by --insecure.
 	insecure bool
-	contact  contactTracker // where the node's assignment comes from, since when
-	tls      *secure.Source // nil without --tls-*
-	tlsErr   atomic.Value   // string: the last failed reload's error, "" after a good one
+	contact  contactTracker   // where the node's assignment comes from, since when
+	headless *headlessTracker // regions without a coordinator in this node's view (headless.go)
+	tls      *secure.Source   // nil without --tls-*
+	tlsErr   atomic.Value     // string: the last failed reload's error, "" after a good one
 
 	tlsReloads *prometheus.CounterVec
 	gossip     *gossip.Gossip
@@ -135,7 +136,8 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if cfg.Reserve == (Resources{}) {
 		cfg.Reserve = DefaultReserve()
 	}
-	a := &Agent{cfg: cfg, log: deps.Logger, reg: deps.Registerer, gather: deps.Gatherer, now: deps.Now, clock: deps.Clock, ready: make(chan struct{})}
+	a := &Agent{cfg: cfg, log: deps.Logger, reg: deps.Registerer, gather: deps.Gatherer, now: deps.Now, clock: deps.Clock, ready: make(chan struct{}),
+		headless: newHeadlessTracker(headlessAfter)}
 	tokens, err := loadTokens(cfg)
 	if err != nil {
 		return nil, err

@@ -84,7 +84,8 @@ func (a *Agent) eventLoop(ctx context.Context) {
 	w := fleetWatch{status: map[string]gossip.Member{}, coord: map[string]regionWatch{}}
 	for {
 		a.watchFleet(&w, a.gossip.Members(), a.regionSummaries(), a.now())
-		// Load samples signal too: look at most 10 times a second.
+		// Load samples signal too: look at most 10 times a second, and at least once a
+		// second (a region without a coordinator becomes headless as time passes).
 		t := a.clock.NewTimer(100 * time.Millisecond)
 		select {
 		case <-ctx.Done():
@@ -92,12 +93,16 @@ func (a *Agent) eventLoop(ctx context.Context) {
 			return
 		case <-t.C():
 		}
+		tick := a.clock.NewTimer(time.Second)
 		select {
 		case <-ctx.Done():
+			tick.Stop()
 			return
 		case <-changed:
 		case <-regionChanged:
+		case <-tick.C():
 		}
+		tick.Stop()
 	}
 }
 
@@ -160,8 +165,7 @@ func (a *Agent) watchFleet(w *fleetWatch, ms []gossip.Member, sums []region.Regi
 			nw.coordinator, nw.term = s.Coordinator, s.Term
 		}
 		if s.Headless && !old.headless {
-			a.events.Add(events.Event{Time: now, Type: events.TypeHeadless, Region: s.Name,
-				Reason: "no coordinator, and a majority of the region's voters is out of reach: nothing is committed; nodes keep running their last-known assignments"})
+			a.events.Add(events.Event{Time: now, Type: events.TypeHeadless, Region: s.Name, Reason: s.HeadlessReason})
 		}
 		nw.headless = s.Headless
 		w.coord[s.Name] = nw

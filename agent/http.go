@@ -133,7 +133,18 @@ func (a *Agent) registerMetrics() error {
 	lastKnown := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "murmur_assignments_last_known",
 		Help: "1 while this node runs its last-known (persisted) assignment because no coordinator of its region is reachable."},
 		func() float64 { return b2f(a.contact.current() == SourceLastKnown) })
-	for _, c := range []prometheus.Collector{info, load, memLoad, lastKnown} {
+	headless := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "murmur_regions_headless",
+		Help: "Regions this node has seen without a coordinator for longer than 5 s (headless), its own included."},
+		func() float64 {
+			n := 0
+			for _, s := range a.regionSummaries() {
+				if s.Headless {
+					n++
+				}
+			}
+			return float64(n)
+		})
+	for _, c := range []prometheus.Collector{info, load, memLoad, lastKnown, headless} {
 		if err := a.reg.Register(c); err != nil {
 			return err
 		}

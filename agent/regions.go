@@ -125,7 +125,7 @@ func (a *Agent) regionSummaries() []region.RegionSummary {
 			slices.Sort(sums[i].Voters)
 		}
 	}
-	return sums
+	return a.headless.observe(sums, a.now())
 }
 
 // coordinatorOf is the name of region r's coordinator as this node knows it ("" when

@@ -108,6 +108,10 @@ type RegionSummary struct {
 	Term        uint64   `json:"term"`
 	LastIndex   uint64   `json:"last_index"`
 	Headless    bool     `json:"headless"`
+	// HeadlessSince and HeadlessReason say, when Headless, since when the answering
+	// node has seen no coordinator of the region, and why it calls it headless.
+	HeadlessSince  time.Time `json:"headless_since,omitzero"`
+	HeadlessReason string    `json:"headless_reason,omitempty"`
 }
 
 // Summarize builds the /v1/regions answer from every peer of the fleet (with their

@@ -611,6 +611,74 @@ func TestNetnsPartitionMinority(t *testing.T) {
 		_, _, ok := agreedCoordinator(all, partRegion, 0)
 		return ok
 	})
+
+	// Never silently headless: two nodes that hold no vote are cut off together. No
+	// voter is with them to raise the region's headless flag; they say so themselves,
+	// with since when and why, once they have seen no coordinator for 5 s.
+	voters = regions(lab.nodes[0].http)[partRegion].Voters
+	var standbys []*nsNode
+	for _, nd := range lab.nodes {
+		if !slices.Contains(voters, nd.name) {
+			standbys = append(standbys, nd)
+		}
+	}
+	if len(standbys) != 2 {
+		t.Fatalf("standbys %v, want 2 (voters %v)", standbys, voters)
+	}
+	names := []string{standbys[0].name, standbys[1].name}
+	lab.cut(names...)
+	cutAt = time.Now()
+	for _, nd := range standbys {
+		var r regionSince
+		eventually(t, 20*time.Second, nd.name+" (no vote, cut off) reports its region headless", func() bool {
+			r = regionWithSince(nd.http, partRegion)
+			return r.Headless && r.Coordinator == "" && !r.Since.IsZero() && r.Why != ""
+		})
+		t.Logf("%s: headless %v after the cut (since %s): %s", nd.name, time.Since(cutAt).Round(100*time.Millisecond), r.Since.Format("15:04:05.000"), r.Why)
+		if got := metricSum(t, nd.http, "murmur_regions_headless"); got != 1 {
+			t.Errorf("%s: murmur_regions_headless = %v, want 1", nd.name, got)
+		}
+		evs, err := eventsOf(nd.http, "?type=headless&region="+partRegion)
+		if err != nil || len(evs) == 0 {
+			t.Errorf("%s: no headless event (%v)", nd.name, err)
+		}
+		if out, code := murmurCLI(t, "get", "regions", "--addr", nd.http); code != 0 || !strings.Contains(out, "HEADLESS since") {
+			t.Errorf("%s: murmur get regions (exit %d) does not say headless:\n%s", nd.name, code, out)
+		}
+	}
+	lab.heal()
+	for _, nd := range standbys {
+		eventually(t, 30*time.Second, nd.name+" sees a coordinator again", func() bool {
+			r := regionWithSince(nd.http, partRegion)
+			return !r.Headless && r.Coordinator != ""
+		})
+	}
+}
+
+// regionSince is a region of GET /v1/regions with the headless details.
+type regionSince struct {
+	Coordinator string    `json:"coordinator"`
+	Headless    bool      `json:"headless"`
+	Since       time.Time `json:"headless_since"`
+	Why         string    `json:"headless_reason"`
+}
+
+func regionWithSince(addr, name string) regionSince {
+	var res struct {
+		Regions []struct {
+			Name string `json:"name"`
+			regionSince
+		} `json:"regions"`
+	}
+	if getJSON(addr, "/v1/regions", &res) != nil {
+		return regionSince{}
+	}
+	for _, r := range res.Regions {
+		if r.Name == name {
+			return r.regionSince
+		}
+	}
+	return regionSince{}
 }
 
 // TestNetnsPartitionOfflineReboot: a node with an instance is cut off, then its power

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -20,13 +21,15 @@ func getSubcommands(cf *clientFlags) []*cobra.Command {
 			}
 			var res struct {
 				Regions []struct {
-					Name        string   `json:"name"`
-					Coordinator string   `json:"coordinator"`
-					Voters      []string `json:"voters"`
-					Nodes       int      `json:"nodes"`
-					Term        uint64   `json:"term"`
-					LastIndex   uint64   `json:"last_index"`
-					Headless    bool     `json:"headless"`
+					Name        string    `json:"name"`
+					Coordinator string    `json:"coordinator"`
+					Voters      []string  `json:"voters"`
+					Nodes       int       `json:"nodes"`
+					Term        uint64    `json:"term"`
+					LastIndex   uint64    `json:"last_index"`
+					Headless    bool      `json:"headless"`
+					Since       time.Time `json:"headless_since"`
+					Why         string    `json:"headless_reason"`
 				} `json:"regions"`
 			}
 			b, err := cf.getJSON("/v1/regions", &res)
@@ -43,7 +46,14 @@ func getSubcommands(cf *clientFlags) []*cobra.Command {
 					coord, state = "-", "electing"
 				}
 				if r.Headless {
-					state = "HEADLESS (see 'murmur operator recover --help')"
+					state = "HEADLESS"
+					if !r.Since.IsZero() {
+						state += " since " + r.Since.Local().Format("15:04:05")
+					}
+					if r.Why != "" {
+						state += ": " + r.Why
+					}
+					state += " (see 'murmur operator recover --help')"
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", r.Name, coord, orDash(strings.Join(r.Voters, ",")), r.Nodes, r.Term, r.LastIndex, state)
 			}
