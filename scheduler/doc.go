@@ -72,8 +72,11 @@
 // picks the instances to keep: keep_replacement (the default: the newest),
 // keep_original (the oldest) or best_score (those on the best-scoring nodes, then the
 // newest); "default" is the legacy rule (keep the replacement unless the original is
-// healthy and older). Instances on alive nodes are always preferred to those on
-// suspect or dead nodes. The others are stopped, but a stop happens only once the
+// healthy and older). Instances on dead nodes go first; then the rule decides each
+// pair of an original and the replacement that supersedes it (before a suspicion
+// does, so a node suspected for a moment around a heal does not change the outcome);
+// then instances on alive nodes are preferred to those on suspect ones. The others
+// are stopped, but a stop happens only once the
 // survivor is confirmed running: a plan never brings the number of running
 // (State running) instances of a workload below min(desired, running now). While a
 // kept instance is pending or failed, a running surplus instance stands in for it and

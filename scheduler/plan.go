@@ -322,13 +322,14 @@ func (s *state) sortKeep(ws *wlState, list []int32, rule ReconcileRule) {
 	}
 	slices.SortStableFunc(list, func(x, y int32) int {
 		a, b := &P[x], &P[y]
-		aa, ba := s.nodes[s.pnode[x]].n.Status == StatusAlive, s.nodes[s.pnode[y]].n.Status == StatusAlive
-		if aa != ba {
-			if aa {
-				return -1
-			}
-			return 1
+		sa, sb := s.nodes[s.pnode[x]].n.Status, s.nodes[s.pnode[y]].n.Status
+		// Instances on dead nodes (still within their ReplaceAfter) go first.
+		if c := lastIf(sa == StatusDead, sb == StatusDead); c != 0 {
+			return c
 		}
+		// Then the rule decides each original/replacement pair, before a suspicion
+		// does: a node suspected for a moment around a heal must not make the rule
+		// stop an instance that is not part of any pair.
 		switch rule {
 		case ReconcileKeepReplacement, "":
 			if c := lastIf(superseded[a.ID], superseded[b.ID]); c != 0 {
@@ -338,6 +339,9 @@ func (s *state) sortKeep(ws *wlState, list []int32, rule ReconcileRule) {
 			if c := lastIf(superseding[a.ID], superseding[b.ID]); c != 0 {
 				return c
 			}
+		}
+		if c := lastIf(sa != StatusAlive, sb != StatusAlive); c != 0 {
+			return c
 		}
 		switch rule {
 		case ReconcileKeepOriginal:

@@ -118,3 +118,34 @@ func TestReconcileKeepsDesiredRunning(t *testing.T) {
 	}
 	checkRunningFloor(t, in, r)
 }
+
+// A node suspected for a moment around a heal does not change which instance the rule
+// stops: the original/replacement pair is decided first; the sibling on the suspect
+// node is not part of it and keeps running.
+func TestReconcilePairBeforeSuspicion(t *testing.T) {
+	now := time.Date(2026, 12, 7, 1, 0, 0, 0, time.UTC)
+	caps := Resources{MilliCPU: 4000, MemoryBytes: 4 << 30}
+	run := func(id, node string, gen uint64, supersedes string) Placement {
+		return Placement{ID: id, Workload: "late", Node: node, Generation: gen, State: StateRunning, Healthy: true, Supersedes: supersedes}
+	}
+	for _, tc := range []struct {
+		rule ReconcileRule
+		stop string
+	}{{ReconcileKeepReplacement, "late-11-0"}, {ReconcileKeepOriginal, "late-12-0"}} {
+		in := Input{Region: "r", Now: now, Generation: 13,
+			Nodes:      []Node{{Name: "back", Status: StatusAlive, Capacity: caps}, {Name: "sus", Status: StatusSuspect, Capacity: caps}, {Name: "new", Status: StatusAlive, Capacity: caps}},
+			Workloads:  []Workload{{Name: "late", Replicas: 2, Reconcile: tc.rule}},
+			Placements: []Placement{run("late-11-0", "back", 11, ""), run("late-11-1", "sus", 11, ""), run("late-12-0", "new", 12, "late-11-0")},
+		}
+		res := Plan(in)
+		var stops []string
+		for _, a := range res.Actions {
+			if a.Kind == ActionStop {
+				stops = append(stops, a.Instance)
+			}
+		}
+		if len(stops) != 1 || stops[0] != tc.stop {
+			t.Errorf("rule %s: stops %v, want [%s]", tc.rule, stops, tc.stop)
+		}
+	}
+}

@@ -149,8 +149,11 @@ type OffloadPolicy struct {
 // a partition heals and a node comes back with instances that were replaced.
 type ReconcileRule string
 
-// Reconcile rules. Under every rule, instances on alive nodes are kept before those
-// on suspect or dead nodes; the remaining ties are broken by instance ID. Whatever
+// Reconcile rules. Under every rule, instances on dead nodes (within their
+// ReplaceAfter) go first; then keep_replacement and keep_original decide each pair of
+// a lost original and the replacement that Supersedes it; then instances on alive
+// nodes are kept before those on suspect ones; the remaining ties are broken by the
+// rule's order and instance ID. Whatever
 // the rule, a surplus instance that runs is stopped only once the instances kept in
 // its place report running (see Plan: the number of running instances never drops
 // below the desired count, or below what runs now if that is less).

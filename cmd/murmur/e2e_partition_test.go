@@ -638,10 +638,12 @@ func TestNetnsPartitionMinority(t *testing.T) {
 		if got := metricSum(t, nd.http, "murmur_regions_headless"); got != 1 {
 			t.Errorf("%s: murmur_regions_headless = %v, want 1", nd.name, got)
 		}
-		evs, err := eventsOf(nd.http, "?type=headless&region="+partRegion)
-		if err != nil || len(evs) == 0 {
-			t.Errorf("%s: no headless event (%v)", nd.name, err)
-		}
+		// The event loop looks at the fleet once a second: the event may follow the
+		// API's answer by up to that.
+		eventually(t, 5*time.Second, nd.name+" records a headless event", func() bool {
+			evs, err := eventsOf(nd.http, "?type=headless&region="+partRegion)
+			return err == nil && len(evs) > 0
+		})
 		if out, code := murmurCLI(t, "get", "regions", "--addr", nd.http); code != 0 || !strings.Contains(out, "HEADLESS since") {
 			t.Errorf("%s: murmur get regions (exit %d) does not say headless:\n%s", nd.name, code, out)
 		}
