@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -20,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/murmur-edge/murmur/agent/agenttest"
 	"github.com/murmur-edge/murmur/agent/coordinator"
 	"github.com/murmur-edge/murmur/agent/events"
 	"github.com/murmur-edge/murmur/agent/region"
@@ -200,56 +200,11 @@ func (f *inprocFleet) heal() {
 	f.rnet.Heal()
 }
 
-// processesIn lists the processes whose working directory is under dir.
-func processesIn(dir string) []int {
-	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
-		if err == nil && strings.HasPrefix(cwd, dir+string(filepath.Separator)) && !zombie(pid) {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
-// instancePids maps the instance ids the exec driver runs live under dataDir to their
-// pids (from each instance's handle.json, checked against the process table).
-func instancePids(dataDir string) map[string]int {
-	out := map[string]int{}
-	files, _ := filepath.Glob(filepath.Join(dataDir, "runtime", "exec", "*", "handle.json"))
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		var h struct {
-			InstanceID string `json:"instanceID"`
-			PID        int    `json:"pid"`
-		}
-		if json.Unmarshal(b, &h) != nil || h.PID <= 0 {
-			continue
-		}
-		if syscall.Kill(h.PID, 0) == nil && !zombie(h.PID) {
-			out[h.InstanceID] = h.PID
-		}
-	}
-	return out
-}
-
-func zombie(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z'
-}
+// The live instance processes of an agent: agent/agenttest.
+var (
+	instancePids = agenttest.InstancePids
+	processesIn  = agenttest.ProcessesIn
+)
 
 // processesOf counts, per node, the live instance processes of intent.
 func processesOf(nodes []*inprocNode, intent string) map[string]int {

@@ -6,10 +6,8 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,37 +23,6 @@ import (
 // samples, so a node's load shows a burner 5–10 s after it starts; the load record is
 // published every second. The tests run one after the other (each burner wants most
 // of a core, and a starved one would not look hot).
-
-var (
-	wlOnce sync.Once
-	wlPath string
-	wlErr  error
-)
-
-// workloadBin is testdata/workload: MURMUR_WORKLOAD_BIN (make test), else built once.
-func workloadBin(t *testing.T) string {
-	t.Helper()
-	wlOnce.Do(func() {
-		if p := os.Getenv("MURMUR_WORKLOAD_BIN"); p != "" {
-			wlPath = p
-			return
-		}
-		dir, err := os.MkdirTemp("", "murmur-workload")
-		if err != nil {
-			wlErr = err
-			return
-		}
-		wlPath = filepath.Join(dir, "workload")
-		out, err := exec.Command("go", "build", "-o", wlPath, "../../testdata/workload").CombinedOutput()
-		if err != nil {
-			wlErr = fmt.Errorf("go build workload: %v\n%s", err, out)
-		}
-	})
-	if wlErr != nil {
-		t.Fatal(wlErr)
-	}
-	return wlPath
-}
 
 const offloadPolicy = `apiVersion: murmur/v1
 kind: Policy

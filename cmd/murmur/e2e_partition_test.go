@@ -73,15 +73,11 @@ func fleetProcesses(lab *netLab, intent string) map[string]int { return processe
 
 // processesOn is fleetProcesses over some nodes.
 func processesOn(nodes []*nsNode, intent string) map[string]int {
-	out := map[string]int{}
+	dirs := make(map[string]string, len(nodes))
 	for _, nd := range nodes {
-		for id := range instancePids(nd.dataDir) {
-			if strings.HasPrefix(id, intent+"-") {
-				out[nd.name]++
-			}
-		}
+		dirs[nd.name] = nd.dataDir
 	}
-	return out
+	return instanceCounts(dirs, intent)
 }
 
 // instances are the placements of intent in a view: instance id → workload.

@@ -25,38 +25,54 @@ import (
 // These tests run the real binary: several agents on 127.0.0.1, real UDP/TCP gossip
 // and real HTTP. make test passes MURMUR_BIN; otherwise the binary is built once.
 
+// prebuilt is a binary the tests run: the path in env (make test sets it), else pkg
+// built once into a temporary directory.
+type prebuilt struct {
+	env, pkg, name string
+	once           sync.Once
+	path           string
+	err            error
+}
+
+func (b *prebuilt) get(t *testing.T) string {
+	t.Helper()
+	b.once.Do(func() {
+		if p := os.Getenv(b.env); p != "" {
+			b.path = p
+			return
+		}
+		dir, err := os.MkdirTemp("", "murmur-"+b.name)
+		if err != nil {
+			b.err = err
+			return
+		}
+		b.path = filepath.Join(dir, b.name)
+		if out, err := exec.Command("go", "build", "-o", b.path, b.pkg).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
+
 var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
+	murmurBuild   = &prebuilt{env: "MURMUR_BIN", pkg: ".", name: "murmur"}
+	workloadBuild = &prebuilt{env: "MURMUR_WORKLOAD_BIN", pkg: "../../testdata/workload", name: "workload"}
 )
 
+// murmurBin is the murmur binary under test; -short skips the tests that need it.
 func murmurBin(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("real-process test; -short skips it")
 	}
-	binOnce.Do(func() {
-		if p := os.Getenv("MURMUR_BIN"); p != "" {
-			binPath = p
-			return
-		}
-		dir, err := os.MkdirTemp("", "murmur-bin")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "murmur")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
+	return murmurBuild.get(t)
 }
+
+// workloadBin is testdata/workload, the test workload.
+func workloadBin(t *testing.T) string { return workloadBuild.get(t) }
 
 // freePort returns a port P on 127.0.0.1 whose TCP and UDP P and TCP P+1 (the agent's
 // default Raft port) are free, and that this test process has not handed out before:
@@ -186,23 +202,6 @@ func startAgentIn(t *testing.T, name string, gossipPort int, dataDir string, ext
 		}
 	})
 	return p
-}
-
-// processesIn lists the processes whose working directory is under dir.
-func processesIn(dir string) []int {
-	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
-		if err == nil && strings.HasPrefix(cwd, dir+string(filepath.Separator)) {
-			out = append(out, pid)
-		}
-	}
-	return out
 }
 
 func tail(s string, n int) string {

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -13,43 +10,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/murmur-edge/murmur/agent/agenttest"
 	"github.com/murmur-edge/murmur/agent/coordinator"
 	"github.com/murmur-edge/murmur/runtime"
 )
 
-// instancePids reads the exec instances a node's data dir records and returns those
-// whose process is alive, by instance id.
-func instancePids(dataDir string) map[string]int {
-	out := map[string]int{}
-	files, _ := filepath.Glob(filepath.Join(dataDir, "runtime", "exec", "*", "handle.json"))
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		var h struct {
-			InstanceID string `json:"instanceID"`
-			PID        int    `json:"pid"`
-		}
-		if json.Unmarshal(b, &h) != nil || h.PID <= 0 {
-			continue
-		}
-		if syscall.Kill(h.PID, 0) == nil && !zombie(h.PID) {
-			out[h.InstanceID] = h.PID
-		}
-	}
-	return out
-}
-
-func zombie(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z'
-}
+// The live instance processes of an agent: agent/agenttest.
+var (
+	instancePids = agenttest.InstancePids
+	processesIn  = agenttest.ProcessesIn
+)
 
 // killHost cuts a node's power: SIGKILL of its agent and of every instance process
 // group it started.
@@ -91,11 +61,21 @@ func total(m map[string]int) int {
 
 // processes counts, per node, the live instance processes of intent (process table).
 func processes(ps []*proc, intent string) map[string]int {
-	out := map[string]int{}
+	dirs := make(map[string]string, len(ps))
 	for _, p := range ps {
-		for id := range instancePids(p.dataDir) {
+		dirs[p.name] = p.dataDir
+	}
+	return instanceCounts(dirs, intent)
+}
+
+// instanceCounts counts the live instance processes of intent per agent, from each
+// agent's data dir (agent name → data dir).
+func instanceCounts(dirs map[string]string, intent string) map[string]int {
+	out := map[string]int{}
+	for name, dir := range dirs {
+		for id := range instancePids(dir) {
 			if strings.HasPrefix(id, intent+"-") {
-				out[p.name]++
+				out[name]++
 			}
 		}
 	}
