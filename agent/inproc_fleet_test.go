@@ -538,77 +538,22 @@ func sortedKeys[V any](m map[string]V) []string {
 	return out
 }
 
-// runningWatch samples every 20 ms (until stopped, at most maxWatch) the live
-// processes of intent across the fleet and the running count in an observer's
-// /v1/workloads, and remembers the moments either was 0.
-type runningWatch struct {
-	stop     chan struct{}
-	done     chan struct{}
-	mu       sync.Mutex // guards the fields below
-	samples  int
-	minProcs int
-	minView  int // -1 until the view answered once
-	zeroAt   []string
-}
-
-const maxWatch = 50 * time.Second
-
-func startRunningWatch(f *inprocFleet, observer func() *inprocNode, intent string) *runningWatch {
-	w := &runningWatch{stop: make(chan struct{}), done: make(chan struct{}), minProcs: 1 << 30, minView: -1}
-	go func() {
-		defer close(w.done)
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		end := time.NewTimer(maxWatch)
-		defer end.Stop()
-		for {
-			procs := sum(processesOf(f.nodes, intent))
-			view, states := -1, ""
-			if v, ok := workloadsOf(observer().http); ok {
-				view = 0
-				ins := instancesOf(v, intent)
-				for _, id := range sortedKeys(ins) {
-					if ins[id].State == runtime.StateRunning {
-						view++
-					}
-					states += fmt.Sprintf(" %s@%s:%s", id, ins[id].Node, ins[id].State)
+// startRunningWatch samples, every 20 ms until checked (at most 50 s), the live
+// instance processes of intent on the fleet's nodes and the running instances in
+// observer's /v1/workloads (agenttest.Watch).
+func startRunningWatch(f *inprocFleet, observer func() *inprocNode, intent string) *agenttest.Watch {
+	return agenttest.StartWatch(func() agenttest.Sample {
+		sm := agenttest.Sample{Procs: sum(processesOf(f.nodes, intent)), View: -1}
+		if v, ok := workloadsOf(observer().http); ok {
+			sm.View = 0
+			ins := instancesOf(v, intent)
+			for _, id := range sortedKeys(ins) {
+				if ins[id].State == runtime.StateRunning {
+					sm.View++
 				}
-			}
-			w.mu.Lock()
-			w.samples++
-			w.minProcs = min(w.minProcs, procs)
-			if view >= 0 && (w.minView < 0 || view < w.minView) {
-				w.minView = view
-			}
-			if (procs == 0 || view == 0) && len(w.zeroAt) < 5 {
-				w.zeroAt = append(w.zeroAt, fmt.Sprintf("%s procs=%d view=%d [%s]", time.Now().Format("15:04:05.000"), procs, view, strings.TrimSpace(states)))
-			}
-			w.mu.Unlock()
-			select {
-			case <-w.stop:
-				return
-			case <-end.C:
-				return
-			case <-tick.C:
+				sm.States += fmt.Sprintf(" %s@%s:%s", id, ins[id].Node, ins[id].State)
 			}
 		}
-	}()
-	return w
-}
-
-// check stops the watch and fails the test if a sample saw no running instance, or
-// fewer live processes than want.
-func (w *runningWatch) check(t *testing.T, what string, want int) {
-	t.Helper()
-	close(w.stop)
-	<-w.done
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	t.Logf("%s: %d samples, fewest live processes %d, fewest running in the view %d", what, w.samples, w.minProcs, w.minView)
-	if len(w.zeroAt) > 0 {
-		t.Errorf("%s: no running instance at some moment: %v", what, w.zeroAt)
-	}
-	if w.minProcs < want {
-		t.Errorf("%s: only %d live processes at one moment, want at least %d", what, w.minProcs, want)
-	}
+		return sm
+	}, 50*time.Second)
 }

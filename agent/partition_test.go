@@ -97,7 +97,7 @@ func TestPartitionOneNode(t *testing.T) {
 		return ok
 	})
 	t.Logf("healed in %v: %v; %s", time.Since(healAt).Round(time.Millisecond), final, ms)
-	w.check(t, "cut and heal", 2)
+	w.Check(t, "cut and heal", 2)
 	eventuallyFleet(t, f, 10*time.Second, victim.name+" follows the coordinator again", func() bool {
 		a, ok := assignmentsOf(victim.http)
 		return ok && a.Source == "coordinator"
@@ -260,7 +260,7 @@ func TestPartitionMinority(t *testing.T) {
 		return ok
 	})
 	t.Logf("healed in %v: %v", time.Since(healAt).Round(time.Millisecond), final)
-	w.check(t, "heal", want)
+	w.Check(t, "heal", want)
 	eventuallyFleet(t, f, 15*time.Second, "all 5 agree on one coordinator again", func() bool {
 		_, _, ok := f.agreedCoordinator(f.nodes, 0)
 		return ok

@@ -9,11 +9,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/murmur-edge/murmur/agent/agenttest"
 	"github.com/murmur-edge/murmur/agent/coordinator"
 	"github.com/murmur-edge/murmur/runtime"
 )
@@ -178,74 +178,21 @@ func coordinatorNode(t *testing.T, lab *netLab, among []*nsNode) (*nsNode, uint6
 	return lab.node(name), term
 }
 
-// watch samples, every 20 ms until stopped (at most 3 minutes), the live processes of
-// intent fleet-wide and the running count the observer's /v1/workloads shows.
-type watch struct {
-	stop     chan struct{}
-	done     chan struct{}
-	mu       sync.Mutex // guards the fields below
-	minProcs int
-	minView  int // -1 until the view answered once
-	zeroAt   []string
-	samples  int
-}
-
-func startWatch(lab *netLab, observer func() *nsNode, intent string) *watch {
-	w := &watch{stop: make(chan struct{}), done: make(chan struct{}), minProcs: 1 << 30, minView: -1}
-	go func() {
-		defer close(w.done)
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		end := time.After(3 * time.Minute)
-		for {
-			procs := total(fleetProcesses(lab, intent))
-			view, states := -1, ""
-			if v, ok := workloadsOf(observer().http, ""); ok {
-				view = total(running(v, intent))
-				for _, id := range sortedKeys(instances(v, intent)) {
-					wl := instances(v, intent)[id]
-					states += fmt.Sprintf(" %s@%s:%s", id, wl.Node, wl.State)
-				}
-			}
-			w.mu.Lock()
-			w.samples++
-			w.minProcs = min(w.minProcs, procs)
-			if view >= 0 && (w.minView < 0 || view < w.minView) {
-				w.minView = view
-			}
-			// A view of 0 counts unless some instance is "unknown": a coordinator just
-			// elected has not heard from every node yet and cannot say it runs.
-			if (procs == 0 || view == 0 && !strings.Contains(states, ":unknown")) && len(w.zeroAt) < 5 {
-				w.zeroAt = append(w.zeroAt, fmt.Sprintf("%s procs=%d view=%d [%s]", time.Now().Format("15:04:05.000"), procs, view, strings.TrimSpace(states)))
-			}
-			w.mu.Unlock()
-			select {
-			case <-w.stop:
-				return
-			case <-end:
-				return
-			case <-tick.C:
+// startWatch samples, every 20 ms until checked (at most 3 minutes), the live
+// instance processes of intent fleet-wide and the running instances in observer's
+// /v1/workloads (agenttest.Watch).
+func startWatch(lab *netLab, observer func() *nsNode, intent string) *agenttest.Watch {
+	return agenttest.StartWatch(func() agenttest.Sample {
+		sm := agenttest.Sample{Procs: total(fleetProcesses(lab, intent)), View: -1}
+		if v, ok := workloadsOf(observer().http, ""); ok {
+			sm.View = total(running(v, intent))
+			ins := instances(v, intent)
+			for _, id := range sortedKeys(ins) {
+				sm.States += fmt.Sprintf(" %s@%s:%s", id, ins[id].Node, ins[id].State)
 			}
 		}
-	}()
-	return w
-}
-
-// check stops the watch and fails if a sample saw no running instance, or fewer live
-// processes than want.
-func (w *watch) check(t *testing.T, what string, want int) {
-	t.Helper()
-	close(w.stop)
-	<-w.done
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	t.Logf("%s: %d samples, fewest live processes %d, fewest running in the view %d", what, w.samples, w.minProcs, w.minView)
-	if len(w.zeroAt) > 0 {
-		t.Errorf("%s: no running instance at some moment: %v", what, w.zeroAt)
-	}
-	if w.minProcs < want {
-		t.Errorf("%s: only %d live processes at one moment, want at least %d (the loser stops only after the survivor runs)", what, w.minProcs, want)
-	}
+		return sm
+	}, 3*time.Minute)
 }
 
 // memberSince is the status of name in addr's /v1/members and since when.
@@ -398,7 +345,7 @@ func TestNetnsPartitionOneNode(t *testing.T) {
 			healAt := time.Now()
 			final := settle(t, lab, lab.nodes, lab.nodes, tc.intent, 2, "exactly 2 "+tc.intent+" fleet-wide after the heal")
 			t.Logf("healed: exactly 2 on every node's view and in the process tables after %v: %v", time.Since(healAt).Round(time.Millisecond), final)
-			w.check(t, "cut and heal", 2)
+			w.Check(t, "cut and heal", 2)
 			eventually(t, 15*time.Second, victim.name+" follows the coordinator again", func() bool {
 				a, ok := assignmentsOf(victim.http)
 				return ok && a.Source == "coordinator"
@@ -598,7 +545,7 @@ func TestNetnsPartitionMinority(t *testing.T) {
 	healAt := time.Now()
 	final := settle(t, lab, lab.nodes, lab.nodes, intent, want, "exactly 3 fleet-wide after the heal")
 	t.Logf("healed: exactly %d on every node's view and in the process tables after %v: %v", want, time.Since(healAt).Round(time.Millisecond), final)
-	w.check(t, "minority cut and heal", want)
+	w.Check(t, "minority cut and heal", want)
 	var all []*proc
 	for _, nd := range lab.nodes {
 		all = append(all, nd.proc)
@@ -725,7 +672,7 @@ func TestNetnsPartitionOfflineReboot(t *testing.T) {
 	healAt := time.Now()
 	final := settle(t, lab, lab.nodes, lab.nodes, intent, want, "exactly 2 fleet-wide after the heal")
 	t.Logf("healed: exactly %d everywhere after %v: %v", want, time.Since(healAt).Round(time.Millisecond), final)
-	w.check(t, "cut, reboot and heal", want)
+	w.Check(t, "cut, reboot and heal", want)
 	if _, ok := final[origID]; ok {
 		t.Logf("note: the original %s survived the heal", origID)
 	}
@@ -791,7 +738,7 @@ func TestNetnsPartitionHealFigure(t *testing.T) {
 		t.Logf("round %d: after the heal, %s alive for the coordinator at %v, %s sees the coordinator alive at %v, surplus process gone at %v",
 			r, victim.name, seenByCoord.Round(time.Millisecond), victim.name, seesCoord.Round(time.Millisecond), surplusGone.Round(time.Millisecond))
 		took = append(took, d)
-		w.check(t, fmt.Sprintf("round %d", r), want)
+		w.Check(t, fmt.Sprintf("round %d", r), want)
 		t.Logf("round %d: cut %s (coordinator %s), replaced after %v, healed in %v", r, victim.name, coord.name,
 			replaced.Round(time.Millisecond), d.Round(time.Millisecond))
 	}
