@@ -23,7 +23,8 @@
 //     Capacity, live Load, Labels (zone under "zone"), Drivers and Draining.
 //     - Node.LoadHighSince: when the node's load last went above the offload
 //     threshold (zero when below). Node.LastMigrationAt: when an offload last moved
-//     an instance off it. The coordinator keeps both between plans.
+//     an instance off it. The caller keeps both between plans (murmur's coordinator
+//     commits the second with the plan, so it survives a failover).
 //     - Workloads: the intents that target the region, translated (replicas or global
 //     mode, driver, resources, constraints, priority, replaceAfter and reconcile rule
 //     from spec.disconnect, failure threshold, strategy); Offload from the Policy in
@@ -44,7 +45,7 @@
 //     - ActionMigrate: add the new placement on Node as for place; once it reports
 //     running (or at once, if the coordinator does not track the hand-over), stop
 //     Replaces on From and remove its record. Start new before stopping old.
-//     For Cause offload, set From's LastMigrationAt to Now.
+//     For Cause offload, record Now as From's LastMigrationAt.
 //     Result.Apply gives the table after all actions (used by tests and by a
 //     coordinator that applies a plan in one Raft entry).
 //  4. Report Result.Unplaced (its Reason reads like "3 nodes filtered by label

@@ -520,11 +520,6 @@ func (c *Coordinator) planOnce(ctx context.Context, ls *loopState, fleetOnly boo
 		c.m.actions.WithLabelValues(string(a.Kind), string(a.Cause)).Inc()
 		c.log.Info("placement", "action", a.Kind, "cause", a.Cause, "intent", a.Workload, "instance", a.Instance,
 			"node", a.Node, "replaces", a.Replaces, "from", a.From, "reason", a.Reason, "generation", res.Generation)
-		if a.Kind == scheduler.ActionMigrate && a.Cause == scheduler.CauseOffload {
-			h := ls.hot[a.From]
-			h.LastMigration = now
-			ls.hot[a.From] = h
-		}
 	}
 	for _, id := range handovers {
 		c.log.Info("placement", "action", "stop", "cause", "handed-over", "instance", id, "reason", "its replacement runs", "generation", res.Generation)

@@ -41,9 +41,10 @@ type Snapshot struct {
 const DefaultUsageSettle = 15 * time.Second
 
 // HotState is the offload bookkeeping the coordinator keeps per node between plans.
+// (When an offload last moved work off a node is in the committed state,
+// region.State.LastOffload, so the cooldown survives a failover.)
 type HotState struct {
-	HighSince     time.Time // load above the threshold continuously since; zero when below
-	LastMigration time.Time // last offload away from the node
+	HighSince time.Time // load above the threshold continuously since; zero when below
 }
 
 // Rejected is a Workload intent that targets the region but that the policy in force
@@ -149,12 +150,8 @@ func BuildInput(s Snapshot) (scheduler.Input, []Rejected) {
 			// suspect node does.
 			n.Status = scheduler.StatusSuspect
 		}
-		if h, ok := s.Hot[m.Name]; ok {
-			n.LoadHighSince, n.LastMigrationAt = h.HighSince, h.LastMigration
-		}
-		if t := s.State.LastOffload[m.Name]; t.After(n.LastMigrationAt) {
-			n.LastMigrationAt = t // committed: a new coordinator keeps the cooldown
-		}
+		n.LoadHighSince = s.Hot[m.Name].HighSince
+		n.LastMigrationAt = s.State.LastOffload[m.Name] // committed: a new coordinator keeps the cooldown
 		in.Nodes = append(in.Nodes, n)
 	}
 

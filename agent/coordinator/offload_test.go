@@ -197,8 +197,8 @@ func TestOffloadWakesOnCrossingSustainedAndCooldown(t *testing.T) {
 		t.Fatalf("at +2s: committed %+v, want low-1-0 (the lowest priority) migrated off hot", cmds)
 	}
 	newID, tm := moved[0].ID, r.clock.Now()
-	if r.ls.hot["hot"].LastMigration != tm {
-		t.Errorf("LastMigration = %v, want %v", r.ls.hot["hot"].LastMigration, tm)
+	if got := r.raft.State().LastOffload["hot"]; !got.Equal(tm) {
+		t.Errorf("committed LastOffload[hot] = %v, want %v", got, tm)
 	}
 
 	// Two-phase: the old one stays while the new one starts (a health-checked workload
