@@ -263,6 +263,7 @@ func TestRealOffloadNoPingPong(t *testing.T) {
 	ps := offloadFleet(t, "ob", "cpu=500m,memory=256Mi", "cpu=500m,memory=256Mi", "cpu=1000m,memory=256Mi")
 	cool := ps[2]
 	postIntent(t, ps[0].http, burner(t, 2), "")
+	originals := map[string]string{} // instance → its small node
 	eventually(t, 30*time.Second, "one burner running on each small node", func() bool {
 		v, ok := workloadsOf(ps[0].http, "?intent=burn")
 		if !ok {
@@ -272,22 +273,32 @@ func TestRealOffloadNoPingPong(t *testing.T) {
 		if r[cool.name] > 0 {
 			t.Fatalf("a burner was placed on %s, want one on each 500m node: %+v", cool.name, v.Workloads)
 		}
+		for _, w := range v.Workloads {
+			originals[w.Instance] = w.Node
+		}
 		return r[ps[0].name] == 1 && r[ps[1].name] == 1
 	})
 	postIntent(t, ps[0].http, []byte(offloadPolicy), "")
 	eventually(t, 40*time.Second, "a burner running on "+cool.name, func() bool {
 		v, ok := workloadsOf(ps[0].http, "?intent=burn")
-		return ok && running(v, "burn")[cool.name] == 1
+		return ok && running(v, "burn")[cool.name] >= 1
 	})
 	first := time.Now()
 	// Watch for longer than the cooldown (10 s) after the move: the node left hot is
-	// eligible again at once, the relieved node after its cooldown.
+	// eligible again at once, the relieved node after its cooldown. No burner may ever
+	// run on a small node other than where it started (the hot nodes never swap), and
+	// each moves at most once (nothing moves back).
 	var lastReason string
 	for time.Since(first) < 14*time.Second {
 		v, ok := workloadsOf(ps[0].http, "?intent=burn")
 		if ok {
 			if n := total(running(v, "burn")); n > 2 {
 				t.Errorf("%d burners running at once: %+v", n, v.Workloads)
+			}
+			for _, w := range v.Workloads {
+				if from, orig := originals[w.Instance]; (orig && w.Node != from) || (!orig && w.Node != cool.name) {
+					t.Fatalf("burner %s on %s: work moved between the hot nodes or back (originals %v)", w.Instance, w.Node, originals)
+				}
 			}
 			for _, s := range v.Intents {
 				if s.Intent == "burn" && s.Reason != "" {
@@ -302,14 +313,21 @@ func TestRealOffloadNoPingPong(t *testing.T) {
 	r := running(v, "burn")
 	t.Logf("after %v: %d offload migrations; burners running %v; reason %q; loads %s %.2f, %s %.2f, %s %.2f", time.Since(first).Round(time.Second),
 		moves, r, lastReason, ps[0].name, nodeCPU(ps[0]), ps[1].name, nodeCPU(ps[1]), cool.name, nodeCPU(cool))
-	if moves != 1 {
-		t.Errorf("%d offload migrations, want exactly 1 (one burner to %s, then nothing moves)", moves, cool.name)
-	}
-	if r[cool.name] != 1 || total(r) != 2 {
-		t.Errorf("burners running %v, want one on %s and one on a small node", r, cool.name)
-	}
 	if c := nodeCPU(cool); c > 0.8 {
 		t.Errorf("%s took work that made it hot: load %.2f", cool.name, c)
+	}
+	if total(r) != 2 || moves > 2 {
+		t.Fatalf("burners running %v after %d offload migrations, want 2 running and each moved at most once", r, moves)
+	}
+	if r[cool.name] == 2 {
+		// Both fit only because the burners used less than their share: on a starved
+		// machine (other tests, -race) each measured well under 0.6 core, and the cool
+		// node stayed under the threshold with both, as checked above.
+		t.Logf("both burners on %s: measured usage left it under the threshold", cool.name)
+		return
+	}
+	if moves != 1 {
+		t.Errorf("%d offload migrations, want exactly 1 (one burner to %s, then nothing moves)", moves, cool.name)
 	}
 	if !strings.Contains(lastReason, "cannot offload") {
 		t.Errorf("the summary of burn never said why the hot node keeps its burner; last reason %q", lastReason)
