@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -41,6 +43,16 @@ type tnode struct {
 	cancel                 context.CancelFunc
 	done                   chan error
 	alive                  bool
+	// witness groups this node runs, by region (started by the feed, as the agent's
+	// witness manager does); guarded by fleet.mu.
+	witness map[string]*wgroup
+	duty    *WitnessDuty
+}
+
+type wgroup struct {
+	n      *Node
+	cancel context.CancelFunc
+	done   chan error
 }
 
 func newFleet(t testing.TB, opts func(*Config)) *fleet {
@@ -94,6 +106,7 @@ func (f *fleet) start(tn *tnode) {
 	done := make(chan error, 1)
 	f.mu.Lock()
 	tn.n, tn.cancel, tn.done, tn.alive = n, cancel, done, true
+	tn.duty = NewWitnessDuty(tn.id, tn.region, tn.eligible)
 	f.mu.Unlock()
 	go func() { done <- n.Run(ctx) }()
 }
@@ -110,6 +123,54 @@ func (f *fleet) kill(tn *tnode) {
 	if err := <-tn.done; err != nil {
 		f.t.Errorf("Run(%s) = %v", tn.name, err)
 	}
+	f.stopWitnesses(tn)
+}
+
+// stopWitnesses stops every witness group of tn (abruptly).
+func (f *fleet) stopWitnesses(tn *tnode) {
+	f.mu.Lock()
+	groups := tn.witness
+	tn.witness = nil
+	f.mu.Unlock()
+	for _, g := range groups {
+		g.n.abrupt.Store(true)
+		g.cancel()
+		<-g.done
+	}
+}
+
+// startWitness starts tn's witness group of region (called by the feed).
+func (f *fleet) startWitness(tn *tnode, region string) {
+	tr, ctl := f.net.Add(tn.addr, region)
+	cfg := Config{
+		NodeID: tn.id, Name: tn.name, Region: region, Witness: true,
+		DeadGrace: time.Second, HeadlessAfter: 600 * time.Millisecond, Tick: 50 * time.Millisecond,
+		Logger: testLogger(f.t).With("node", tn.name, "witness_of", region), Transport: tr, Control: ctl, inmemStores: true,
+	}
+	n, err := New(cfg)
+	if err != nil {
+		f.t.Errorf("New(witness %s of %s): %v", tn.name, region, err)
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &wgroup{n: n, cancel: cancel, done: make(chan error, 1)}
+	go func() { g.done <- n.Run(ctx) }()
+	f.mu.Lock()
+	if tn.witness == nil {
+		tn.witness = map[string]*wgroup{}
+	}
+	tn.witness[region] = g
+	f.mu.Unlock()
+}
+
+// witnessOf returns tn's witness group of region (nil if none).
+func (f *fleet) witnessOf(tn *tnode, region string) *Node {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if g := tn.witness[region]; g != nil {
+		return g.n
+	}
+	return nil
 }
 
 // stopGraceful stops tn like SIGTERM (leadership transfer when leader).
@@ -141,6 +202,9 @@ func (f *fleet) close() {
 	}
 	close(f.stop)
 	f.wg.Wait()
+	for _, tn := range nodes {
+		f.stopWitnesses(tn)
+	}
 }
 
 // feed is the fake gossip: every 20 ms each running node gets the peers it knows.
@@ -161,7 +225,15 @@ func (f *fleet) feed() {
 			if tn.n == nil {
 				continue
 			}
-			all = append(all, Peer{ID: tn.id, Name: tn.name, Region: tn.region, RaftAddr: tn.addr, Eligible: tn.eligible, Alive: tn.alive, State: tn.n.PublishedState()})
+			st := tn.n.PublishedState()
+			var ws []string
+			for r, g := range tn.witness {
+				maps.Copy(st, g.n.PublishedState())
+				ws = append(ws, r)
+			}
+			slices.Sort(ws)
+			st[KeyWitnessing] = strings.Join(ws, ",")
+			all = append(all, Peer{ID: tn.id, Name: tn.name, Region: tn.region, RaftAddr: tn.addr, Eligible: tn.eligible, Alive: tn.alive, State: st})
 			if tn.alive {
 				running = append(running, tn)
 			}
@@ -180,6 +252,30 @@ func (f *fleet) feed() {
 				view = append(view, p)
 			}
 			tn.n.UpdatePeers(view)
+			f.mu.Lock()
+			var groups []string
+			for r, g := range tn.witness {
+				g.n.UpdatePeers(view)
+				groups = append(groups, r)
+			}
+			duty := tn.duty
+			f.mu.Unlock()
+			if duty == nil {
+				continue
+			}
+			start, stop := duty.Update(view, groups, now)
+			for _, r := range start {
+				f.startWitness(tn, r)
+			}
+			for _, r := range stop {
+				f.mu.Lock()
+				g := tn.witness[r]
+				delete(tn.witness, r)
+				f.mu.Unlock()
+				g.cancel()
+				<-g.done
+				f.net.Remove(tn.addr, r)
+			}
 		}
 	}
 }

@@ -9,62 +9,100 @@ import (
 )
 
 // InmemNetwork connects many Nodes in one process (tests): raft.InmemTransports plus
-// an in-memory Control, with the same region rule as the TCP transport (nodes of
-// different regions are never connected, control calls across regions fail with
-// ErrWrongRegion). Down takes one endpoint off the network; Partition cuts the links
-// between two sets of endpoints and Heal restores them. Safe for concurrent use.
+// an in-memory Control, with the same region rule as the TCP transport. One address
+// may hold one endpoint per region (a node's own group and the groups it is a witness
+// for, as one TCP port does); endpoints connect only to endpoints of the same region,
+// and a control call to an address with no endpoint of the caller's region fails with
+// ErrWrongRegion. Down takes an address off the network; Partition cuts the links
+// between two sets of addresses and Heal restores them. Safe for concurrent use.
 type InmemNetwork struct {
-	mu    sync.Mutex // guards the fields below
-	nodes map[string]*inmemNode
-	cut   map[[2]string]bool // address pairs (both orders) a partition separates
+	mu    sync.Mutex              // guards the fields below
+	nodes map[inmemKey]*inmemNode // by address and region
+	down  map[string]bool         // addresses taken off the network
+	cut   map[[2]string]bool      // address pairs (both orders) a partition separates
 }
+
+type inmemKey struct{ addr, region string }
 
 type inmemNode struct {
 	addr    string
 	region  string
 	tr      *raft.InmemTransport
-	down    bool
 	handler func(ControlRequest) ControlResponse
 }
 
 // NewInmemNetwork returns an empty network.
 func NewInmemNetwork() *InmemNetwork {
-	return &InmemNetwork{nodes: map[string]*inmemNode{}, cut: map[[2]string]bool{}}
+	return &InmemNetwork{nodes: map[inmemKey]*inmemNode{}, down: map[string]bool{}, cut: map[[2]string]bool{}}
 }
 
-// Add creates (or re-creates, for a restart) the endpoint at addr in region and
+// Add creates (or re-creates, for a restart) the endpoint of region at addr and
 // connects it both ways with every up endpoint of the same region that no partition
-// separates it from. Pass the results as Config.Transport and Config.Control.
+// separates it from. Adding any endpoint at addr brings addr back up (after Down).
+// Pass the results as Config.Transport and Config.Control.
 func (n *InmemNetwork) Add(addr, region string) (raft.Transport, Control) {
 	_, tr := raft.NewInmemTransport(raft.ServerAddress(addr))
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	e := &inmemNode{addr: addr, region: region, tr: tr}
-	n.nodes[addr] = e
-	for _, o := range n.nodes {
-		if o == e || o.down || o.region != region || n.cut[[2]string{addr, o.addr}] {
-			continue
+	if n.down[addr] {
+		delete(n.down, addr)
+		// The address is back: its other endpoints reconnect too.
+		for _, x := range n.nodes {
+			if x.addr == addr {
+				n.connectLocked(x)
+			}
 		}
-		tr.Connect(raft.ServerAddress(o.addr), o.tr)
-		o.tr.Connect(raft.ServerAddress(addr), tr)
 	}
+	e := &inmemNode{addr: addr, region: region, tr: tr}
+	n.nodes[inmemKey{addr, region}] = e
+	n.connectLocked(e)
 	return tr, &inmemControl{net: n, self: e}
 }
 
-// Down cuts addr off (a killed process or an unplugged cable): no Raft traffic and no
-// control calls in either direction until Add is called again for addr.
-func (n *InmemNetwork) Down(addr string) {
+// connectLocked links e with every up endpoint of its region that no cut separates.
+func (n *InmemNetwork) connectLocked(e *inmemNode) {
+	for _, o := range n.nodes {
+		if o == e || o.addr == e.addr || n.down[o.addr] || o.region != e.region || n.cut[[2]string{e.addr, o.addr}] {
+			continue
+		}
+		e.tr.Connect(raft.ServerAddress(o.addr), o.tr)
+		o.tr.Connect(raft.ServerAddress(e.addr), e.tr)
+	}
+}
+
+// Remove deletes the endpoint of region at addr (a witness group that stopped).
+func (n *InmemNetwork) Remove(addr, region string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	e := n.nodes[addr]
+	e := n.nodes[inmemKey{addr, region}]
 	if e == nil {
 		return
 	}
-	e.down = true
+	delete(n.nodes, inmemKey{addr, region})
 	e.tr.DisconnectAll()
 	for _, o := range n.nodes {
-		if o != e {
+		if o.region == region {
 			o.tr.Disconnect(raft.ServerAddress(addr))
+		}
+	}
+}
+
+// Down cuts addr off (a killed process or an unplugged cable): no Raft traffic and no
+// control calls in either direction, for every endpoint at addr, until Add is called
+// again for addr.
+func (n *InmemNetwork) Down(addr string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.down[addr] = true
+	for _, e := range n.nodes {
+		if e.addr != addr {
+			continue
+		}
+		e.tr.DisconnectAll()
+		for _, o := range n.nodes {
+			if o.region == e.region && o.addr != addr {
+				o.tr.Disconnect(raft.ServerAddress(addr))
+			}
 		}
 	}
 }
@@ -84,9 +122,13 @@ func (n *InmemNetwork) Partition(a, b []string) {
 			}
 			n.cut[[2]string{x, y}] = true
 			n.cut[[2]string{y, x}] = true
-			if ex, ey := n.nodes[x], n.nodes[y]; ex != nil && ey != nil {
-				ex.tr.Disconnect(raft.ServerAddress(y))
-				ey.tr.Disconnect(raft.ServerAddress(x))
+			for _, e := range n.nodes {
+				switch e.addr {
+				case x:
+					e.tr.Disconnect(raft.ServerAddress(y))
+				case y:
+					e.tr.Disconnect(raft.ServerAddress(x))
+				}
 			}
 		}
 	}
@@ -100,7 +142,7 @@ func (n *InmemNetwork) Heal() {
 	n.cut = map[[2]string]bool{}
 	for _, x := range n.nodes {
 		for _, y := range n.nodes {
-			if x == y || x.down || y.down || x.region != y.region {
+			if x.addr == y.addr || n.down[x.addr] || n.down[y.addr] || x.region != y.region {
 				continue
 			}
 			x.tr.Connect(raft.ServerAddress(y.addr), y.tr)
@@ -124,18 +166,24 @@ func (c *inmemControl) Call(ctx context.Context, addr string, req ControlRequest
 		return ControlResponse{}, err
 	}
 	c.net.mu.Lock()
-	e := c.net.nodes[addr]
+	e := c.net.nodes[inmemKey{addr, c.self.region}]
+	up := false
+	for k := range c.net.nodes {
+		if k.addr == addr {
+			up = true
+		}
+	}
 	var h func(ControlRequest) ControlResponse
 	var err error
 	switch {
-	case c.self.down:
+	case c.net.down[c.self.addr] || c.net.nodes[inmemKey{c.self.addr, c.self.region}] != c.self:
 		err = fmt.Errorf("control call %s: local endpoint is down", addr)
-	case e == nil || e.down:
+	case !up || c.net.down[addr]:
 		err = fmt.Errorf("control call %s: connection refused", addr)
 	case c.net.cut[[2]string{c.self.addr, addr}]:
 		err = fmt.Errorf("control call %s: i/o timeout (partitioned)", addr)
-	case e.region != c.self.region:
-		err = fmt.Errorf("control call %s: %w (theirs %q, ours %q)", addr, ErrWrongRegion, e.region, c.self.region)
+	case e == nil:
+		err = fmt.Errorf("control call %s: %w (ours %q)", addr, ErrWrongRegion, c.self.region)
 	case e.handler == nil:
 		err = fmt.Errorf("control call %s: node not ready", addr)
 	default:

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -117,6 +118,19 @@ type Config struct {
 	// stream). It runs on Raft's FSM goroutine: it must not block.
 	OnApply func(Applied)
 
+	// Mux, if set, is the node's shared Raft port (the agent's: its own region's group
+	// and those it is a witness for, on one port). Nil: Run listens on RaftBind.
+	Mux *Mux
+	// Witness makes this Node a witness of Region, a region other than the node's own
+	// (witness.go): it votes and stores the region's log, never bootstraps, never runs
+	// autopilot, and hands leadership to a voter of the region when it wins an
+	// election. Its gossiped keys are WitnessKey(Region, ...).
+	Witness bool
+	// WitnessOff and WitnessFor are what this node offers other regions as a witness
+	// (KeyWitnessOffer): nothing, or any region with WitnessFor first.
+	WitnessOff bool
+	WitnessFor []string
+
 	inmemStores bool // tests: raft.InmemStore instead of the WAL
 }
 
@@ -139,7 +153,9 @@ func (c *Config) setDefaults() error {
 	if (c.Transport == nil) != (c.Control == nil) {
 		errs = append(errs, "region: set both Transport and Control, or neither")
 	}
-	if c.Transport == nil {
+	if c.Transport == nil && c.Mux != nil {
+		c.RaftAdvertise = c.Mux.Addr().String()
+	} else if c.Transport == nil {
 		if c.RaftBind == "" {
 			errs = append(errs, "region: --raft-bind is required (host:port)")
 		}
@@ -242,6 +258,9 @@ type Node struct {
 	leader atomic.Bool
 	abrupt atomic.Bool                 // tests: stop like SIGKILL (no leadership transfer, no last evidence)
 	had    atomic.Pointer[logEvidence] // what this node's log held (integrity.go); nil: nothing recorded
+	// admitted: names of the nodes of other regions this group talks to (its witnesses,
+	// or, on a witness, the region's other witnesses): see admits.
+	admitted atomic.Pointer[map[string]bool]
 
 	mu        sync.Mutex // guards the fields below; never held while calling Raft or the network
 	peers     []Peer
@@ -558,25 +577,32 @@ func (n *Node) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	trans, ctl := n.cfg.Transport, n.cfg.Control
-	var sl *streamLayer
 	if trans == nil {
-		ln, err := net.Listen("tcp", n.cfg.RaftBind)
-		if err != nil {
-			return fmt.Errorf("listen on --raft-bind %s: %w", n.cfg.RaftBind, err)
+		mux := n.cfg.Mux
+		if mux == nil {
+			ln, err := net.Listen("tcp", n.cfg.RaftBind)
+			if err != nil {
+				return fmt.Errorf("listen on --raft-bind %s: %w", n.cfg.RaftBind, err)
+			}
+			adv, err := net.ResolveTCPAddr("tcp", n.cfg.RaftAdvertise)
+			if err != nil {
+				ln.Close()
+				return fmt.Errorf("resolve raft advertise address %s: %w", n.cfg.RaftAdvertise, err)
+			}
+			mux = NewMux(ln, adv, n.cfg.ConnAuth, n.log, n.m.rejected.Inc)
+			wg.Add(1)
+			go func() { defer wg.Done(); mux.Serve() }()
+			defer mux.Close()
 		}
-		adv, err := net.ResolveTCPAddr("tcp", n.cfg.RaftAdvertise)
+		sl, err := mux.register(n.cfg.Region, n.admits)
 		if err != nil {
-			ln.Close()
-			return fmt.Errorf("resolve raft advertise address %s: %w", n.cfg.RaftAdvertise, err)
+			return err
 		}
-		sl = newStreamLayer(ln, adv, n.cfg.Region, n.cfg.ConnAuth, n.log, n.m.rejected.Inc)
-		wg.Add(1)
-		go func() { defer wg.Done(); sl.serve() }()
-		defer func() { sl.Close(); sl.wg.Wait() }()
+		defer mux.unregister(sl)
 		nt := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 			Stream: sl, MaxPool: 3, Timeout: 2 * time.Second, Logger: newHclog(n.log, "raft-net"),
 		})
-		trans, ctl = nt, &tcpControl{region: n.cfg.Region, auth: n.cfg.ConnAuth, sl: sl}
+		trans, ctl = nt, &tcpControl{sl: sl}
 		defer nt.Close()
 	}
 
@@ -699,6 +725,8 @@ type loopState struct {
 	waitReason    string
 	retryAt       time.Time
 	warnedForeign map[string]bool
+	wantedSince   map[string]time.Time // witness id → when first wanted (or last seen answering)
+	witnessFailed map[string]time.Time // witness id → when it was passed over
 }
 
 type probeResult struct {
@@ -708,7 +736,8 @@ type probeResult struct {
 }
 
 func (n *Node) loop(ctx context.Context, r *raft.Raft, ctl Control) {
-	ls := &loopState{badSince: map[string]time.Time{}, nvSince: map[string]time.Time{}, probes: map[string]probeResult{}, warnedForeign: map[string]bool{}}
+	ls := &loopState{badSince: map[string]time.Time{}, nvSince: map[string]time.Time{}, probes: map[string]probeResult{}, warnedForeign: map[string]bool{},
+		wantedSince: map[string]time.Time{}, witnessFailed: map[string]time.Time{}}
 	t := time.NewTicker(n.cfg.Tick)
 	defer t.Stop()
 	for {
@@ -722,45 +751,80 @@ func (n *Node) loop(ctx context.Context, r *raft.Raft, ctl Control) {
 	}
 }
 
-func (n *Node) regionView() (map[string]Peer, map[string]string) {
+// regionView splits the fleet view: the region's nodes (self included, unless this
+// Node is a witness), the nodes of other regions (self, for a witness), and every
+// id's last known name.
+func (n *Node) regionView() (region, others map[string]Peer, names map[string]string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	region := map[string]Peer{}
+	region, others = map[string]Peer{}, map[string]Peer{}
 	for _, p := range n.peers {
-		if p.Region == n.cfg.Region && p.ID != "" {
+		switch {
+		case p.ID == "" || p.ID == n.cfg.NodeID:
+		case p.Region == n.cfg.Region:
 			region[p.ID] = p
+		default:
+			others[p.ID] = p
 		}
 	}
 	// Self is always known, whatever gossip says.
-	self := region[n.cfg.NodeID]
-	self.ID, self.Name, self.Region, self.RaftAddr = n.cfg.NodeID, n.cfg.Name, n.cfg.Region, n.cfg.RaftAdvertise
-	self.Eligible, self.Alive = n.cfg.Eligible, true
-	region[n.cfg.NodeID] = self
-	names := make(map[string]string, len(n.names))
+	var self Peer
+	for _, p := range n.peers {
+		if p.ID == n.cfg.NodeID {
+			self = p
+		}
+	}
+	self.ID, self.Name, self.RaftAddr, self.Alive = n.cfg.NodeID, n.cfg.Name, n.cfg.RaftAdvertise, true
+	if n.cfg.Witness {
+		self.Eligible = true
+		others[n.cfg.NodeID] = self
+	} else {
+		self.Region, self.Eligible = n.cfg.Region, n.cfg.Eligible
+		region[n.cfg.NodeID] = self
+	}
+	names = make(map[string]string, len(n.names))
 	for k, v := range n.names {
 		names[k] = v
 	}
-	return region, names
+	return region, others, names
+}
+
+// admits decides whether a peer whose certificate names node of region may use this
+// group's Raft port: every node of the region, and the nodes of other regions that are
+// in the group's configuration or that its coordinator wants as witnesses.
+func (n *Node) admits(node, region string) bool {
+	if region == n.cfg.Region {
+		return true
+	}
+	m := n.admitted.Load()
+	return m != nil && (*m)[node]
 }
 
 func hasState(r *raft.Raft) bool { return r.LastIndex() > 0 || r.CurrentTerm() > 0 }
 
 func (n *Node) step(ctx context.Context, r *raft.Raft, ctl Control, ls *loopState) {
 	now := n.clock.Now()
-	region, names := n.regionView()
+	region, others, names := n.regionView()
 	var servers []raft.Server
 	if f := r.GetConfiguration(); f.Error() == nil {
 		servers = f.Configuration().Servers
 	}
 	healthy := func(id string) bool {
-		p, ok := region[id]
-		return ok && p.Alive && p.Eligible && p.RaftAddr != ""
+		if p, ok := region[id]; ok {
+			return p.Alive && p.Eligible && p.RaftAddr != ""
+		}
+		p, ok := others[id]
+		return ok && witnessCapable(p, n.cfg.Region)
 	}
 	// Unhealthy-since bookkeeping on every node, so a new leader inherits it.
 	seen := map[string]bool{}
+	admitted := map[string]bool{}
 	for _, s := range servers {
 		id := string(s.ID)
 		seen[id] = true
+		if _, local := region[id]; !local && names[id] != "" {
+			admitted[names[id]] = true
+		}
 		if healthy(id) {
 			delete(ls.badSince, id)
 			if s.Suffrage == raft.Voter {
@@ -788,7 +852,14 @@ func (n *Node) step(ctx context.Context, r *raft.Raft, ctl Control, ls *loopStat
 
 	in := hasState(r)
 	isLeader := r.State() == raft.Leader
+	var want []string
 	switch {
+	case n.cfg.Witness:
+		// A witness never bootstraps a region or manages its voters: it waits to be
+		// added, and hands leadership over when it wins an election.
+		if isLeader {
+			n.handOver(ctx, r, ctl, ls, servers, region, now)
+		}
 	case !in && n.hadLog(ls):
 		// Never bootstrap over a log this node had (integrity.go).
 	case !in:
@@ -798,10 +869,16 @@ func (n *Node) step(ctx context.Context, r *raft.Raft, ctl Control, ls *loopStat
 		if n.fsm.ClusterID() == "" {
 			n.initCluster(r)
 		}
-		n.autopilot(ctx, r, ctl, ls, servers, region, names, now)
+		want = n.autopilot(ctx, r, ctl, ls, servers, region, others, names, now)
 	default:
 		n.setMyList(nil)
 	}
+	for _, id := range want {
+		if names[id] != "" {
+			admitted[names[id]] = true
+		}
+	}
+	n.admitted.Store(&admitted)
 
 	// Headless: we are a voter, no leader for HeadlessAfter, and most voters are gone.
 	headless := false
@@ -820,6 +897,8 @@ func (n *Node) step(ctx context.Context, r *raft.Raft, ctl Control, ls *loopStat
 		}
 		if p, ok := region[string(s.ID)]; ok && p.Alive {
 			aliveVoters++
+		} else if p, ok := others[string(s.ID)]; ok && p.Alive {
+			aliveVoters++
 		}
 	}
 	leaderAddr, _ := r.LeaderWithID()
@@ -831,17 +910,28 @@ func (n *Node) step(ctx context.Context, r *raft.Raft, ctl Control, ls *loopStat
 	} else {
 		ls.noLeader = time.Time{}
 	}
-	n.m.voters.Set(float64(voters))
-	n.m.lastIndex.Set(float64(r.LastIndex()))
-	if headless {
-		n.m.headless.Set(1)
-	} else {
-		n.m.headless.Set(0)
+	if !n.cfg.Witness {
+		n.m.voters.Set(float64(voters))
+		n.m.lastIndex.Set(float64(r.LastIndex()))
+		if headless {
+			n.m.headless.Set(1)
+		} else {
+			n.m.headless.Set(0)
+		}
 	}
 	slices.Sort(voterIDs)
 	pub := n.computePublished(in, r.LastIndex(), n.fsm.ClusterID(), voterIDs, r.CurrentTerm(), headless)
 	if !isLeader {
 		pub[KeyLeader], pub[KeyVoters] = "", ""
+	} else if !n.cfg.Witness {
+		pub[KeyWitnessWant] = strings.Join(want, ",")
+	}
+	if n.cfg.Witness {
+		wp := make(map[string]string, len(pub))
+		for k, v := range pub {
+			wp[WitnessKey(n.cfg.Region, k)] = v
+		}
+		pub = wp
 	}
 	n.mu.Lock()
 	changed := len(pub) != len(n.published)
@@ -857,10 +947,45 @@ func (n *Node) step(ctx context.Context, r *raft.Raft, ctl Control, ls *loopStat
 	n.mu.Unlock()
 }
 
+// handOver is a witness leader's duty: give leadership to a voter of the region as soon
+// as one answers on its Raft port (tried at most once a second, the voters in turn).
+// Until then the witness holds the term; the region's coordinator loop does not run on
+// it, so placements wait for a local leader.
+func (n *Node) handOver(ctx context.Context, r *raft.Raft, ctl Control, ls *loopState, servers []raft.Server, region map[string]Peer, now time.Time) {
+	if now.Before(ls.retryAt) {
+		return
+	}
+	ls.retryAt = now.Add(time.Second)
+	for _, s := range servers {
+		p, ok := region[string(s.ID)]
+		if !ok || s.Suffrage != raft.Voter || !p.Alive {
+			continue
+		}
+		// Gossip may still call a cut-off node alive: ask it first, so a transfer to
+		// it does not hold the lead for a whole transfer timeout.
+		pctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		resp, err := ctl.Call(pctx, string(s.Address), ControlRequest{Kind: CtlProbe, From: n.cfg.NodeID})
+		cancel()
+		if err != nil || !resp.OK {
+			continue
+		}
+		if err := r.LeadershipTransferToServer(s.ID, s.Address).Error(); err != nil {
+			n.log.Info("witness: leadership transfer failed", "to", p.Name, "err", err)
+			return
+		}
+		n.log.Info("witness: handed leadership to a voter of the region", "to", p.Name)
+		return
+	}
+}
+
 func (n *Node) computePublished(in bool, lastIndex uint64, cluster string, voters []string, term uint64, headless bool) map[string]string {
 	p := map[string]string{
 		KeyState: StateNone, KeyCluster: cluster, KeyLeader: "", KeyVoters: strings.Join(voters, ","),
 		KeyLastIndex: "", KeyHeadless: "",
+	}
+	if !n.cfg.Witness {
+		p[KeyWitnessOffer] = OfferString(n.cfg.WitnessOff || !n.cfg.Eligible, n.cfg.WitnessFor)
+		p[KeyWitnessWant] = ""
 	}
 	if in {
 		p[KeyState] = StateBootstrapped
@@ -1124,8 +1249,9 @@ func (n *Node) tryBootstrap(ctx context.Context, r *raft.Raft, ctl Control, ls *
 	n.log.Info("bootstrapped region raft group", "voters", list)
 }
 
-// autopilot runs planAutopilot on the leader and carries out its one action.
-func (n *Node) autopilot(ctx context.Context, r *raft.Raft, ctl Control, ls *loopState, servers []raft.Server, region map[string]Peer, names map[string]string, now time.Time) {
+// autopilot runs planAutopilot on the leader and carries out its one action. It
+// returns the witnesses the region wants (KeyWitnessWant).
+func (n *Node) autopilot(ctx context.Context, r *raft.Raft, ctl Control, ls *loopState, servers []raft.Server, region, others map[string]Peer, names map[string]string, now time.Time) []string {
 	// A node publishing another cluster id belongs to another group (split brain):
 	// never absorb it (its applied state would silently differ from ours); report it.
 	ours := n.fsm.ClusterID()
@@ -1147,14 +1273,53 @@ func (n *Node) autopilot(ctx context.Context, r *raft.Raft, ctl Control, ls *loo
 	}
 	n.m.foreign.Set(float64(foreign))
 	in := apInput{
-		now: now, leaderID: n.cfg.NodeID, servers: servers, region: region, names: names,
-		badSince: ls.badSince, nvSince: ls.nvSince, reachable: n.probe(ctx, ctl, ls, region, cands, now),
+		name: n.cfg.Region, now: now, leaderID: n.cfg.NodeID, servers: servers, region: region, others: others, names: names,
+		badSince: ls.badSince, nvSince: ls.nvSince,
 		lastIndex: r.LastIndex(), maxVoters: n.cfg.Voters, standbys: n.cfg.Standbys,
 		deadGrace: n.cfg.DeadGrace, stable: n.cfg.PromoteAfter, maxLag: 1024,
 	}
+	// Witness candidates, minus those that were wanted and never answered for the
+	// region within witnessAnswer (a node that refuses the duty, or cannot reach us):
+	// they are passed over for witnessRetry, so the next candidate gets its turn.
+	peers := make([]Peer, 0, len(others))
+	for _, p := range others {
+		peers = append(peers, p)
+	}
+	for _, id := range RankWitnesses(n.cfg.Region, peers) {
+		if t, ok := ls.witnessFailed[id]; ok && now.Sub(t) < witnessRetry {
+			continue
+		}
+		in.witnesses = append(in.witnesses, id)
+	}
+	want := wantWitnesses(in)
+	probeMap := make(map[string]Peer, len(region)+len(want))
+	maps.Copy(probeMap, region)
+	for _, id := range want {
+		if p, ok := others[id]; ok {
+			probeMap[id] = p
+			cands = append(cands, id)
+		}
+	}
+	in.reachable = n.probe(ctx, ctl, ls, probeMap, cands, now)
+	for id, since := range ls.wantedSince {
+		if !slices.Contains(want, id) {
+			delete(ls.wantedSince, id)
+		} else if in.reachable[id] {
+			ls.wantedSince[id] = now
+		} else if now.Sub(since) > witnessAnswer && !slices.ContainsFunc(servers, func(s raft.Server) bool { return string(s.ID) == id }) {
+			n.log.Warn("witness candidate did not answer for the region: trying the next one", "node", cmp.Or(names[id], id), "waited", now.Sub(since).Round(time.Second))
+			ls.witnessFailed[id] = now
+			delete(ls.wantedSince, id)
+		}
+	}
+	for _, id := range want {
+		if _, ok := ls.wantedSince[id]; !ok {
+			ls.wantedSince[id] = now
+		}
+	}
 	a := planAutopilot(in)
 	if a.kind == apNone {
-		return
+		return want
 	}
 	const timeout = 2 * time.Second
 	var err error
@@ -1174,12 +1339,20 @@ func (n *Node) autopilot(ctx context.Context, r *raft.Raft, ctl Control, ls *loo
 	name := cmp.Or(names[a.id], a.id)
 	if err != nil {
 		n.log.Warn("autopilot action failed", "action", a.kind.String(), "node", name, "id", a.id, "reason", a.reason, "err", err)
-		return
+		return want
 	}
 	n.m.autopilot.WithLabelValues(a.kind.String()).Inc()
 	n.log.Info("autopilot", "action", a.kind.String(), "node", name, "id", a.id, "reason", a.reason)
 	n.poke()
+	return want
 }
+
+// A wanted witness must answer for the region within witnessAnswer, or it is passed
+// over for witnessRetry.
+const (
+	witnessAnswer = 15 * time.Second
+	witnessRetry  = 2 * time.Minute
+)
 
 // raftHeartbeatTimeout is raft's current HeartbeatTimeout (0 when raft is not running).
 func (n *Node) raftHeartbeatTimeout() time.Duration {

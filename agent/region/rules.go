@@ -104,10 +104,12 @@ type RegionSummary struct {
 	Name        string   `json:"name"`
 	Coordinator string   `json:"coordinator"` // node name of the leader; "" when none is known
 	Voters      []string `json:"voters"`      // node names (ids when the name is unknown)
-	Nodes       int      `json:"nodes"`       // alive nodes of the region
-	Term        uint64   `json:"term"`
-	LastIndex   uint64   `json:"last_index"`
-	Headless    bool     `json:"headless"`
+	// Witnesses are the voters from other regions (witness.go), by name.
+	Witnesses []string `json:"witnesses,omitempty"`
+	Nodes     int      `json:"nodes"` // alive nodes of the region
+	Term      uint64   `json:"term"`
+	LastIndex uint64   `json:"last_index"`
+	Headless  bool     `json:"headless"`
 	// HeadlessSince and HeadlessReason say, when Headless, since when the answering
 	// node has seen no coordinator of the region, and why it calls it headless.
 	HeadlessSince  time.Time `json:"headless_since,omitzero"`
@@ -116,50 +118,69 @@ type RegionSummary struct {
 
 // Summarize builds the /v1/regions answer from every peer of the fleet (with their
 // gossiped state). The coordinator of a region is its alive peer claiming leadership
-// (KeyLeader) with the highest term. A region is headless when it has no coordinator
-// and one of its alive nodes reports KeyHeadless. Regions are sorted by name.
+// (KeyLeader, or a witness group's WitnessKey(region, KeyLeader)) with the highest
+// term. A region is headless when it has no coordinator and one of its alive nodes or
+// witnesses reports KeyHeadless. Witnesses are the voters of other regions. Regions
+// are sorted by name.
 func Summarize(peers []Peer) []RegionSummary {
 	type acc struct {
 		sum    RegionSummary
-		leader *Peer
+		leader map[string]string // the leader's group state
+		lid    string
 		head   bool
 	}
 	regions := map[string]*acc{}
 	names := map[string]string{}
+	regionOf := map[string]string{}
+	get := func(r string) *acc {
+		a := regions[r]
+		if a == nil {
+			a = &acc{sum: RegionSummary{Name: r, Voters: []string{}}}
+			regions[r] = a
+		}
+		return a
+	}
+	claim := func(a *acc, id string, st map[string]string) {
+		if st[KeyHeadless] == "1" {
+			a.head = true
+		}
+		term, err := strconv.ParseUint(st[KeyLeader], 10, 64)
+		if err != nil || term == 0 {
+			return
+		}
+		if a.leader == nil || term > a.sum.Term || (term == a.sum.Term && id < a.lid) {
+			a.leader, a.lid, a.sum.Term = st, id, term
+		}
+	}
 	for i := range peers {
 		p := &peers[i]
 		if p.Name != "" {
 			names[p.ID] = p.Name
 		}
-		a := regions[p.Region]
-		if a == nil {
-			a = &acc{sum: RegionSummary{Name: p.Region, Voters: []string{}}}
-			regions[p.Region] = a
-		}
+		regionOf[p.ID] = p.Region
+		a := get(p.Region)
 		if !p.Alive {
 			continue
 		}
 		a.sum.Nodes++
-		if p.State[KeyHeadless] == "1" {
-			a.head = true
-		}
-		term, err := strconv.ParseUint(p.State[KeyLeader], 10, 64)
-		if err != nil || term == 0 {
-			continue
-		}
-		if a.leader == nil || term > a.sum.Term || (term == a.sum.Term && p.ID < a.leader.ID) {
-			a.leader, a.sum.Term = p, term
+		claim(a, p.ID, p.State)
+		for r, st := range WitnessGroups(p.State) {
+			claim(get(r), p.ID, st)
 		}
 	}
 	out := make([]RegionSummary, 0, len(regions))
 	for _, a := range regions {
-		if l := a.leader; l != nil {
-			a.sum.Coordinator = cmp.Or(l.Name, l.ID)
-			a.sum.LastIndex, _ = strconv.ParseUint(l.State[KeyLastIndex], 10, 64)
-			for _, id := range splitList(l.State[KeyVoters]) {
+		if a.leader != nil {
+			a.sum.Coordinator = cmp.Or(names[a.lid], a.lid)
+			a.sum.LastIndex, _ = strconv.ParseUint(a.leader[KeyLastIndex], 10, 64)
+			for _, id := range splitList(a.leader[KeyVoters]) {
 				a.sum.Voters = append(a.sum.Voters, cmp.Or(names[id], id))
+				if r, ok := regionOf[id]; ok && r != a.sum.Name {
+					a.sum.Witnesses = append(a.sum.Witnesses, cmp.Or(names[id], id))
+				}
 			}
 			slices.Sort(a.sum.Voters)
+			slices.Sort(a.sum.Witnesses)
 		} else {
 			a.sum.Headless = a.head
 		}
@@ -200,10 +221,13 @@ func (k apKind) String() string {
 
 // apInput is everything the autopilot rule looks at. It is built by the leader's loop.
 type apInput struct {
+	name      string // the region
 	now       time.Time
 	leaderID  string
 	servers   []raft.Server
 	region    map[string]Peer   // alive or not, this region only, by id
+	others    map[string]Peer   // nodes of other regions (possible or current witnesses), by id
+	witnesses []string          // witness candidates, best first (RankWitnesses, minus those that failed)
 	names     map[string]string // id → last known name (outlives the peer's gossip record)
 	badSince  map[string]time.Time
 	nvSince   map[string]time.Time // when a server was first seen as a nonvoter
@@ -216,10 +240,40 @@ type apInput struct {
 	maxLag    uint64
 }
 
-// healthy: alive, eligible, with a Raft address, as seen through gossip.
+// healthy: alive, eligible, with a Raft address, as seen through gossip; for a server
+// of another region (a witness), also still offering the duty.
 func (in *apInput) healthy(id string) bool {
-	p, ok := in.region[id]
-	return ok && p.Alive && p.Eligible && p.RaftAddr != ""
+	if p, ok := in.region[id]; ok {
+		return p.Alive && p.Eligible && p.RaftAddr != ""
+	}
+	if p, ok := in.others[id]; ok {
+		return witnessCapable(p, in.name)
+	}
+	return false
+}
+
+// isWitness: a server of another region.
+func (in *apInput) isWitness(id string) bool {
+	_, local := in.region[id]
+	_, other := in.others[id]
+	return other && !local
+}
+
+// ready: a nonvoter healthy and reachable for `stable`, with a gossiped last index
+// within maxLag of the leader's.
+func (in *apInput) ready(id string) bool {
+	since, ok := in.nvSince[id]
+	if !ok || in.now.Sub(since) < in.stable || !in.reachable[id] {
+		return false
+	}
+	var st map[string]string
+	if p, ok := in.region[id]; ok {
+		st = p.State
+	} else if p, ok := in.others[id]; ok {
+		st = WitnessGroups(p.State)[in.name]
+	}
+	li, err := strconv.ParseUint(st[KeyLastIndex], 10, 64)
+	return err == nil && li+in.maxLag >= in.lastIndex
 }
 
 // planAutopilot is the autopilot rule, run by the leader. It returns at most one
@@ -228,17 +282,25 @@ func (in *apInput) healthy(id string) bool {
 //
 //  1. a stale identity (a server whose address or name now belongs to an alive node
 //     with another id: that node was restarted with a wiped data dir) is removed;
-//  2. a voter unhealthy (not alive or not eligible) for longer than deadGrace is removed;
+//  2. a voter unhealthy (not alive or not eligible; a witness also when it stopped
+//     offering the duty) for longer than deadGrace is removed;
 //  3. a nonvoter unhealthy for longer than deadGrace is removed;
-//  4. with fewer voters than the target, the best-ranked caught-up nonvoter (healthy and
-//     reachable for `stable`, gossiped last index >= leader's - maxLag) is promoted, or
-//     else the best-ranked healthy reachable node outside the group is added as a
-//     nonvoter;
-//  5. with an even number of voters and nothing to promote, the worst-ranked non-leader
-//     voter is demoted (never sit at 2 or 4 voters); above the maximum, likewise;
-//  6. with voters at target and fewer than `standbys` healthy nonvoters, the
-//     best-ranked healthy reachable node outside the group is added as a nonvoter so a
-//     caught-up replacement is ready.
+//  4. with fewer local voters than the target (WitnessTargets), the best-ranked
+//     caught-up local nonvoter (healthy and reachable for `stable`, gossiped last index
+//     >= leader's - maxLag) is promoted, or else the best-ranked healthy reachable node
+//     outside the group is added as a nonvoter. A region of two eligible nodes promotes
+//     its second local voter only once its witness votes, so it never sits at two
+//     voters of its own;
+//  5. with fewer witnesses than the target, a caught-up witness nonvoter is promoted,
+//     or else the best witness candidate whose Raft port answers for the region is
+//     added as a nonvoter;
+//  6. a witness the region no longer needs (it has enough eligible nodes of its own, all
+//     voting) is removed;
+//  7. with an even number of voters and nothing to promote, the worst-ranked non-leader
+//     local voter is demoted (never sit at 2 or 4 voters); above the maximum, likewise;
+//  8. with local voters at target and fewer than `standbys` healthy nonvoters, the
+//     best-ranked healthy reachable local node outside the group is added as a
+//     nonvoter so a caught-up replacement is ready.
 //
 // The target counts voters still in the configuration as eligible, so a voter that is
 // merely flapping (back before deadGrace) never shrinks the set, and a new node with a
@@ -246,10 +308,16 @@ func (in *apInput) healthy(id string) bool {
 func planAutopilot(in apInput) apAction {
 	var voters, nonvoters []raft.Server
 	inConfig := map[string]bool{}
+	localVoters, witnessVoters := 0, 0
 	for _, s := range in.servers {
 		inConfig[string(s.ID)] = true
 		if s.Suffrage == raft.Voter {
 			voters = append(voters, s)
+			if in.isWitness(string(s.ID)) {
+				witnessVoters++
+			} else {
+				localVoters++
+			}
 		} else {
 			nonvoters = append(nonvoters, s)
 		}
@@ -257,7 +325,7 @@ func planAutopilot(in apInput) apAction {
 	// 1. stale identities.
 	for _, s := range in.servers {
 		id := string(s.ID)
-		if id == in.leaderID || in.healthy(id) {
+		if id == in.leaderID || in.healthy(id) || in.isWitness(id) {
 			continue
 		}
 		for _, p := range sortedPeers(in.region) {
@@ -280,12 +348,16 @@ func planAutopilot(in apInput) apAction {
 	for _, group := range [][]raft.Server{voters, nonvoters} {
 		for _, s := range group {
 			if bad(string(s.ID)) {
-				return apAction{kind: apRemove, id: string(s.ID), reason: "unhealthy for longer than the dead grace period"}
+				reason := "unhealthy for longer than the dead grace period"
+				if in.isWitness(string(s.ID)) {
+					reason = "witness " + reason
+				}
+				return apAction{kind: apRemove, id: string(s.ID), reason: reason}
 			}
 		}
 	}
-	eligible := len(voters)
-	var candidates []string // healthy, reachable, outside the voter set
+	eligible := localVoters
+	var candidates []string // healthy, reachable, local, outside the voter set
 	for _, p := range sortedPeers(in.region) {
 		if !in.healthy(p.ID) {
 			continue
@@ -298,29 +370,31 @@ func planAutopilot(in apInput) apAction {
 			}
 		}
 	}
-	target := TargetVoters(in.maxVoters, eligible)
-	ready := func(id string) bool {
-		since, ok := in.nvSince[id]
-		if !ok || in.now.Sub(since) < in.stable {
-			return false
-		}
-		li, err := strconv.ParseUint(in.region[id].State[KeyLastIndex], 10, 64)
-		return err == nil && li+in.maxLag >= in.lastIndex
-	}
+	localTarget, witnessTarget := WitnessTargets(in.maxVoters, eligible)
 	var promotable, pendingNV []string
 	for _, id := range candidates {
 		if !inConfig[id] {
 			continue
 		}
 		pendingNV = append(pendingNV, id)
-		if ready(id) {
+		if in.ready(id) {
 			promotable = append(promotable, id)
 		}
 	}
-	// 4. below target.
-	if len(voters) < target {
+	var witnessNV []raft.Server // witness nonvoters in the configuration
+	for _, s := range nonvoters {
+		if in.isWitness(string(s.ID)) {
+			witnessNV = append(witnessNV, s)
+		}
+	}
+	// 4. local voters below target.
+	wantLocal := localTarget
+	if witnessTarget > 0 && witnessVoters == 0 {
+		wantLocal = 1 // the witness votes first: a region never sits at two voters of its own
+	}
+	if localVoters < wantLocal {
 		if len(promotable) > 0 {
-			return apAction{kind: apPromote, id: promotable[0], addr: in.region[promotable[0]].RaftAddr, reason: "voters below target " + strconv.Itoa(target)}
+			return apAction{kind: apPromote, id: promotable[0], addr: in.region[promotable[0]].RaftAddr, reason: "voters below target " + strconv.Itoa(localTarget+witnessTarget)}
 		}
 		if len(pendingNV) == 0 {
 			for _, id := range candidates {
@@ -330,21 +404,57 @@ func planAutopilot(in apInput) apAction {
 			}
 		}
 	}
-	// 5. even count (nothing to promote) or above the maximum.
+	// 5. witness below target.
+	if witnessVoters < witnessTarget {
+		for _, s := range witnessNV {
+			if in.healthy(string(s.ID)) && in.ready(string(s.ID)) {
+				return apAction{kind: apPromote, id: string(s.ID), addr: string(s.Address), reason: "witness: the region has 2 eligible nodes"}
+			}
+		}
+		if len(witnessNV) == 0 {
+			for _, id := range in.witnesses {
+				if !inConfig[id] && in.reachable[id] {
+					return apAction{kind: apAddNonvoter, id: id, addr: in.others[id].RaftAddr, reason: "witness: the region has 2 eligible nodes"}
+				}
+			}
+		}
+	}
+	// 6. witnesses no longer needed: none once the local voters stand at their target
+	// without one; beyond the one a region of two needs, the extras.
+	for _, s := range in.servers {
+		id := string(s.ID)
+		if !in.isWitness(id) || id == in.leaderID {
+			continue
+		}
+		var surplus bool
+		switch {
+		case witnessTarget == 0:
+			surplus = localVoters >= localTarget
+		case s.Suffrage == raft.Voter:
+			surplus = witnessVoters > witnessTarget
+		default:
+			surplus = witnessVoters >= witnessTarget
+		}
+		if surplus {
+			return apAction{kind: apRemove, id: id, reason: "witness no longer needed: " + strconv.Itoa(eligible) + " eligible nodes in the region"}
+		}
+	}
+	// 7. even count (nothing to promote) or above the maximum.
 	max := TargetVoters(in.maxVoters, 1<<20)
-	if (len(voters)%2 == 0 && len(pendingNV) == 0) || len(voters) > max {
+	pendingWitness := witnessVoters < witnessTarget && len(witnessNV) > 0
+	if (len(voters)%2 == 0 && len(pendingNV) == 0 && !pendingWitness) || len(voters) > max {
 		if len(voters) > 1 {
 			v := slices.Clone(voters)
 			slices.SortFunc(v, func(a, b raft.Server) int { return byRank(string(b.ID), string(a.ID)) })
 			for _, s := range v {
-				if string(s.ID) != in.leaderID {
+				if string(s.ID) != in.leaderID && !in.isWitness(string(s.ID)) {
 					return apAction{kind: apDemote, id: string(s.ID), reason: "voter count " + strconv.Itoa(len(voters)) + " is even or above the maximum"}
 				}
 			}
 		}
 	}
-	// 6. standbys.
-	if len(voters) >= target && len(pendingNV) < in.standbys {
+	// 8. standbys.
+	if localVoters >= wantLocal && len(pendingNV) < in.standbys {
 		for _, id := range candidates {
 			if !inConfig[id] {
 				return apAction{kind: apAddNonvoter, id: id, addr: in.region[id].RaftAddr, reason: "standby"}
@@ -352,6 +462,43 @@ func planAutopilot(in apInput) apAction {
 		}
 	}
 	return apAction{}
+}
+
+// wantWitnesses is the KeyWitnessWant list of a leader: the witnesses in the
+// configuration (so they keep their groups), plus, while the region needs one and none
+// is joining, the best candidate (so it starts a group the leader can then add).
+func wantWitnesses(in apInput) []string {
+	var want []string
+	witnessVoters, joining := 0, false
+	eligible := 0
+	for _, s := range in.servers {
+		id := string(s.ID)
+		if in.isWitness(id) {
+			want = append(want, id)
+			if s.Suffrage == raft.Voter {
+				witnessVoters++
+			} else if in.healthy(id) {
+				joining = true
+			}
+		} else if s.Suffrage == raft.Voter {
+			eligible++
+		}
+	}
+	for _, p := range in.region {
+		if in.healthy(p.ID) && !slices.ContainsFunc(in.servers, func(s raft.Server) bool { return string(s.ID) == p.ID && s.Suffrage == raft.Voter }) {
+			eligible++
+		}
+	}
+	if _, w := WitnessTargets(in.maxVoters, eligible); witnessVoters < w && !joining {
+		for _, id := range in.witnesses {
+			if !slices.Contains(want, id) {
+				want = append(want, id)
+				break
+			}
+		}
+	}
+	slices.Sort(want)
+	return want
 }
 
 func sortedPeers(m map[string]Peer) []Peer {

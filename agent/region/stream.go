@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,9 +21,11 @@ import (
 //
 //	"MRMR" | version (1) | mode ('R' Raft RPCs, 'C' control) | len(region) (1 byte) | region
 //
-// and the listener answers one status byte (0 accepted, 1 wrong region, 2 bad hello)
-// followed by len(region) and its own region. A connection from another region is
-// closed right after the answer, so Raft never sees a message from another region.
+// and the listener answers one status byte (0 accepted, 1 no group of that region on
+// this node, 2 bad hello, 3 not admitted) followed by len(region) and a region name.
+// One port serves every group the node runs (its own region and those it is a witness
+// for: Mux). A refused connection is closed right after the answer, so a group's Raft
+// never sees a message from a node that is neither of its region nor its witness.
 const (
 	helloMagic   = "MRMR"
 	helloVersion = 1
@@ -31,14 +35,19 @@ const (
 	helloOK          = 0
 	helloWrongRegion = 1
 	helloBad         = 2
+	helloNotAdmitted = 3
 
 	handshakeTimeout = 3 * time.Second
 	maxRegionLen     = 255
 )
 
-// ErrWrongRegion is returned by Dial (and Control calls) when the remote node belongs to
-// another region.
+// ErrWrongRegion is returned by Dial (and Control calls) when the remote node runs no
+// group of the region (it belongs to another region and is not its witness).
 var ErrWrongRegion = errors.New("remote raft port belongs to another region")
+
+// ErrNotAdmitted is returned when the remote group refuses this node: its certificate
+// names another region and the group does not list it as a witness.
+var ErrNotAdmitted = errors.New("not admitted by the remote region group")
 
 type hello struct {
 	mode   byte
@@ -134,6 +143,9 @@ func dialRegion(ctx context.Context, auth ConnAuth, addr, region string, mode by
 	case helloWrongRegion:
 		conn.Close()
 		return nil, fmt.Errorf("raft handshake with %s: %w (theirs %q, ours %q)", addr, ErrWrongRegion, theirs, region)
+	case helloNotAdmitted:
+		conn.Close()
+		return nil, fmt.Errorf("raft handshake with %s: %w: region %q does not list this node as a member or witness", addr, ErrNotAdmitted, region)
 	default:
 		conn.Close()
 		return nil, fmt.Errorf("raft handshake with %s: refused (status %d)", addr, status)
@@ -142,90 +154,167 @@ func dialRegion(ctx context.Context, auth ConnAuth, addr, region string, mode by
 	return conn, nil
 }
 
-// streamLayer is the raft.StreamLayer of the TCP transport: it handshakes every
-// connection, hands Raft connections to Accept, serves control connections itself and
-// refuses connections from other regions.
-type streamLayer struct {
+// Mux is a node's Raft port: one listener shared by the node's own region group and
+// the groups it is a witness for. It authenticates each connection (ConnAuth), reads
+// the region handshake and hands the connection to that region's group, or refuses
+// it when this node runs no group of that region or the group does not admit the
+// peer (admit: see Node.admits).
+type Mux struct {
 	ln        net.Listener
 	advertise net.Addr
-	region    string
 	auth      ConnAuth // nil: no authentication below the region handshake
 	log       *slog.Logger
 	onReject  func() // counts refused connections; must not block
 
-	raftCh chan net.Conn
-	done   chan struct{}
-	once   sync.Once
-	wg     sync.WaitGroup // handshake and control goroutines
+	done chan struct{}
+	once sync.Once
+	wg   sync.WaitGroup // serve, handshake and control goroutines
 
-	mu      sync.Mutex // guards handler
-	handler func(ControlRequest) ControlResponse
+	mu      sync.Mutex // guards regions and closed
+	regions map[string]*streamLayer
+	closed  bool
 }
 
-var _ raft.StreamLayer = (*streamLayer)(nil)
+// NewMux returns the Raft port on ln, advertised as advertise. Serve runs it; Close
+// stops it. onReject (may be nil) is called for every refused connection.
+func NewMux(ln net.Listener, advertise net.Addr, auth ConnAuth, log *slog.Logger, onReject func()) *Mux {
+	if onReject == nil {
+		onReject = func() {}
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Mux{ln: ln, advertise: advertise, auth: auth, log: log, onReject: onReject,
+		done: make(chan struct{}), regions: map[string]*streamLayer{}}
+}
 
-func newStreamLayer(ln net.Listener, advertise net.Addr, region string, auth ConnAuth, log *slog.Logger, onReject func()) *streamLayer {
-	return &streamLayer{ln: ln, advertise: advertise, region: region, auth: auth, log: log, onReject: onReject,
+// Addr is the advertised address of the port.
+func (m *Mux) Addr() net.Addr { return m.advertise }
+
+// register adds region's group to the port. admit decides whether a peer whose
+// certificate names (node, region) may speak to this group; nil admits everyone the
+// ConnAuth accepted.
+func (m *Mux) register(region string, admit func(node, region string) bool) (*streamLayer, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.regions[region]; ok {
+		return nil, fmt.Errorf("raft port: region %q already has a group on this node", region)
+	}
+	s := &streamLayer{mux: m, region: region, admit: admit,
 		raftCh: make(chan net.Conn), done: make(chan struct{})}
+	m.regions[region] = s
+	return s, nil
 }
 
-// serve accepts connections until Close. It runs on a goroutine owned by Node.Run. An
-// accept error (e.g. out of file descriptors under a flood of connections) is retried
-// with backoff, as memberlist's listener does: the Raft port must not stay closed.
-func (s *streamLayer) serve() {
+func (m *Mux) unregister(s *streamLayer) {
+	m.mu.Lock()
+	if m.regions[s.region] == s {
+		delete(m.regions, s.region)
+	}
+	m.mu.Unlock()
+	s.Close()
+}
+
+func (m *Mux) lookup(region string) *streamLayer {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.regions[region]
+}
+
+// Serve accepts connections until Close. An accept error (e.g. out of file
+// descriptors under a flood of connections) is retried with backoff, as memberlist's
+// listener does: the Raft port must not stay closed.
+func (m *Mux) Serve() {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return
+	}
+	m.wg.Add(1) // under mu, before Close can Wait: handshakes are added while this is held
+	m.mu.Unlock()
+	defer m.wg.Done()
 	const minDelay, maxDelay = 5 * time.Millisecond, time.Second
 	delay := time.Duration(0)
 	for {
-		conn, err := s.ln.Accept()
+		conn, err := m.ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			select {
-			case <-s.done:
+			case <-m.done:
 				return
 			default:
 			}
 			delay = min(max(2*delay, minDelay), maxDelay)
-			s.log.Warn("raft listener: accept failed, retrying", "err", err, "in", delay)
+			m.log.Warn("raft listener: accept failed, retrying", "err", err, "in", delay)
 			select {
 			case <-time.After(delay):
-			case <-s.done:
+			case <-m.done:
 				return
 			}
 			continue
 		}
 		delay = 0
-		s.wg.Add(1)
+		m.wg.Add(1)
 		go func() {
-			defer s.wg.Done()
-			s.handshake(conn)
+			defer m.wg.Done()
+			m.handshake(conn)
 		}()
 	}
 }
 
-func (s *streamLayer) handshake(conn net.Conn) {
-	if s.auth != nil {
+// Close stops accepting, closes the listener and waits for the port's goroutines.
+func (m *Mux) Close() error {
+	var err error
+	m.once.Do(func() {
+		m.mu.Lock()
+		m.closed = true
+		m.mu.Unlock()
+		close(m.done)
+		if m.ln != nil {
+			err = m.ln.Close()
+		}
+	})
+	m.wg.Wait()
+	return err
+}
+
+func (m *Mux) handshake(conn net.Conn) {
+	peerNode, peerRegion, identified := "", "", false
+	if m.auth != nil {
 		var err error
-		if conn, err = s.auth.Server(conn); err != nil {
-			s.onReject() // the authenticator logs the reason
+		if conn, err = m.auth.Server(conn); err != nil {
+			m.onReject() // the authenticator logs the reason
 			return
+		}
+		if pi, ok := m.auth.(PeerIdentifier); ok {
+			peerNode, peerRegion, identified = pi.PeerIdentity(conn)
 		}
 	}
 	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	h, err := readHello(conn)
 	if err != nil {
-		s.onReject() // counted before the answer, so a caller that sees it sees the count
-		_ = writeAnswer(conn, helloBad, s.region)
+		m.onReject() // counted before the answer, so a caller that sees it sees the count
+		_ = writeAnswer(conn, helloBad, "")
 		conn.Close()
-		s.log.Debug("raft connection refused", "remote", conn.RemoteAddr().String(), "err", err)
+		m.log.Debug("raft connection refused", "remote", conn.RemoteAddr().String(), "err", err)
 		return
 	}
-	if h.region != s.region {
-		s.onReject()
-		_ = writeAnswer(conn, helloWrongRegion, s.region)
+	s := m.lookup(h.region)
+	if s == nil {
+		m.onReject()
+		_ = writeAnswer(conn, helloWrongRegion, m.regionsString())
 		conn.Close()
-		s.log.Warn("raft connection from another region refused", "remote", conn.RemoteAddr().String(), "their_region", h.region)
+		m.log.Warn("raft connection for a region this node has no group of refused", "remote", conn.RemoteAddr().String(), "their_region", h.region)
+		return
+	}
+	if identified && s.admit != nil && !s.admit(peerNode, peerRegion) {
+		m.onReject()
+		_ = writeAnswer(conn, helloNotAdmitted, s.region)
+		conn.Close()
+		m.log.Warn("raft connection refused: the peer is neither of the region nor one of its witnesses",
+			"remote", conn.RemoteAddr().String(), "region", h.region, "peer", peerNode, "peer_region", peerRegion)
 		return
 	}
 	if err := writeAnswer(conn, helloOK, s.region); err != nil {
@@ -241,15 +330,57 @@ func (s *streamLayer) handshake(conn net.Conn) {
 	case s.raftCh <- conn:
 	case <-s.done:
 		conn.Close()
+	case <-m.done:
+		conn.Close()
 	}
 }
+
+// regionsString names the regions this port serves (the answer to a wrong region).
+func (m *Mux) regionsString() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	names := make([]string, 0, len(m.regions))
+	for r := range m.regions {
+		names = append(names, r)
+	}
+	slices.Sort(names)
+	out := strings.Join(names, ",")
+	if len(out) > maxRegionLen {
+		out = out[:maxRegionLen]
+	}
+	return out
+}
+
+// PeerIdentifier is implemented by a ConnAuth that can name the peer of a connection
+// it authenticated (mutual TLS: the certificate's node and region). The Raft port then
+// admits a peer of another region only into a group that lists it as a witness.
+type PeerIdentifier interface {
+	PeerIdentity(conn net.Conn) (node, region string, ok bool)
+}
+
+// streamLayer is one region group's raft.StreamLayer on a Mux: Raft connections of
+// its region arrive on Accept; control connections are served with its handler.
+type streamLayer struct {
+	mux    *Mux
+	region string
+	admit  func(node, region string) bool
+
+	raftCh chan net.Conn
+	done   chan struct{}
+	once   sync.Once
+
+	mu      sync.Mutex // guards handler
+	handler func(ControlRequest) ControlResponse
+}
+
+var _ raft.StreamLayer = (*streamLayer)(nil)
 
 func (s *streamLayer) serveControl(conn net.Conn) {
 	defer conn.Close()
 	h := newCodec()
 	req, err := decodeControlRequest(h, bufio.NewReader(io.LimitReader(conn, maxControlLen)))
 	if err != nil {
-		s.log.Debug("bad control request", "remote", conn.RemoteAddr().String(), "err", err)
+		s.mux.log.Debug("bad control request", "remote", conn.RemoteAddr().String(), "err", err)
 		return
 	}
 	s.mu.Lock()
@@ -268,24 +399,23 @@ func (s *streamLayer) Accept() (net.Conn, error) {
 		return c, nil
 	case <-s.done:
 		return nil, net.ErrClosed
+	case <-s.mux.done:
+		return nil, net.ErrClosed
 	}
 }
 
+// Close ends this group's Accept; the port itself stays open for the other groups.
 func (s *streamLayer) Close() error {
-	var err error
-	s.once.Do(func() {
-		close(s.done)
-		err = s.ln.Close()
-	})
-	return err
+	s.once.Do(func() { close(s.done) })
+	return nil
 }
 
-func (s *streamLayer) Addr() net.Addr { return s.advertise }
+func (s *streamLayer) Addr() net.Addr { return s.mux.advertise }
 
 func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	return dialRegion(ctx, s.auth, string(addr), s.region, modeRaft)
+	return dialRegion(ctx, s.mux.auth, string(addr), s.region, modeRaft)
 }
 
 // Control carries the small requests nodes of one region send each other outside Raft:
@@ -342,9 +472,7 @@ func decodeControlRequest(h *codec.MsgpackHandle, r io.Reader) (ControlRequest, 
 
 // tcpControl is the Control of the TCP transport.
 type tcpControl struct {
-	region string
-	auth   ConnAuth // nil: none
-	sl     *streamLayer
+	sl *streamLayer
 }
 
 func (c *tcpControl) Serve(h func(ControlRequest) ControlResponse) {
@@ -354,7 +482,7 @@ func (c *tcpControl) Serve(h func(ControlRequest) ControlResponse) {
 }
 
 func (c *tcpControl) Call(ctx context.Context, addr string, req ControlRequest) (ControlResponse, error) {
-	conn, err := dialRegion(ctx, c.auth, addr, c.region, modeControl)
+	conn, err := dialRegion(ctx, c.sl.mux.auth, addr, c.sl.region, modeControl)
 	if err != nil {
 		return ControlResponse{}, err
 	}

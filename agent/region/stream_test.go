@@ -60,12 +60,16 @@ func TestTCPRegionIsolation(t *testing.T) {
 	}
 
 	// Same region: the handshake passes and the control port answers.
-	same := &tcpControl{region: "east"}
+	eastMux := NewMux(nil, nil, nil, nil, nil)
+	eastSL, _ := eastMux.register("east", nil)
+	same := &tcpControl{sl: eastSL}
 	if resp, err := same.Call(context.Background(), addr, ControlRequest{Kind: CtlProbe, From: "x"}); err != nil || !resp.OK {
 		t.Errorf("probe from the same region: %+v, %v", resp, err)
 	}
 	// Another region: control refused…
-	other := &tcpControl{region: "west"}
+	westMux := NewMux(nil, nil, nil, nil, nil)
+	westSL, _ := westMux.register("west", nil)
+	other := &tcpControl{sl: westSL}
 	if _, err := other.Call(context.Background(), addr, ControlRequest{Kind: CtlProbe, From: "x"}); !errors.Is(err, ErrWrongRegion) {
 		t.Errorf("probe from another region: err = %v, want ErrWrongRegion", err)
 	}
@@ -74,9 +78,13 @@ func TestTCPRegionIsolation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sl := newStreamLayer(ln, ln.Addr(), "west", nil, testLogger(t), func() {})
-	go sl.serve()
-	defer func() { sl.Close(); sl.wg.Wait() }()
+	mux := NewMux(ln, ln.Addr(), nil, testLogger(t), nil)
+	go mux.Serve()
+	defer mux.Close()
+	sl, err := mux.register("west", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tr := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: sl, MaxPool: 1, Timeout: time.Second})
 	defer tr.Close()
 	var resp raft.AppendEntriesResponse
