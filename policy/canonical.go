@@ -29,7 +29,8 @@ func (in *Intent) spec() any {
 // Canonical returns the canonical encoding of a normalised intent: compact JSON with
 // object keys sorted at every level, no HTML escaping, no signature. Defaults are
 // written out, except those of fields added after intents were first stored
-// (spec.disconnect.reconcile), which are left out so older encodings stay canonical.
+// (spec.disconnect.reconcile, spec.exclusive), which are left out so older encodings
+// stay canonical.
 // It is what signatures sign, what Hash hashes and what nodes store and exchange.
 func Canonical(in *Intent) ([]byte, error) {
 	return sortedJSON(canonicalDoc{APIVersion: in.APIVersion, Kind: in.Kind, Metadata: in.Metadata, Spec: in.spec()})

@@ -12,8 +12,9 @@
 //     globs, resource ceilings).
 //   - Canonical and Hash: the deterministic JSON encoding of a normalised intent (keys
 //     sorted, quantities and durations in canonical form) and its sha256. A field added
-//     later is left out while it holds its default (spec.disconnect.reconcile), so the
-//     bytes, hashes and signatures of intents stored before it existed do not change.
+//     later is left out while it holds its default (spec.disconnect.reconcile,
+//     spec.exclusive), so the bytes, hashes and signatures of intents stored before it
+//     existed do not change.
 //   - Version: a hybrid logical clock stamp plus node name that totally orders updates
 //     to one name across the fleet. NextVersion takes `now` as an argument.
 //   - Record: an intent (or a tombstone) as stored and disseminated, with its version.

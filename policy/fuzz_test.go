@@ -24,6 +24,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("a: &a [*a]\n"))
 	f.Add([]byte("apiVersion: murmur/v1\nkind: Workload\nmetadata: {name: w}\nspec: {driver: exec, command: [x], disconnect: {replaceAfter: 1m, reconcile: keep_original}}\n"))
 	f.Add([]byte(`{"apiVersion":"murmur/v1","kind":"Workload","metadata":{"name":"w"},"spec":{"driver":"exec","command":["x"],"disconnect":{"reconcile":"keep_replacement"}}}`))
+	f.Add([]byte("apiVersion: murmur/v1\nkind: Workload\nmetadata: {name: w}\nspec: {driver: exec, command: [x], exclusive: true}\n"))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		ins, err := Parse(body)
 		if err != nil {

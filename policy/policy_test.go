@@ -161,6 +161,109 @@ func TestDisconnectReconcile(t *testing.T) {
 	}
 }
 
+// TestExclusive: spec.exclusive is opt-in and left out of the canonical encoding while
+// false, so intents stored before it existed keep their bytes, hash and signatures;
+// set, it is part of the encoding; it refuses reconcile rules that could keep an
+// original over its replacement.
+func TestExclusive(t *testing.T) {
+	// Canonical bytes and hash of testdata/intents/workload-exec.yaml as computed before
+	// spec.exclusive existed: they are stored and signed fleet-wide and must not change.
+	const (
+		storedExec     = `{"apiVersion":"murmur/v1","kind":"Workload","metadata":{"labels":{"team":"cameras"},"name":"vision"},"spec":{"command":["/bin/sleep","3600"],"constraints":{"labels":{"camera":"yes"}},"disconnect":{"replaceAfter":"0s"},"driver":"exec","env":{"LOG_LEVEL":"info"},"health":{"http":"http://127.0.0.1:8080/healthz","interval":"5s","timeout":"2s"},"mode":"replicated","priority":50,"regions":["factory-1"],"replicas":2,"resources":{"cpu":"250m","memory":"64Mi"},"restart":{"maxBackoff":"30s","policy":"always"}}}`
+		storedExecHash = "5b9927ca47cbea6d99882229488023d6da47d5055e7fbe910be370ba55bb9bc8"
+	)
+	exec := string(readTestdata(t, "workload-exec.yaml"))
+	for _, tt := range []struct{ name, body string }{
+		{"unset", exec},
+		{"explicit false", exec + "  exclusive: false\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ins, err := Parse([]byte(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ins[0].Workload.Exclusive {
+				t.Error("exclusive = true, want false")
+			}
+			c, err := Canonical(&ins[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(c) != storedExec {
+				t.Errorf("canonical bytes changed:\n got %s\nwant %s", c, storedExec)
+			}
+			if got := Hash(c); got != storedExecHash {
+				t.Errorf("hash = %s, want %s", got, storedExecHash)
+			}
+			if _, err := DecodeCanonical([]byte(storedExec)); err != nil {
+				t.Errorf("stored canonical bytes no longer decode: %v", err)
+			}
+		})
+	}
+
+	const head = "apiVersion: murmur/v1\nkind: Workload\nmetadata: {name: a}\nspec: {driver: exec, command: [x]"
+	ins, err := Parse([]byte(head + ", exclusive: true}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := ins[0]
+	if !in.Workload.Exclusive {
+		t.Fatal("exclusive = false, want true")
+	}
+	c, err := Canonical(&in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(c, []byte(`"exclusive":true`)) {
+		t.Errorf("canonical does not hold \"exclusive\":true:\n%s", c)
+	}
+	back, err := DecodeCanonical(c)
+	if err != nil {
+		t.Fatalf("DecodeCanonical: %v\n%s", err, c)
+	}
+	if diff := cmp.Diff(in, back); diff != "" {
+		t.Errorf("canonical round trip (-parsed +decoded):\n%s", diff)
+	}
+	doc, err := Document(&in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := Parse(doc); err != nil || len(again) != 1 || !again[0].Workload.Exclusive {
+		t.Errorf("Parse(Document(x)) = %+v, %v; want the exclusive intent back", again, err)
+	}
+
+	const refused = "spec.disconnect.reconcile: an exclusive workload always keeps the replacement (its original stopped when its lease ran out): remove reconcile or set keep_replacement"
+	tests := []struct {
+		name, spec string
+		want       string // substring of the error; empty: accepted
+	}{
+		{"exclusive, no rule", ", exclusive: true", ""},
+		{"exclusive, keep_replacement", ", exclusive: true, disconnect: {reconcile: keep_replacement}", ""},
+		{"exclusive, keep_original", ", exclusive: true, disconnect: {reconcile: keep_original}", refused},
+		{"exclusive, best_score", ", exclusive: true, disconnect: {replaceAfter: 30s, reconcile: best_score}", refused},
+		{"exclusive, legacy default", ", exclusive: true, disconnect: {reconcile: default}", refused},
+		{"exclusive, unknown rule", ", exclusive: true, disconnect: {reconcile: newest}", `spec.disconnect.reconcile: unknown rule "newest"`},
+		{"not exclusive, keep_original", ", exclusive: false, disconnect: {reconcile: keep_original}", ""},
+		{"wrong type", ", exclusive: yes", `spec.exclusive: must be true or false (got string "yes")`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(head + tt.spec + "}\n"))
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("Parse: %v, want it accepted", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("Parse: err = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+	// JSON bodies are checked the same way.
+	_, err = Parse([]byte(`{"apiVersion":"murmur/v1","kind":"Workload","metadata":{"name":"w"},"spec":{"driver":"exec","command":["x"],"exclusive":"true"}}`))
+	if err == nil || !strings.Contains(err.Error(), "spec.exclusive: must be true or false") {
+		t.Errorf("json string exclusive: err = %v", err)
+	}
+}
+
 func TestParseRejects(t *testing.T) {
 	const head = "apiVersion: murmur/v1\nkind: Workload\nmetadata: {name: w}\n"
 	tests := []struct {

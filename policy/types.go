@@ -70,6 +70,16 @@ type WorkloadSpec struct {
 	Restart     Restart           `json:"restart" yaml:"restart"`
 	Health      *Health           `json:"health,omitempty" yaml:"health"`
 	Disconnect  Disconnect        `json:"disconnect" yaml:"disconnect"`
+	// Exclusive makes the workload at-most-once: an instance never runs in two places
+	// at once, even across a partition. Each node holds a lease renewed through its
+	// region's coordinator and stops its exclusive instances when the lease runs out;
+	// the coordinator replaces an instance only once its node's lease has ended, and
+	// moves one (drain, update, failures) by stopping it before it starts its
+	// successor. False (the default) is at-least-once: replacements start at once.
+	// Exclusive is left out of the canonical encoding while false (omitempty), so an
+	// intent that does not set it keeps the canonical bytes, hash and signature it had
+	// before the field existed.
+	Exclusive bool `json:"exclusive,omitempty" yaml:"exclusive"`
 }
 
 // Resources is what one instance reserves on its node.
@@ -114,6 +124,8 @@ const (
 	ReconcileKeepReplacement = "keep_replacement"
 	ReconcileKeepOriginal    = "keep_original"
 	ReconcileBestScore       = "best_score"
+	// reconcileLegacy is the scheduler's legacy rule; intents never accept it.
+	reconcileLegacy = "default"
 )
 
 // MarshalJSON encodes d with Reconcile left out when it is the default

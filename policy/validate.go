@@ -272,10 +272,13 @@ func validateWorkload(w *WorkloadSpec, ps *Problems) {
 		}
 	}
 	validateDuration("spec.disconnect.replaceAfter", w.Disconnect.ReplaceAfter, 0, 24*time.Hour, ps)
-	switch w.Disconnect.Reconcile {
-	case "", ReconcileKeepReplacement, ReconcileKeepOriginal, ReconcileBestScore:
+	switch r := w.Disconnect.Reconcile; {
+	case r == "" || r == ReconcileKeepReplacement:
+	case w.Exclusive && (r == ReconcileKeepOriginal || r == ReconcileBestScore || r == reconcileLegacy):
+		ps.add("spec.disconnect.reconcile", "an exclusive workload always keeps the replacement (its original stopped when its lease ran out): remove reconcile or set keep_replacement")
+	case r == ReconcileKeepOriginal || r == ReconcileBestScore:
 	default:
-		ps.add("spec.disconnect.reconcile", "unknown rule %q; want keep_replacement (the default), keep_original or best_score", w.Disconnect.Reconcile)
+		ps.add("spec.disconnect.reconcile", "unknown rule %q; want keep_replacement (the default), keep_original or best_score", r)
 	}
 }
 

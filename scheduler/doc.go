@@ -27,10 +27,14 @@
 //     commits the second with the plan, so it survives a failover).
 //     - Workloads: the intents that target the region, translated (replicas or global
 //     mode, driver, resources, constraints, priority, replaceAfter and reconcile rule
-//     from spec.disconnect, failure threshold, strategy); Offload from the Policy in
-//     force, and optionally a region-wide Reconcile rule.
+//     from spec.disconnect, failure threshold, strategy, spec.exclusive); Offload from
+//     the Policy in force, and optionally a region-wide Reconcile rule.
 //     - Placements: the table, with each instance's latest reported State, Healthy,
-//     consecutive Failures and measured Usage (from its node's reports).
+//     consecutive Failures and measured Usage (from its node's reports); plus, for
+//     exclusive workloads, a record with Stopping set for each instance whose stop
+//     was committed but which its node still reports running.
+//     - Leases: per node, until when it may still run the exclusive instances
+//     assigned to it (see Exclusive workloads).
 //     - Now (the coordinator's clock), Seed (any number; e.g. the Raft index) and
 //     Generation (a number that grows with every applied plan, e.g. the Raft index
 //     the plan will be committed at: it is stamped on new placements and in their IDs).
@@ -41,7 +45,11 @@
 //     region's Raft log, then carry each out:
 //     - ActionPlace: add a placement {Instance, Workload, Node, Version, Generation}
 //     and deliver it to Node.
-//     - ActionStop: tell Node to stop Instance and remove its record.
+//     - ActionStop: tell Node to stop Instance and remove its record. For an exclusive
+//     workload, pass the instance back as a Stopping record for as long as its node
+//     still reports it running: a stop with cause drain, ineligible, failing or
+//     update is that workload's migration, and the plan made once it has stopped
+//     places its successor.
 //     - ActionMigrate: add the new placement on Node as for place; once it reports
 //     running (or at once, if the coordinator does not track the hand-over), stop
 //     Replaces on From and remove its record. Start new before stopping old.
@@ -55,8 +63,8 @@
 //     threshold, intents, instance states: a surplus instance waits for the instance
 //     kept in its place to report running, see Reconciliation), and at
 //     Result.RecheckAt if it is set:
-//     that is when a dead node's replaceAfter expires or a hot node's sustainedFor or
-//     cooldown ends. Plans converge: applying a plan and planning again on an
+//     that is when a dead node's replaceAfter expires, a lost node's lease ends, or a
+//     hot node's sustainedFor or cooldown ends. Plans converge: applying a plan and planning again on an
 //     unchanged fleet yields an empty plan.
 //
 // # How a plan is made
@@ -65,7 +73,44 @@
 // within the workload's ReplaceAfter of DeadSince), lost (dead past ReplaceAfter),
 // or stopped at once (workload deleted or not targeting the region, node left or
 // gone). Lost records on dead nodes are kept, not stopped, so that after a heal the
-// reconcile rule can choose between original and replacement.
+// reconcile rule can choose between original and replacement. Exclusive workloads and
+// Stopping records follow the rules of the next section.
+//
+// # Exclusive workloads (at most once)
+//
+// An instance of an exclusive workload (Workload.Exclusive) must never run in two
+// places at once, even across a partition. Each node holds a lease, renewed through
+// its region's coordinator; a node that cannot renew stops its exclusive instances
+// before the lease ends. Input.Leases says until when each node may still run them,
+// and the epoch handed to an instance is its Placement.Generation. The planner:
+//
+//   - Holds an exclusive instance on a dead, left or gone node while the node's
+//     lease has not ended: it counts as running, gets no action (no stop, move or
+//     replacement), is never surplus, and RecheckAt is set to the lease's end. On a
+//     dead node it is lost at max(DeadSince+ReplaceAfter, lease end), on a left or
+//     gone node at the lease end; a node without a lease entry behaves as for any
+//     workload (dead: after ReplaceAfter; left or gone: at once).
+//   - Stops the record of a lost exclusive instance (cause node-gone) in the plan
+//     that finds it lost, which is the plan that places its replacement (when one is
+//     needed and fits); the replacement carries no Supersedes, since the original is
+//     known stopped. The reconcile rule
+//     is always keep_replacement, and an original ranks before its replacement
+//     wherever either runs, so the replacement is never stopped to keep the original.
+//   - Never moves one make-before-break: where another workload's instance would be
+//     migrated (drain, ineligible, failing, update), the exclusive one is stopped with
+//     the same cause and reason, and nothing is placed for it in that plan. Offload
+//     never picks one; a hot node whose candidates are all exclusive is reported in
+//     Result.Unplaced.
+//   - Never places one while the workload's count is at or above desired (for a
+//     global workload: while its node has one). The count includes held instances,
+//     Stopping records, and instances stopped in the same plan (a preempted or moved
+//     exclusive instance keeps its slot until its stop is confirmed).
+//
+// A Stopping record counts like a live instance of its workload (a desired slot, and
+// its node's resources) for as long as an exclusive instance on its node would
+// (above); it never gets an action and is never surplus, and once its node is lost
+// and its lease ended it simply stops counting. Surplus (Reconciliation) is judged
+// among the other live instances only: held ones are already on their way out.
 //
 // Reconciliation: where more live instances exist than desired (Replicas, or one
 // per node for global workloads), as when a node comes back after its instances were

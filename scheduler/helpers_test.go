@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // render prints a plan one line per action, the way the golden files hold it.
@@ -35,10 +36,22 @@ func render(r Result) string {
 }
 
 // settle models the caller after a plan: applies it, marks every instance running
-// and healthy with no failures, and stamps LastMigrationAt on offload sources.
+// and healthy with no failures, and stamps LastMigrationAt on offload sources. It
+// also models the coordinator's Stopping records: those of the input have stopped by
+// now and go; an exclusive instance this plan stopped on a node that still reports
+// (alive or suspect) comes back as a Stopping record for the next plan.
 func settle(in Input, r Result) Input {
 	out := in
 	out.Placements = r.Apply(in.Placements)
+	if stopping := stillStopping(in, r); len(stopping) > 0 || hasStopping(out.Placements) {
+		kept := out.Placements[:0]
+		for _, p := range out.Placements {
+			if !p.Stopping {
+				kept = append(kept, p)
+			}
+		}
+		out.Placements = append(kept, stopping...)
+	}
 	for i := range out.Placements {
 		p := &out.Placements[i]
 		p.State, p.Healthy, p.Failures = StateRunning, true, 0
@@ -246,4 +259,195 @@ func checkRunningFloor(t *testing.T, in Input, r Result) {
 				k.workload, map[bool]string{true: " on " + k.node}[k.node != ""], after[k], b, desired, floor, render(r))
 		}
 	}
+}
+
+func hasStopping(ps []Placement) bool {
+	return slices.ContainsFunc(ps, func(p Placement) bool { return p.Stopping })
+}
+
+// stillStopping returns, as Stopping records, the exclusive instances r stops on
+// nodes that can still report them running (alive or suspect).
+func stillStopping(in Input, r Result) []Placement {
+	var out []Placement
+	for _, a := range r.Actions {
+		if a.Kind != ActionStop {
+			continue
+		}
+		w := workloadNamed(in, a.Workload)
+		n := nodeNamed(in, a.Node)
+		if w == nil || !w.Exclusive || n == nil || (n.Status != StatusAlive && n.Status != StatusSuspect) {
+			continue
+		}
+		for _, p := range in.Placements {
+			if p.ID == a.Instance {
+				p.Stopping = true
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+func workloadNamed(in Input, name string) *Workload {
+	for i := range in.Workloads {
+		if in.Workloads[i].Name == name {
+			return &in.Workloads[i]
+		}
+	}
+	return nil
+}
+
+func nodeNamed(in Input, name string) *Node {
+	for i := range in.Nodes {
+		if in.Nodes[i].Name == name {
+			return &in.Nodes[i]
+		}
+	}
+	return nil
+}
+
+// mayRun re-implements, independently of the planner, whether a record of an
+// exclusive workload (or a Stopping record) may still run, and so counts toward its
+// workload: on an alive or suspect node, yes; on a dead node, while its lease has not
+// ended or within ReplaceAfter of DeadSince; on a left or gone node (n nil), while its
+// lease has not ended.
+func mayRun(in Input, w *Workload, n *Node, p *Placement) bool {
+	leased := in.Now.Before(in.Leases[p.Node])
+	switch {
+	case n == nil || n.Status == StatusLeft:
+		return leased
+	case n.Status == StatusDead:
+		return leased || (!n.DeadSince.IsZero() && in.Now.Before(n.DeadSince.Add(w.ReplaceAfter)))
+	}
+	return true
+}
+
+// checkExclusive verifies the at-most-once invariants of a plan, computed
+// independently of the planner. For every exclusive workload, the instances that may
+// run after the plan (the applied table's live records, Stopping records and records
+// held by an unexpired lease, plus the instances the plan stopped that may still run
+// until their stop is confirmed) never exceed desired when the plan starts one (per
+// node for a global workload), and never exceed what may run before the plan
+// otherwise. It is never migrated or offloaded, its replacements carry no Supersedes,
+// a record held by an unexpired lease gets no action and is never named as replaced,
+// and no action ever names a Stopping record.
+func checkExclusive(t *testing.T, in Input, r Result) {
+	t.Helper()
+	nodes := map[string]*Node{}
+	for i := range in.Nodes {
+		if _, dup := nodes[in.Nodes[i].Name]; !dup {
+			nodes[in.Nodes[i].Name] = &in.Nodes[i]
+		}
+	}
+	wls := map[string]*Workload{}
+	for i := range in.Workloads {
+		if _, dup := wls[in.Workloads[i].Name]; !dup {
+			wls[in.Workloads[i].Name] = &in.Workloads[i]
+		}
+	}
+	byID := map[string]*Placement{}
+	for i := range in.Placements {
+		byID[in.Placements[i].ID] = &in.Placements[i]
+	}
+	targets := func(w *Workload) bool {
+		return len(w.Regions) == 0 || in.Region == "" || slices.Contains(w.Regions, in.Region)
+	}
+	acted := map[string]bool{}
+	stopped := map[string]bool{}
+	placed := map[string]bool{} // workload, or workload@node for a global one
+	for _, a := range r.Actions {
+		acted[a.Instance], acted[a.Replaces] = true, true
+		w := wls[a.Workload]
+		if a.Kind == ActionStop {
+			stopped[a.Instance] = true
+		}
+		if w == nil || !w.Exclusive || a.Kind == ActionStop {
+			continue
+		}
+		if a.Kind == ActionMigrate || a.Cause == CauseOffload {
+			t.Errorf("exclusive %s: %s %s [%s]; an exclusive instance is never migrated", a.Workload, a.Kind, a.Instance, a.Cause)
+		}
+		if a.Supersedes != "" {
+			t.Errorf("exclusive %s: %s supersedes %s; an exclusive replacement is never paired with its original", a.Workload, a.Instance, a.Supersedes)
+		}
+		placed[a.Workload] = true
+		placed[a.Workload+"@"+a.Node] = true
+	}
+	for _, p := range in.Placements {
+		if p.Stopping && acted[p.ID] {
+			t.Errorf("Stopping record %s was acted on:\n%s", p.ID, render(r))
+		}
+		w, n := wls[p.Workload], nodes[p.Node]
+		if w == nil || !w.Exclusive || !targets(w) || (n != nil && n.Status != StatusDead && n.Status != StatusLeft) || !in.Now.Before(in.Leases[p.Node]) {
+			continue
+		}
+		// On a lost node whose lease has not ended: it may run, so it is left alone
+		// (unless its workload was deleted or retargeted: then nothing replaces it).
+		if acted[p.ID] {
+			t.Errorf("exclusive %s on %s (lease until %s) was acted on before its lease ended:\n%s", p.ID, p.Node, in.Leases[p.Node].Format(time.RFC3339), render(r))
+		}
+		for _, a := range r.Actions {
+			if a.Workload == p.Workload && a.Kind == ActionPlace && strings.Contains(a.Reason, "replaces "+p.ID+" ") {
+				t.Errorf("exclusive %s placed as the replacement of %s, whose node's lease has not ended", a.Instance, p.ID)
+			}
+		}
+	}
+	count := func(ps []Placement) map[string]int {
+		c := map[string]int{}
+		for i := range ps {
+			p := &ps[i]
+			w := wls[p.Workload]
+			if w == nil || !w.Exclusive || !targets(w) || !mayRun(in, w, nodes[p.Node], p) {
+				continue
+			}
+			c[p.Workload]++
+			c[p.Workload+"@"+p.Node]++
+		}
+		return c
+	}
+	before := count(in.Placements)
+	// After: the applied table, plus what the plan stopped that may still run (its
+	// node has not confirmed the stop yet; the coordinator passes it back as Stopping).
+	mayStill := map[string]bool{}
+	for id := range stopped {
+		if p := byID[id]; p != nil {
+			if w := wls[p.Workload]; w != nil && w.Exclusive && mayRun(in, w, nodes[p.Node], p) {
+				mayStill[id] = true
+			}
+		}
+	}
+	after := count(append(r.Apply(in.Placements), keptStopped(in.Placements, mayStill)...))
+	for name, w := range wls {
+		if !w.Exclusive || !targets(w) {
+			continue
+		}
+		keys, desired := []string{name}, max(w.Replicas, 0)
+		if w.Mode == ModeGlobal {
+			keys, desired = nil, 1
+			for k := range after {
+				if strings.HasPrefix(k, name+"@") {
+					keys = append(keys, k)
+				}
+			}
+		}
+		for _, k := range keys {
+			if placed[k] && after[k] > desired {
+				t.Errorf("exclusive %s: a plan that starts an instance leaves %d that may run, want at most %d desired\n%s", k, after[k], desired, render(r))
+			}
+			if after[k] > max(desired, before[k]) {
+				t.Errorf("exclusive %s: %d may run after the plan, %d before, %d desired\n%s", k, after[k], before[k], desired, render(r))
+			}
+		}
+	}
+}
+
+// keptStopped returns the placements named in ids, for counting them after the plan.
+func keptStopped(ps []Placement, ids map[string]bool) []Placement {
+	var out []Placement
+	for _, p := range ps {
+		if ids[p.ID] {
+			out = append(out, p)
+		}
+	}
+	return out
 }

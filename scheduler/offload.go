@@ -19,6 +19,10 @@ import (
 // usage is unknown, as fractions of the node's capacity in its hot dimensions; ties
 // go to the instance ID.
 //
+// Never an exclusive instance: an exclusive workload moves only when its node is lost
+// (a move would stop it first, for load alone). A hot node whose candidates are all
+// exclusive is reported unplaced, naming one of them.
+//
 // Where: the best node that stays at or under the threshold after the move, counting
 // the instance at max(request, usage) (the "offload threshold" filter, see dyn). A
 // hot node therefore never receives work, so nothing moves between hot nodes and an
@@ -63,12 +67,20 @@ func (s *state) offload() {
 			continue
 		}
 		cands = cands[:0]
+		exclusive, nExclusive := int32(-1), 0 // the first exclusive instance skipped, and how many
 		for _, pi := range s.nodePlacements()[ni] {
-			if s.pflag[pi]&(flagLive|flagStopped|flagMoved) != flagLive || P[pi].State != StateRunning {
+			if s.pflag[pi]&(flagLive|flagStopped|flagMoved|flagHeld) != flagLive || P[pi].State != StateRunning {
 				continue
 			}
 			ws := &s.wls[s.pwl[pi]]
 			if !ws.target || ws.global {
+				continue
+			}
+			if ws.w.Exclusive {
+				if exclusive < 0 || P[pi].ID < P[exclusive].ID {
+					exclusive = pi
+				}
+				nExclusive++
 				continue
 			}
 			use := measured(&P[pi], &ws.w.Resources)
@@ -86,6 +98,9 @@ func (s *state) offload() {
 			cands = append(cands, c)
 		}
 		if len(cands) == 0 {
+			if exclusive >= 0 {
+				s.unplacedExclusive(int32(ni), exclusive, nExclusive)
+			}
 			continue
 		}
 		slices.SortFunc(cands, func(a, b cand) int {
@@ -137,6 +152,18 @@ func (s *state) offload() {
 			s.unplaced(&s.wls[s.pwl[last]], P[last].ID, 1, int32(ni), true)
 		}
 	}
+}
+
+// unplacedExclusive reports a hot node whose only candidates are exclusive, naming the
+// first of them by ID: "cannot offload db-3-0: node n1's candidates are all exclusive
+// (2), and an exclusive instance moves only when its node is lost".
+func (s *state) unplacedExclusive(ni, pi int32, n int) {
+	p := &s.in.Placements[pi]
+	s.res.Unplaced = append(s.res.Unplaced, Unplaced{
+		Workload: p.Workload, Instance: p.ID, Count: 1, NodesEvaluated: s.live,
+		Reason: "cannot offload " + p.ID + ": node " + s.nodes[ni].n.Name + "'s candidates are all exclusive (" +
+			strconv.Itoa(n) + "), and an exclusive instance moves only when its node is lost",
+	})
 }
 
 // measured is what an instance uses: its measured usage, or its request when the

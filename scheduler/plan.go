@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Plan decides what the region should change, from a snapshot of its nodes,
@@ -75,38 +76,62 @@ func (s *state) classify() {
 		p := &P[i]
 		wi, ni := s.pwl[i], s.pnode[i]
 		if wi < 0 {
-			s.stop(int32(i), CauseRemoved, "workload "+p.Workload+" no longer exists")
+			if !p.Stopping {
+				s.stop(int32(i), CauseRemoved, "workload "+p.Workload+" no longer exists")
+			}
 			continue
 		}
 		ws := &s.wls[wi]
 		if !ws.target {
-			s.stop(int32(i), CauseRemoved, "workload no longer targets region "+s.in.Region)
+			if !p.Stopping {
+				s.stop(int32(i), CauseRemoved, "workload no longer targets region "+s.in.Region)
+			} else if ni >= 0 && !s.nodes[ni].dead && !s.nodes[ni].left {
+				// Not counted for its workload, but it still uses its node until it stops.
+				s.nodes[ni].cpuUsed += ws.w.Resources.MilliCPU
+				s.nodes[ni].memUsed += ws.w.Resources.MemoryBytes
+			}
 			continue
 		}
-		if ni < 0 {
-			s.pflag[i] |= flagLost
-			s.stop(int32(i), CauseNodeGone, "node "+p.Node+" is not in the region any more")
+		// An exclusive instance (a Stopping record is one) on a node that is lost may
+		// still run there until the node's lease ends: it is held, counted and left
+		// alone until then.
+		excl := ws.w.Exclusive || p.Stopping
+		if ni < 0 || s.nodes[ni].left {
+			if excl && s.holdForLease(ws, int32(i)) {
+				continue
+			}
+			why := " is not in the region any more"
+			if ni >= 0 {
+				why = " left the region"
+			}
+			s.lose(ws, int32(i), "node "+p.Node+why)
 			continue
 		}
 		ns := &s.nodes[ni]
-		switch {
-		case ns.left:
-			s.pflag[i] |= flagLost
-			s.stop(int32(i), CauseNodeGone, "node "+p.Node+" left the region")
-			continue
-		case ns.dead:
-			if ns.n.DeadSince.IsZero() {
-				s.pflag[i] |= flagLost
+		if ns.dead {
+			if excl && s.holdForLease(ws, int32(i)) {
 				continue
 			}
-			deadline := ns.n.DeadSince.Add(ws.w.ReplaceAfter)
-			if !s.now.Before(deadline) {
-				s.pflag[i] |= flagLost
-				continue
+			if !ns.n.DeadSince.IsZero() {
+				if deadline := ns.n.DeadSince.Add(ws.w.ReplaceAfter); s.now.Before(deadline) {
+					s.recheck(deadline)
+					s.pflag[i] |= flagLive // still counted until replaceAfter passes
+					if p.Stopping {
+						s.pflag[i] |= flagHeld
+					}
+					ws.liveN++
+					continue
+				}
 			}
-			s.recheck(deadline)
-			s.pflag[i] |= flagLive // still counted until replaceAfter passes
-			ws.liveN++
+			if excl {
+				why := "node " + p.Node + " is dead"
+				if !ns.n.DeadSince.IsZero() {
+					why += " (since " + ns.n.DeadSince.UTC().Format(time.RFC3339) + ")"
+				}
+				s.lose(ws, int32(i), why)
+			} else {
+				s.pflag[i] |= flagLost // kept, so that after a heal the rule can choose
+			}
 			continue
 		}
 		s.pflag[i] |= flagLive
@@ -114,11 +139,49 @@ func (s *state) classify() {
 		w := ws.w
 		ns.cpuUsed += w.Resources.MilliCPU
 		ns.memUsed += w.Resources.MemoryBytes
+		if p.Stopping {
+			s.pflag[i] |= flagHeld
+			continue
+		}
 		if !ws.attention && (ns.draining || p.Version.Less(w.Version) || (w.MaxFailures > 0 && p.Failures >= w.MaxFailures) ||
 			((w.Driver != "" || len(w.Constraints) > 0) && !s.sigMatch(s.sigOf(ws), ni))) {
 			ws.attention = true
 		}
 	}
+}
+
+// holdForLease holds exclusive placement pi, on a dead, left or gone node, while the
+// node's lease has not ended: the node may still run it. It reports whether it did,
+// and records a recheck at the lease's end.
+func (s *state) holdForLease(ws *wlState, pi int32) bool {
+	until, held := s.leaseEnd(s.in.Placements[pi].Node)
+	if !held {
+		return false
+	}
+	s.recheck(until)
+	s.pflag[pi] |= flagLive | flagHeld
+	ws.liveN++
+	return true
+}
+
+// lose marks placement pi lost with its node and stops its record (cause node-gone),
+// except a Stopping record, which gets no action: it simply stops counting. For an
+// exclusive workload the reason says why the instance is known stopped (its node's
+// lease ended, or it held none).
+func (s *state) lose(ws *wlState, pi int32, reason string) {
+	p := &s.in.Placements[pi]
+	if p.Stopping {
+		return
+	}
+	s.pflag[pi] |= flagLost
+	if ws.w.Exclusive {
+		if until, ok := s.in.Leases[p.Node]; ok {
+			reason += "; its lease ended at " + until.UTC().Format(time.RFC3339) + ", so the instance has stopped"
+		} else {
+			reason += "; it holds no lease, so the instance has stopped"
+		}
+	}
+	s.stop(pi, CauseNodeGone, reason)
 }
 
 // stop emits a stop action for placement pi and releases its resources.
@@ -130,15 +193,19 @@ func (s *state) stop(pi int32, cause Cause, reason string) {
 		ni := s.pnode[pi]
 		if wi := s.pwl[pi]; wi >= 0 {
 			ws := &s.wls[wi]
-			ws.liveN--
 			ns := &s.nodes[ni]
 			if !ns.dead {
 				ns.cpuUsed -= ws.w.Resources.MilliCPU
 				ns.memUsed -= ws.w.Resources.MemoryBytes
 			}
-			if ws.prepared {
-				ws.nodeCount[ni]--
-				ws.zoneCount[ns.zone]--
+			// A stopped exclusive instance keeps its slot (see occupies): nothing
+			// replaces it in this plan.
+			if !ws.w.Exclusive {
+				ws.liveN--
+				if ws.prepared {
+					ws.nodeCount[ni]--
+					ws.zoneCount[ns.zone]--
+				}
 			}
 		}
 	}
@@ -162,7 +229,9 @@ func (s *state) reconcile() {
 		rule := s.ruleOf(ws)
 		live = live[:0]
 		for _, pi := range ws.insts {
-			if s.pflag[pi]&(flagLive|flagStopped) == flagLive {
+			// Held instances are never surplus, and are not weighed against desired
+			// here: they are on their way out (stopping, or until their lease ends).
+			if s.pflag[pi]&(flagLive|flagStopped|flagHeld) == flagLive {
 				live = append(live, pi)
 			}
 		}
@@ -181,8 +250,12 @@ func (s *state) reconcile() {
 }
 
 // ruleOf returns the reconcile rule in force for a workload: its own, else the
-// region's, else keep_replacement.
+// region's, else keep_replacement. An exclusive workload always keeps the
+// replacement: its original was known stopped when it was replaced.
 func (s *state) ruleOf(ws *wlState) ReconcileRule {
+	if ws.w.Exclusive {
+		return ReconcileKeepReplacement
+	}
 	if r := ws.w.Reconcile; r != "" {
 		return r
 	}
@@ -320,9 +393,17 @@ func (s *state) sortKeep(ws *wlState, list []int32, rule ReconcileRule) {
 		}
 		return a.StartedAt.Compare(b.StartedAt)
 	}
+	exclusive := ws.w.Exclusive
 	slices.SortStableFunc(list, func(x, y int32) int {
 		a, b := &P[x], &P[y]
 		sa, sb := s.nodes[s.pnode[x]].n.Status, s.nodes[s.pnode[y]].n.Status
+		// An exclusive workload's original goes before its replacement, wherever
+		// either runs: the replacement is never stopped to keep the original.
+		if exclusive {
+			if c := lastIf(superseded[a.ID], superseded[b.ID]); c != 0 {
+				return c
+			}
+		}
 		// Instances on dead nodes (still within their ReplaceAfter) go first.
 		if c := lastIf(sa == StatusDead, sb == StatusDead); c != 0 {
 			return c
@@ -402,7 +483,10 @@ func (s *state) planReplicated(ws *wlState) {
 		if f&flagLost != 0 {
 			lost = append(lost, pi)
 		}
-		if f&(flagLive|flagStopped) != flagLive {
+		if f&(flagLive|flagStopped|flagHeld) != flagLive {
+			if s.occupies(ws, pi) {
+				liveN++ // held, or exclusive and stopped in this plan: its slot is taken
+			}
 			continue
 		}
 		liveN++
@@ -430,6 +514,10 @@ func (s *state) planReplicated(ws *wlState) {
 		default:
 			continue
 		}
+		if w.Exclusive {
+			s.stopToMove(pi, cause, reason)
+			continue
+		}
 		s.move(ws, pi, exclude, cause, reason)
 	}
 	missing := ws.desired - liveN
@@ -454,7 +542,9 @@ func (s *state) planReplicated(ws *wlState) {
 			lp := &P[lost[k]]
 			cause = CauseReplace
 			reason += ", replaces " + lp.ID + " lost with node " + lp.Node + s.lostWhy(lost[k])
-			s.supersedes = lp.ID
+			if !w.Exclusive { // an exclusive original is known stopped, and its record goes in this plan
+				s.supersedes = lp.ID
+			}
 		}
 		_, ok := s.place(ws, -1, cause, reason, "", "", nil)
 		s.supersedes = ""
@@ -499,14 +589,25 @@ func (s *state) move(ws *wlState, pi, exclude int32, cause Cause, reason string)
 	return true
 }
 
+// stopToMove is what a move is for an exclusive workload: no make-before-break. It
+// stops instance pi with the move's cause and reason and places nothing: the instance
+// keeps its slot (see occupies), the caller passes it back as a Stopping record while
+// its node still runs it, and a later plan places its successor as a missing replica.
+func (s *state) stopToMove(pi int32, cause Cause, reason string) {
+	s.stop(pi, cause, reason)
+	s.nodes[s.pnode[pi]].movedFrom = true
+}
+
 // planGlobal places one instance on every eligible node that has none, and stops
-// instances on nodes that are no longer eligible.
+// instances on nodes that are no longer eligible. A node with a held instance
+// (stopping, or kept by a lease) or an exclusive one stopped in this plan counts as
+// having one.
 func (s *state) planGlobal(ws *wlState) {
 	P := s.in.Placements
 	sg := s.sigOf(ws)
 	s.prepare(ws)
 	for _, pi := range ws.insts {
-		if s.pflag[pi]&(flagLive|flagStopped) != flagLive {
+		if s.pflag[pi]&(flagLive|flagStopped|flagHeld) != flagLive {
 			continue
 		}
 		ni := s.pnode[pi]

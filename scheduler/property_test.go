@@ -128,7 +128,44 @@ func randomInput(r *rand.Rand, o genOpts) Input {
 		in.Offload = OffloadPolicy{CPUAbove: 0.8, MemoryAbove: 0.9, SustainedFor: 10 * time.Second, Cooldown: 30 * time.Second}
 	}
 	in.Reconcile = []ReconcileRule{"", ReconcileKeepOriginal, ReconcileKeepReplacement, ReconcileBestScore, ReconcileLegacy}[r.IntN(5)]
+	addExclusive(r, &in, nn)
 	return in
+}
+
+// addExclusive makes about a third of the workloads exclusive, gives about two thirds
+// of the nodes (and the gone node n<nn>) a lease that has ended or not, and marks
+// some instances of exclusive workloads Stopping.
+func addExclusive(r *rand.Rand, in *Input, nn int) {
+	exclusive := map[string]bool{}
+	for i := range in.Workloads {
+		if w := &in.Workloads[i]; r.IntN(3) == 0 {
+			w.Exclusive = true
+			if w.Reconcile != ReconcileKeepReplacement {
+				w.Reconcile = "" // anything else is invalid with exclusive
+			}
+			exclusive[w.Name] = true
+		}
+	}
+	for i := range nn + 1 {
+		switch r.IntN(3) {
+		case 0: // no lease
+		case 1: // ended (or ends now)
+			if in.Leases == nil {
+				in.Leases = map[string]time.Time{}
+			}
+			in.Leases["n"+strconv.Itoa(i)] = baseNow.Add(-time.Duration(r.IntN(60)) * time.Second)
+		case 2:
+			if in.Leases == nil {
+				in.Leases = map[string]time.Time{}
+			}
+			in.Leases["n"+strconv.Itoa(i)] = baseNow.Add(time.Duration(1+r.IntN(60)) * time.Second)
+		}
+	}
+	for i := range in.Placements {
+		if p := &in.Placements[i]; exclusive[p.Workload] && r.IntN(6) == 0 {
+			p.Stopping = true
+		}
+	}
 }
 
 // TestPropertyInvariants: on random regions, every plan places only on feasible
@@ -161,6 +198,7 @@ func TestPropertyInvariants(t *testing.T) {
 		}
 		checkPlan(t, in, got)
 		checkRunningFloor(t, in, got)
+		checkExclusive(t, in, got)
 		if again := Plan(in); !reflect.DeepEqual(got, again) {
 			t.Fatalf("case %d: same input gave different plans:\n%s\nvs\n%s", i, render(got), render(again))
 		}
@@ -183,7 +221,8 @@ func TestPropertyConvergence(t *testing.T) {
 			last = Plan(in)
 			checkPlan(t, in, last)
 			checkRunningFloor(t, in, last)
-			if last.Empty() {
+			checkExclusive(t, in, last)
+			if last.Empty() && !hasStopping(in.Placements) {
 				converged = true
 				break
 			}
@@ -211,13 +250,21 @@ func checkCounts(t *testing.T, i int, in Input, final Result) {
 	}
 	for wi := range in.Workloads {
 		w := &in.Workloads[wi]
-		live, perNode := 0, map[string]int{}
+		live, held, perNode := 0, 0, map[string]int{}
 		for _, p := range in.Placements {
 			if p.Workload != w.Name {
 				continue
 			}
 			n := nodes[p.Node]
 			switch {
+			case w.Exclusive && (n == nil || n.Status == StatusLeft || n.Status == StatusDead) && in.Now.Before(in.Leases[p.Node]):
+				held++ // on a lost node: counted until its lease ends, never surplus
+				perNode[p.Node]++
+			case w.Exclusive && mayRun(in, w, n, &p):
+				live++
+				perNode[p.Node]++
+			case w.Exclusive && n != nil && n.Status == StatusDead:
+				t.Errorf("case %d: exclusive %s still on dead node %s after its lease ended", i, p.ID, p.Node)
 			case n == nil, n.Status == StatusLeft:
 				t.Errorf("case %d: %s still on gone/left node %s after convergence", i, p.ID, p.Node)
 			case n.Status == StatusDead && (n.DeadSince.IsZero() || !in.Now.Before(n.DeadSince.Add(w.ReplaceAfter))):
@@ -242,8 +289,10 @@ func checkCounts(t *testing.T, i int, in Input, final Result) {
 			}
 			continue
 		}
-		if live > w.Replicas || (live < w.Replicas && !unplaced[w.Name]) {
-			t.Errorf("case %d: %s has %d live instances, want %d (unplaced=%v)\n%s", i, w.Name, live, w.Replicas, unplaced[w.Name], render(final))
+		// Held instances are on their way out: they are not surplus, but they do
+		// count toward desired (nothing is placed in their stead yet).
+		if live > w.Replicas || (live+held < w.Replicas && !unplaced[w.Name]) {
+			t.Errorf("case %d: %s has %d live instances and %d held, want %d (unplaced=%v)\n%s", i, w.Name, live, held, w.Replicas, unplaced[w.Name], render(final))
 		}
 	}
 }
@@ -305,6 +354,7 @@ func FuzzPlan(f *testing.F) {
 		p := Plan(in)
 		checkPlan(t, in, p)
 		checkRunningFloor(t, in, p)
+		checkExclusive(t, in, p)
 		if q := Plan(in); !reflect.DeepEqual(p, q) {
 			t.Fatal("nondeterministic plan")
 		}

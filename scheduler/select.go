@@ -280,7 +280,7 @@ func (s *state) preempt(ws *wlState, list []int32, exclude int32) int32 {
 		}
 		cands = cands[:0]
 		for _, pi := range byNode[ni] {
-			if s.pflag[pi]&(flagLive|flagStopped|flagMoved) != flagLive {
+			if s.pflag[pi]&(flagLive|flagStopped|flagMoved|flagHeld) != flagLive {
 				continue
 			}
 			if wi := s.pwl[pi]; wi >= 0 && s.wls[wi].w.Priority < prio {

@@ -12,6 +12,11 @@ const (
 	flagLost                      // on a dead (past replaceAfter), left or gone node
 	flagStopped                   // a stop action was emitted
 	flagMoved                     // a migrate action replaces it
+	// flagHeld (with flagLive) counts toward the workload but is never acted on: a
+	// Stopping record, or an exclusive instance on a dead, left or gone node whose
+	// lease has not ended. It is never surplus, moved, preempted or offloaded. On a
+	// gone node its pnode is -1.
+	flagHeld
 )
 
 // nodeState is the planner's working copy of one node.
@@ -41,7 +46,9 @@ type wlState struct {
 	insts   []int32
 	sig     *sigState
 
-	liveN     int  // live instances not stopped (kept current by stop)
+	// liveN counts live instances not stopped, held ones included (kept current by
+	// stop; an exclusive workload's stopped instances stay counted, see occupies).
+	liveN     int
 	attention bool // some live instance may need a move (drain, constraints, failures, version)
 
 	// Built lazily (prepare) for workloads that place or move anything.
@@ -402,12 +409,29 @@ func (s *state) prepare(ws *wlState) {
 	P := s.in.Placements
 	for _, pi := range ws.insts {
 		ws.ids[P[pi].ID] = struct{}{}
-		if s.pflag[pi]&(flagLive|flagStopped) == flagLive {
-			ni := s.pnode[pi]
-			ws.nodeCount[ni]++
-			ws.zoneCount[s.nodes[ni].zone]++
+		if s.occupies(ws, pi) {
+			if ni := s.pnode[pi]; ni >= 0 {
+				ws.nodeCount[ni]++
+				ws.zoneCount[s.nodes[ni].zone]++
+			}
 		}
 	}
+}
+
+// occupies reports whether placement pi of ws takes one of the workload's desired
+// slots in this plan: it is live and not stopped, or held, or it is an exclusive
+// instance stopped in this plan (it may run until its node confirms the stop, and the
+// caller passes it back as a Stopping record until then).
+func (s *state) occupies(ws *wlState, pi int32) bool {
+	f := s.pflag[pi]
+	return f&flagLive != 0 && (f&flagStopped == 0 || ws.w.Exclusive)
+}
+
+// leaseEnd returns the end of the lease node holds (Input.Leases), and whether it
+// has not ended yet.
+func (s *state) leaseEnd(node string) (time.Time, bool) {
+	until, ok := s.in.Leases[node]
+	return until, ok && s.now.Before(until)
 }
 
 // recheck records a future time at which the plan would change.

@@ -15,7 +15,7 @@ const (
 	StatusAlive   NodeStatus = "alive"   // eligible for work
 	StatusSuspect NodeStatus = "suspect" // may be failing: no new work, instances kept and counted
 	StatusDead    NodeStatus = "dead"    // instances replaced once Workload.ReplaceAfter has passed since DeadSince
-	StatusLeft    NodeStatus = "left"    // left gracefully: its instance records are stopped and replaced at once
+	StatusLeft    NodeStatus = "left"    // left gracefully: its instance records are stopped and replaced at once (exclusive ones once its lease ends)
 )
 
 // ZoneLabel is the node label that names a node's failure zone. Replicas of one
@@ -127,7 +127,16 @@ type Workload struct {
 	Strategy Strategy `json:"strategy,omitempty"`
 	// Reconcile is the workload's rule for surplus instances (spec.disconnect.reconcile).
 	// Empty means Input.Reconcile, and keep_replacement when that is empty too.
+	// Ignored for an exclusive workload, which always keeps the replacement.
 	Reconcile ReconcileRule `json:"reconcile,omitempty"`
+	// Exclusive makes the workload at-most-once (spec.exclusive): an instance must
+	// never run in two places at once. Its instances on a dead, left or gone node
+	// count as running until the node's lease (Input.Leases) has ended, and are then
+	// stopped and replaced; they are never moved make-before-break (a move stops the
+	// old instance, and a later plan places its successor once the stop is confirmed);
+	// offload never moves them; and no instance is started while as many as desired
+	// may still run. See the package documentation, "Exclusive workloads".
+	Exclusive bool `json:"exclusive,omitempty"`
 }
 
 // OffloadPolicy is the region's offload rule (Policy spec.offload). A zero threshold
@@ -225,8 +234,20 @@ type Placement struct {
 	// Supersedes is, for an instance placed to replace a lost one (cause replace), the
 	// ID of the instance it replaced. After a heal, when both run, the reconcile rule
 	// keeps one of the pair (keep_replacement: this one; keep_original: the other)
-	// before it compares ages. Committed with the placement.
+	// before it compares ages. Committed with the placement. Never set for an exclusive
+	// workload: its lost instance was known stopped (lease ended) when it was replaced,
+	// and its record was removed in the same plan.
 	Supersedes string `json:"supersedes,omitempty"`
+	// Stopping marks a record the coordinator adds for an instance of an exclusive
+	// workload whose stop was committed but which its node still reports running.
+	// It counts as a running instance of its workload (it occupies one of the desired
+	// slots, and its node's resources) while its node is alive or suspect, or, on a
+	// dead, left or gone node, for as long as an instance there would count (see
+	// Input.Leases). Plan never emits an action for it (no stop, migrate or
+	// replacement), never counts it as surplus, and never places an instance on its
+	// node for a global workload while it is there. (Plan honours it for any
+	// workload, treating the instance as exclusive.) Input only: never committed.
+	Stopping bool `json:"stopping,omitempty" codec:"-"`
 }
 
 // Input is everything Plan decides from. Plan reads it and never modifies it.
@@ -255,6 +276,13 @@ type Input struct {
 	// Reconcile is the region-wide rule for surplus instances, for workloads whose own
 	// Workload.Reconcile is empty; empty means ReconcileKeepReplacement.
 	Reconcile ReconcileRule `json:"reconcile,omitempty"`
+	// Leases maps a node name to the time until which that node may still be running
+	// the exclusive instances assigned to it: its lease, renewed through the
+	// coordinator; a node that cannot renew stops its exclusive instances before the
+	// lease ends. Only exclusive workloads (and Stopping records) read it. A node
+	// absent from the map holds no lease: its exclusive instances count as stopped once
+	// the node is lost. Input only.
+	Leases map[string]time.Time `json:"leases,omitempty"`
 }
 
 // ActionKind is what the coordinator must do for an action.
@@ -280,13 +308,13 @@ const (
 	CauseReplace    Cause = "replace"    // place: replaces instances lost with a dead, left or gone node
 	CauseGlobal     Cause = "global"     // place: global workload missing on an eligible node
 	CauseRemoved    Cause = "removed"    // stop: workload deleted or no longer targets the region
-	CauseNodeGone   Cause = "node-gone"  // stop: record on a node that left or is gone from the region
+	CauseNodeGone   Cause = "node-gone"  // stop: record on a node that left or is gone from the region, or (exclusive) on a dead node whose lease ended
 	CauseSurplus    Cause = "surplus"    // stop: more instances than desired (scale down, partition heal)
-	CauseIneligible Cause = "ineligible" // stop (global) or migrate: node no longer matches, or is draining
+	CauseIneligible Cause = "ineligible" // stop (global, exclusive) or migrate: node no longer matches, or is draining
 	CausePreempted  Cause = "preempted"  // stop: evicted for a higher-priority workload
-	CauseDrain      Cause = "drain"      // migrate: node is draining
-	CauseFailing    Cause = "failing"    // migrate: failures reached Workload.MaxFailures
-	CauseUpdate     Cause = "update"     // migrate: instance runs an older Workload.Version
+	CauseDrain      Cause = "drain"      // migrate (stop, exclusive): node is draining
+	CauseFailing    Cause = "failing"    // migrate (stop, exclusive): failures reached Workload.MaxFailures
+	CauseUpdate     Cause = "update"     // migrate (stop, exclusive): instance runs an older Workload.Version
 	CauseOffload    Cause = "offload"    // migrate: node load above the threshold for SustainedFor
 )
 
@@ -307,7 +335,8 @@ type Action struct {
 	// From is the node of Replaces (migrate).
 	From string `json:"from,omitempty"`
 	// Supersedes is the lost instance a replacement replaces (cause replace); it is
-	// recorded on the new placement (Placement.Supersedes).
+	// recorded on the new placement (Placement.Supersedes). Empty for exclusive
+	// workloads.
 	Supersedes string `json:"supersedes,omitempty"`
 	// Reason explains the action to an operator.
 	Reason string `json:"reason"`
@@ -343,15 +372,17 @@ type Result struct {
 	Now        time.Time `json:"now"`
 	Generation uint64    `json:"generation,omitempty"`
 	// Actions in the order they were decided: stops found while reading the table
-	// (deleted workloads, nodes left or gone), surplus stops, then each workload by
+	// (deleted workloads, nodes left or gone, exclusive instances whose lost node's
+	// lease ended), surplus stops, then each workload by
 	// priority (highest first, then name) with its preemption stops, migrations and
 	// placements, then offload migrations.
 	Actions []Action `json:"actions,omitempty"`
 	// Unplaced lists what could not be placed or moved.
 	Unplaced []Unplaced `json:"unplaced,omitempty"`
 	// RecheckAt is the earliest future time at which the same input would give a
-	// different plan (a dead node's replaceAfter expiring, a hot node reaching
-	// sustainedFor or leaving its cooldown). Zero when nothing is pending.
+	// different plan (a dead node's replaceAfter expiring, the lease of a lost node
+	// holding exclusive instances ending, a hot node reaching sustainedFor or leaving
+	// its cooldown). Zero when nothing is pending.
 	RecheckAt time.Time `json:"recheckAt,omitzero"`
 }
 

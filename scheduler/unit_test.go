@@ -25,6 +25,9 @@ func TestValidate(t *testing.T) {
 		{"zero now", func(in *Input) { in.Now = time.Time{} }, "now:"},
 		{"bad rule", func(in *Input) { in.Reconcile = "newest" }, "reconcile:"},
 		{"bad workload rule", func(in *Input) { in.Workloads[0].Reconcile = "newest" }, "workloads[0].reconcile:"},
+		{"exclusive keep_original", func(in *Input) {
+			in.Workloads[0].Exclusive, in.Workloads[0].Reconcile = true, ReconcileKeepOriginal
+		}, "workloads[0].reconcile:"},
 		{"negative threshold", func(in *Input) { in.Offload.CPUAbove = -1 }, "offload:"},
 		{"duplicate node", func(in *Input) { in.Nodes = append(in.Nodes, in.Nodes[0]) }, "nodes[1].name"},
 		{"bad status", func(in *Input) { in.Nodes[0].Status = "up" }, "nodes[0].status"},

@@ -58,6 +58,9 @@ func (in *Input) Validate() error {
 		if !validRule(w.Reconcile) {
 			return fmt.Errorf("workloads[%d].reconcile: unknown rule %q; use keep_replacement, keep_original, best_score, default (the legacy rule) or empty for Input.Reconcile", i, w.Reconcile)
 		}
+		if w.Exclusive && w.Reconcile != "" && w.Reconcile != ReconcileKeepReplacement {
+			return fmt.Errorf("workloads[%d].reconcile: %q with exclusive: an exclusive workload always keeps the replacement; leave reconcile empty or use keep_replacement", i, w.Reconcile)
+		}
 		if w.Replicas < 0 {
 			return fmt.Errorf("workloads[%d].replicas: %d is negative; use 0 or more", i, w.Replicas)
 		}
