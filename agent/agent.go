@@ -39,6 +39,10 @@ type Deps struct {
 	// test fleets: region.InmemNetwork). Both or neither.
 	RaftTransport raft.Transport
 	RaftControl   region.Control
+	// RaftNetwork, if set, gives every Raft group of the agent (its region's, and the
+	// witness groups it runs for other regions) an endpoint on this in-memory network
+	// at the Raft advertise address. It replaces RaftTransport and RaftControl.
+	RaftNetwork *region.InmemNetwork
 	// Clock is the one clock of every component that waits (coordinator, assignments,
 	// supervisor, region timers); nil means the real clock.
 	Clock runtime.Clock
@@ -70,6 +74,14 @@ type Agent struct {
 	gossip     *gossip.Gossip
 	intents    *intents.Service
 	region     *region.Node
+	// The Raft port: mux is nil with an in-memory transport (Deps). raftChan
+	// authenticates its connections; raftAdvertise is its address in the fleet.
+	mux           *region.Mux
+	raftChan      *secure.Channel
+	raftAdvertise string
+	witnesses     *witnesses // groups this node runs for other regions (witness.go)
+	witnessGroups prometheus.Gauge
+	deps          Deps
 	events     *events.Ring   // the event stream's ring (eventsrc.go)
 	eventsAPI  *events.Server // GET /v1/events
 	coord      *coordinator.Coordinator
@@ -184,7 +196,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	}
 	raftHost, raftPort, _ := net.SplitHostPort(cfg.RaftBind)
 	raftAdvertise := net.JoinHostPort(advHost, raftPort)
-	if deps.GossipTransport == nil || deps.RaftTransport == nil {
+	if deps.GossipTransport == nil || (deps.RaftTransport == nil && deps.RaftNetwork == nil) {
 		hosts := []string{bindHost, advHost, raftHost}
 		if cfg.Advertise != "" {
 			h, _, _ := net.SplitHostPort(cfg.Advertise)
@@ -239,20 +251,31 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		return nil, fmt.Errorf("open the intent store in %s: %w", cfg.DataDir, err)
 	}
 	a.gossip.Register(gossip.KindIntents, a.intents.HandleMessage, a.intents)
-	var timing region.Timing // zero: the LAN default
-	if cfg.Profile == gossip.ProfileWAN {
-		timing = region.WANTiming()
+	a.deps, a.raftAdvertise, a.raftChan = deps, raftAdvertise, a.raftAuth()
+	rcfg := region.Config{
+		Timing: a.regionTiming(),
+		NodeID: id.ID, Name: cfg.Name, Region: cfg.Region, RaftBind: cfg.RaftBind, RaftAdvertise: raftAdvertise,
+		DataDir: cfg.DataDir, Voters: cfg.Voters, Eligible: cfg.CoordinatorEligible, BootstrapExpect: cfg.BootstrapExpect,
+		Logger: a.log, Registerer: a.reg, Clock: deps.Clock, ConnAuth: a.raftChan, OnApply: a.onApplied,
+		WitnessOff: cfg.NoWitness, WitnessFor: cfg.WitnessFor,
+	}
+	switch {
+	case deps.RaftNetwork != nil:
+		rcfg.Transport, rcfg.Control = deps.RaftNetwork.Add(raftAdvertise, cfg.Region)
+	case deps.RaftTransport != nil:
+		rcfg.Transport, rcfg.Control = deps.RaftTransport, deps.RaftControl
+	default:
+		adv, err := net.ResolveTCPAddr("tcp", raftAdvertise)
+		if err != nil {
+			return nil, &FieldError{"raft-bind", fmt.Errorf("raft advertise address %s: %w", raftAdvertise, err)}
+		}
+		a.mux = region.NewMux(nil, adv, a.raftChan, a.log, func() { a.region.CountRejected() })
+		rcfg.Mux = a.mux
 	}
 	a.events = events.NewRing(0, a.now(), a.reg)
 	a.eventsAPI = events.Handler(a.events, a.log)
 	a.eventsAPI.Now = a.now
-	a.region, err = region.New(region.Config{
-		Timing: timing,
-		NodeID: id.ID, Name: cfg.Name, Region: cfg.Region, RaftBind: cfg.RaftBind, RaftAdvertise: raftAdvertise,
-		DataDir: cfg.DataDir, Voters: cfg.Voters, Eligible: cfg.CoordinatorEligible, BootstrapExpect: cfg.BootstrapExpect,
-		Logger: a.log, Registerer: a.reg, Transport: deps.RaftTransport, Control: deps.RaftControl, Clock: deps.Clock,
-		ConnAuth: a.raftAuth(), OnApply: a.onApplied,
-	})
+	a.region, err = region.New(rcfg)
 	if err != nil {
 		return nil, fmt.Errorf("region %s: %w", cfg.Region, err)
 	}
@@ -264,6 +287,12 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		return nil, err
 	}
 	a.gossip.Register(gossip.KindAssign, a.handleAssign, nil)
+	a.witnessGroups = prometheus.NewGauge(prometheus.GaugeOpts{Name: "murmur_witness_groups",
+		Help: "Raft groups this node runs as a witness for other regions (regions of two eligible nodes)."})
+	if err := a.reg.Register(a.witnessGroups); err != nil {
+		return nil, err
+	}
+	a.witnesses = newWitnesses(a)
 	if err := a.registerMetrics(); err != nil {
 		return nil, err
 	}
@@ -368,10 +397,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); a.sampleLoop(runCtx) }()
 	go func() { defer wg.Done(); a.securityLoop(runCtx) }()
+	if a.mux != nil {
+		if err := a.mux.Listen(a.cfg.RaftBind); err != nil {
+			cancel()
+			_ = srv.Close()
+			wg.Wait()
+			return &FieldError{"raft-bind", err}
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); a.mux.Serve() }()
+	}
 	// The region stops first on shutdown: a coordinator hands leadership over while
 	// its peers still see it alive.
 	regionCtx, stopRegion := context.WithCancel(runCtx)
 	defer stopRegion()
+	a.witnesses.resume(regionCtx)
 	regionDone := make(chan struct{})
 	wg.Add(3)
 	go func() {
@@ -403,6 +443,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	// Hand the region over, leave the fleet (peers see "left"), then stop serving.
 	stopRegion()
 	<-regionDone
+	a.witnesses.stopAll()
+	if a.mux != nil {
+		a.mux.Close()
+	}
 	cancel()
 	<-gossipDone
 	shutCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
@@ -410,6 +454,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	_ = srv.Shutdown(shutCtx)
 	wg.Wait()
 	return runErr
+}
+
+// regionTiming is the Raft timing of every group the node runs (--profile).
+func (a *Agent) regionTiming() region.Timing {
+	if a.cfg.Profile == gossip.ProfileWAN {
+		return region.WANTiming()
+	}
+	return region.Timing{} // the LAN default
 }
 
 // sampleLoop publishes the node's load record every second.

@@ -105,6 +105,10 @@ type Config struct {
 
 	Voters              int  // target voters per region (0 = automatic)
 	CoordinatorEligible bool // may become a Raft voter
+	// NoWitness refuses witness duty for other regions (--witness=false); WitnessFor
+	// names regions this node prefers to be a witness of (--witness-for).
+	NoWitness  bool
+	WitnessFor []string
 	BootstrapExpect     int  // wait for this many eligible nodes before a region's first bootstrap (0 = settle rule)
 }
 
@@ -188,6 +192,9 @@ func (c *Config) Validate() error {
 	}
 	if err := region.CheckVoters(c.Voters); err != nil {
 		return &FieldError{"voters", err}
+	}
+	if err := checkWitnessFor(c.Region, c.WitnessFor); err != nil {
+		return &FieldError{"witness-for", err}
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-sockaddr"
@@ -56,9 +57,12 @@ func (a *Agent) regionLoop(ctx context.Context) {
 	published := map[string]string{}
 	var lastIndexAt time.Time
 	for {
-		a.region.UpdatePeers(peersOf(a.gossip.Members()))
+		peers := peersOf(a.gossip.Members())
+		a.region.UpdatePeers(peers)
+		a.witnesses.update(ctx, peers)
 		now := a.now()
 		current := a.region.PublishedState()
+		a.witnesses.published(current)
 		for k := range published {
 			if _, ok := current[k]; !ok {
 				a.gossip.SetState(k, "")
@@ -69,10 +73,10 @@ func (a *Agent) regionLoop(ctx context.Context) {
 			if published[k] == v {
 				continue
 			}
-			if k == region.KeyLastIndex && now.Sub(lastIndexAt) < time.Second {
+			// The last indexes (ours and our witness groups') change with every commit.
+			if isIndex := strings.HasSuffix(k, "last_index"); isIndex && now.Sub(lastIndexAt) < time.Second {
 				continue
-			}
-			if k == region.KeyLastIndex {
+			} else if isIndex {
 				lastIndexAt = now
 			}
 			a.gossip.SetState(k, v)
@@ -84,6 +88,7 @@ func (a *Agent) regionLoop(ctx context.Context) {
 			tick.Stop()
 			return
 		case <-changed:
+		case <-a.witnesses.kick:
 		case <-tick.C():
 		}
 		tick.Stop()
@@ -104,8 +109,9 @@ func (a *Agent) regionSummaries() []region.RegionSummary {
 	// outside the group, go by gossip.
 	if v, ok := a.region.LocalView(); ok {
 		names := make(map[string]string, len(peers))
+		regionOf := make(map[string]string, len(peers))
 		for _, p := range peers {
-			names[p.ID] = p.Name
+			names[p.ID], regionOf[p.ID] = p.Name, p.Region
 		}
 		nameOf := func(id string) string {
 			if n := names[id]; n != "" {
@@ -118,11 +124,15 @@ func (a *Agent) regionSummaries() []region.RegionSummary {
 				continue
 			}
 			sums[i].Coordinator, sums[i].Term, sums[i].LastIndex, sums[i].Headless = nameOf(v.LeaderID), v.Term, v.LastIndex, false
-			sums[i].Voters = sums[i].Voters[:0]
+			sums[i].Voters, sums[i].Witnesses = sums[i].Voters[:0], nil
 			for _, id := range v.Voters {
 				sums[i].Voters = append(sums[i].Voters, nameOf(id))
+				if r, ok := regionOf[id]; ok && r != a.cfg.Region {
+					sums[i].Witnesses = append(sums[i].Witnesses, nameOf(id))
+				}
 			}
 			slices.Sort(sums[i].Voters)
+			slices.Sort(sums[i].Witnesses)
 		}
 	}
 	return a.headless.observe(sums, a.now())

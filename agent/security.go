@@ -145,17 +145,17 @@ func (a *Agent) gossipAuth() gossip.StreamAuth {
 	})
 }
 
-// raftAuth is the channel of this region's Raft port: with TLS, only a certificate of
-// this region naming a node the fleet view lists in this region.
+// raftAuth is the channel of this node's Raft port, which serves its own region's
+// group and the witness groups it runs for other regions: with TLS, a certificate
+// naming a node the fleet view lists in the region the certificate names. Which
+// group a peer may then speak to is the group's decision (region.Node admits: its
+// own region, and the witnesses in its configuration).
 func (a *Agent) raftAuth() *secure.Channel {
-	return a.auth.Channel("raft", "raft/"+a.cfg.Region, func(id secure.Identity) error {
-		if id.Region != a.cfg.Region {
-			return fmt.Errorf("certificate of region %s on the Raft port of region %s", id.Region, a.cfg.Region)
-		}
+	return a.auth.Channel("raft", "raft", func(id secure.Identity) error {
 		for _, m := range a.gossip.Members() {
 			if m.Name == id.Node {
-				if m.Region != a.cfg.Region {
-					return fmt.Errorf("member %s gossips region %s", m.Name, m.Region)
+				if m.Region != id.Region {
+					return fmt.Errorf("member %s gossips region %s, its certificate names region %s", m.Name, m.Region, id.Region)
 				}
 				return nil
 			}

@@ -44,7 +44,8 @@ func (a *Agent) viewReady() bool {
 	}
 	up := map[string]bool{}
 	for _, m := range a.gossip.Members() {
-		if m.Region == a.cfg.Region && m.Up() {
+		// Any region: a witness voter gossips its own region (witness.go).
+		if m.Up() {
 			up[m.ID] = true
 		}
 	}

@@ -373,6 +373,10 @@ func (n *Node) notifyLocked() {
 	}
 }
 
+// CountRejected counts a connection the node's Raft port refused (the agent's shared
+// Mux calls it).
+func (n *Node) CountRejected() { n.m.rejected.Inc() }
+
 // IsLeader reports whether this node is the region's coordinator.
 func (n *Node) IsLeader() bool { return n.leader.Load() }
 
@@ -814,7 +818,7 @@ func (n *Node) step(ctx context.Context, r *raft.Raft, ctl Control, ls *loopStat
 			return p.Alive && p.Eligible && p.RaftAddr != ""
 		}
 		p, ok := others[id]
-		return ok && witnessCapable(p, n.cfg.Region)
+		return ok && witnessCapable(p, n.cfg.Region) && slices.Contains(splitList(p.State[KeyWitnessing]), n.cfg.Region)
 	}
 	// Unhealthy-since bookkeeping on every node, so a new leader inherits it.
 	seen := map[string]bool{}
@@ -1385,6 +1389,27 @@ func (n *Node) Barrier(ctx context.Context) error {
 		return fmt.Errorf("barrier: %w", err)
 	}
 	return nil
+}
+
+// VerifyLeader confirms with a quorum of voters that this node still leads (a Raft
+// round trip). The coordinator grants exclusive workloads' leases only after it.
+func (n *Node) VerifyLeader(ctx context.Context) error {
+	r := n.raftPtr()
+	if r == nil || r.State() != raft.Leader {
+		return fmt.Errorf("verify leader: %w", ErrNotLeader)
+	}
+	f := r.VerifyLeader()
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }() // ends when raft answers or steps down
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("verify leader: %w: %v", ErrNotLeader, err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("verify leader: %w", ctx.Err())
+	}
 }
 
 // Term is this node's current Raft term (0 when Raft is not running). Assignments a

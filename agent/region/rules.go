@@ -252,6 +252,13 @@ func (in *apInput) healthy(id string) bool {
 	return false
 }
 
+// runsGroup: a witness says (gossip) it runs a group of this region. A witness whose
+// group failed (say, a damaged log) still looks alive and willing: without this it
+// would hold a voter seat it cannot fill.
+func (in *apInput) runsGroup(id string) bool {
+	return slices.Contains(splitList(in.others[id].State[KeyWitnessing]), in.name)
+}
+
 // isWitness: a server of another region.
 func (in *apInput) isWitness(id string) bool {
 	_, local := in.region[id]
@@ -338,7 +345,10 @@ func planAutopilot(in apInput) apAction {
 		}
 	}
 	bad := func(id string) bool {
-		if id == in.leaderID || in.healthy(id) {
+		if id == in.leaderID {
+			return false
+		}
+		if in.healthy(id) && (!in.isWitness(id) || in.runsGroup(id)) {
 			return false
 		}
 		since, ok := in.badSince[id]

@@ -188,6 +188,22 @@ func NewMux(ln net.Listener, advertise net.Addr, auth ConnAuth, log *slog.Logger
 		done: make(chan struct{}), regions: map[string]*streamLayer{}}
 }
 
+// Listen binds the port (when NewMux was given no listener). Serve accepts on it.
+func (m *Mux) Listen(bind string) error {
+	ln, err := net.Listen("tcp", bind)
+	if err != nil {
+		return fmt.Errorf("listen on --raft-bind %s: %w", bind, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed || m.ln != nil {
+		ln.Close()
+		return errors.New("raft port: already listening or closed")
+	}
+	m.ln = ln
+	return nil
+}
+
 // Addr is the advertised address of the port.
 func (m *Mux) Addr() net.Addr { return m.advertise }
 
@@ -226,7 +242,7 @@ func (m *Mux) lookup(region string) *streamLayer {
 // listener does: the Raft port must not stay closed.
 func (m *Mux) Serve() {
 	m.mu.Lock()
-	if m.closed {
+	if m.closed || m.ln == nil {
 		m.mu.Unlock()
 		return
 	}

@@ -344,3 +344,61 @@ func TestRaftSegmentsAreSmall(t *testing.T) {
 		}
 	}
 }
+
+// identAuth authenticates nothing and names every peer by a fixed certificate
+// identity, as mutual TLS would.
+type identAuth struct{ node, region string }
+
+func (a identAuth) Client(c net.Conn, _ string, _ time.Time) (net.Conn, error) { return c, nil }
+func (a identAuth) Server(c net.Conn) (net.Conn, error)                        { return c, nil }
+func (a identAuth) PeerIdentity(net.Conn) (string, string, bool)               { return a.node, a.region, true }
+
+// A group admits nodes of its own region, and of other regions only those it lists
+// (its witnesses); a region the port runs no group of is refused.
+func TestMuxAdmitsOnlyTheRegionAndItsWitnesses(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The listener names every peer "w1" of region "hub".
+	mux := NewMux(ln, ln.Addr(), identAuth{"w1", "hub"}, testLogger(t), nil)
+	go mux.Serve()
+	defer mux.Close()
+	listed := map[string]bool{}
+	var mu sync.Mutex
+	sl, err := mux.register("site", func(node, region string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return region == "site" || listed[node]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl.mu.Lock()
+	sl.handler = func(ControlRequest) ControlResponse { return ControlResponse{OK: true} }
+	sl.mu.Unlock()
+	if _, err := mux.register("site", nil); err == nil {
+		t.Error("a second group of the same region registered")
+	}
+	dialer := NewMux(nil, nil, nil, nil, nil)
+	call := func(region string) error {
+		dsl, _ := dialer.register(region, nil)
+		defer dialer.unregister(dsl)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := (&tcpControl{sl: dsl}).Call(ctx, ln.Addr().String(), ControlRequest{Kind: CtlProbe, From: "x"})
+		return err
+	}
+	if err := call("site"); !errors.Is(err, ErrNotAdmitted) {
+		t.Errorf("node of hub, not a witness of site: err = %v, want ErrNotAdmitted", err)
+	}
+	mu.Lock()
+	listed["w1"] = true
+	mu.Unlock()
+	if err := call("site"); err != nil {
+		t.Errorf("the witness of site: %v", err)
+	}
+	if err := call("elsewhere"); !errors.Is(err, ErrWrongRegion) {
+		t.Errorf("a region the port runs no group of: err = %v, want ErrWrongRegion", err)
+	}
+}

@@ -239,7 +239,7 @@ func TestWitnessAutopilotRule(t *testing.T) {
 		return raft.Server{Suffrage: raft.Nonvoter, ID: raft.ServerID(id), Address: raft.ServerAddress("addr-" + id)}
 	}
 	caught := map[string]string{KeyLastIndex: "10"}
-	wcaught := map[string]string{WitnessKey("r", KeyLastIndex): "10"}
+	wcaught := map[string]string{WitnessKey("r", KeyLastIndex): "10", KeyWitnessing: "r"}
 	base := func() apInput {
 		return apInput{
 			name: "r", now: now, leaderID: "a",
@@ -280,6 +280,10 @@ func TestWitnessAutopilotRule(t *testing.T) {
 		}, "remove:w"},
 		{"a witness that withdrew its offer is unhealthy", []raft.Server{voter("a"), voter("b"), voter("w")}, func(in *apInput) {
 			in.others["w"] = peer("w", "o", true, map[string]string{KeyWitnessOffer: OfferOff})
+			in.badSince["w"] = now.Add(-time.Minute)
+		}, "remove:w"},
+		{"a witness whose group does not run is removed after the grace", []raft.Server{voter("a"), voter("b"), voter("w")}, func(in *apInput) {
+			in.others["w"] = peer("w", "o", true, map[string]string{KeyWitnessing: "elsewhere"})
 			in.badSince["w"] = now.Add(-time.Minute)
 		}, "remove:w"},
 		{"unreachable best candidate: the next", []raft.Server{voter("a"), voter("b")}, func(in *apInput) { in.reachable["w"] = false }, "add-nonvoter:x"},

@@ -451,3 +451,23 @@ func readKeyHello(r io.Reader) ([]byte, error) {
 	}
 	return hdr[5:], nil
 }
+
+// PeerIdentity names the peer of a connection that Server or Client returned, when the
+// channel runs mutual TLS (the certificate's node and region); ok is false otherwise.
+// The Raft port uses it to admit a node of another region only into the groups that
+// list it as a witness.
+func (c *Channel) PeerIdentity(conn net.Conn) (node, region string, ok bool) {
+	tc, isTLS := conn.(*tls.Conn)
+	if !isTLS {
+		return "", "", false
+	}
+	st := tc.ConnectionState()
+	if len(st.PeerCertificates) == 0 {
+		return "", "", false
+	}
+	id, err := IdentityFromCert(st.PeerCertificates[0])
+	if err != nil {
+		return "", "", false
+	}
+	return id.Node, id.Region, true
+}

@@ -79,6 +79,8 @@ comma-separated list). Flags win over the environment, which wins over the file.
 	f.Int("voters", 0, "Raft voters per region: 0 = automatic (3, or 5 in large regions), or 1, 3, 5")
 	f.Int("bootstrap-expect", 0, "wait for this many eligible nodes before a region's first Raft bootstrap (0: bootstrap once the view settles); see docs/regions.md")
 	f.Bool("coordinator-eligible", true, "may this node become a Raft voter and coordinator (false for weak devices)")
+	f.Bool("witness", true, "offer to be a witness voter for other regions of two eligible nodes (docs/regions.md); needs --coordinator-eligible")
+	f.StringArray("witness-for", nil, "region this node prefers to be a witness of (repeatable); it still serves others")
 
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := layerSettings(cmd.Flags(), os.LookupEnv); err != nil {
@@ -302,6 +304,9 @@ func agentConfig(fs *pflag.FlagSet, stderr io.Writer) (agent.Config, *slog.Logge
 	cfg.Voters, _ = fs.GetInt("voters")
 	cfg.BootstrapExpect, _ = fs.GetInt("bootstrap-expect")
 	cfg.CoordinatorEligible, _ = fs.GetBool("coordinator-eligible")
+	witness, _ := fs.GetBool("witness")
+	cfg.NoWitness = !witness
+	cfg.WitnessFor = arr("witness-for")
 	labels, err := agent.ParseLabels(arr("label"))
 	if err != nil {
 		return cfg, nil, err

@@ -12,6 +12,7 @@ type regionView struct {
 	Name        string   `json:"name"`
 	Coordinator string   `json:"coordinator"`
 	Voters      []string `json:"voters"`
+	Witnesses   []string `json:"witnesses"`
 	Nodes       int      `json:"nodes"`
 	Term        uint64   `json:"term"`
 	Headless    bool     `json:"headless"`

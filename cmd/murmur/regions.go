@@ -24,6 +24,7 @@ func getSubcommands(cf *clientFlags) []*cobra.Command {
 					Name        string    `json:"name"`
 					Coordinator string    `json:"coordinator"`
 					Voters      []string  `json:"voters"`
+					Witnesses   []string  `json:"witnesses"`
 					Nodes       int       `json:"nodes"`
 					Term        uint64    `json:"term"`
 					LastIndex   uint64    `json:"last_index"`
@@ -39,7 +40,7 @@ func getSubcommands(cf *clientFlags) []*cobra.Command {
 			if cf.Output == "json" {
 				return printRawJSON(cmd.OutOrStdout(), b)
 			}
-			tw := newTable(cmd.OutOrStdout(), "REGION", "COORDINATOR", "VOTERS", "NODES", "TERM", "LAST INDEX", "STATE")
+			tw := newTable(cmd.OutOrStdout(), "REGION", "COORDINATOR", "VOTERS", "WITNESSES", "NODES", "TERM", "LAST INDEX", "STATE")
 			for _, r := range res.Regions {
 				coord, state := r.Coordinator, "ok"
 				if coord == "" {
@@ -55,7 +56,7 @@ func getSubcommands(cf *clientFlags) []*cobra.Command {
 					}
 					state += " (see 'murmur operator recover --help')"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\n", r.Name, coord, orDash(strings.Join(r.Voters, ",")), r.Nodes, r.Term, r.LastIndex, state)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", r.Name, coord, orDash(strings.Join(r.Voters, ",")), orDash(strings.Join(r.Witnesses, ",")), r.Nodes, r.Term, r.LastIndex, state)
 			}
 			return tw.Flush()
 		},
