@@ -46,6 +46,10 @@ type InstanceSpec struct {
 	Resources Resources         `json:"resources"`
 	Restart   RestartSpec       `json:"restart"`
 	Health    HealthSpec        `json:"health"`
+	// StopGrace, if set, replaces Config.StopGrace (SIGTERM to SIGKILL) when the
+	// supervisor stops this instance: an at-most-once instance must be gone before
+	// its node's lease ends.
+	StopGrace time.Duration `json:"stopGrace,omitempty"`
 }
 
 // Resources are the instance's limits (and its share of the node's load).
@@ -99,6 +103,9 @@ func specError(id, field, format string, args ...any) error {
 func (s InstanceSpec) Validate() error {
 	if !idPattern.MatchString(s.ID) {
 		return specError(s.ID, "id", "must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit")
+	}
+	if s.StopGrace < 0 {
+		return specError(s.ID, "stopGrace", "must not be negative")
 	}
 	switch s.Driver {
 	case DriverExec:

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -558,7 +559,7 @@ func (s *Supervisor) runInstance(ctx context.Context, r *runner) {
 		case outCtx:
 			return
 		case outStop:
-			if err := r.drv.Stop(context.WithoutCancel(ctx), h, s.cfg.StopGrace); err != nil {
+			if err := r.drv.Stop(context.WithoutCancel(ctx), h, cmp.Or(r.spec.StopGrace, s.cfg.StopGrace)); err != nil {
 				s.log.Warn("supervisor: stop instance", "instance", id, "err", err)
 			}
 			s.update(id, func(st *InstanceStatus) { st.State = StateStopped; st.Usage = NodeUsage{} })

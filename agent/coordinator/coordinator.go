@@ -31,6 +31,8 @@ type Raft interface {
 	Apply(ctx context.Context, cmd region.Command) (uint64, error)
 	State() region.State
 	Term() uint64
+	// VerifyLeader confirms with a quorum that this node still leads (lease grants).
+	VerifyLeader(ctx context.Context) error
 }
 
 // Fleet is what the coordinator needs of gossip (*gossip.Gossip).
@@ -76,6 +78,11 @@ type Config struct {
 	// unknown dead nodes), nor, until gossip reaches it, every alive one. After the
 	// grace a node still missing counts as gone. Default 30 s.
 	ViewGrace time.Duration
+	// Lease is the lease this coordinator assumes for a node it has not heard a
+	// renewal from in its term (a predecessor may have granted one): every node of
+	// the fleet must ask for at most this much (LocalConfig.Lease). Default
+	// DefaultLease.
+	Lease time.Duration
 	// ResendAfter is the first wait before an unacknowledged assignment is sent again;
 	// it doubles per try up to 8×. Default 500 ms.
 	ResendAfter time.Duration
@@ -91,6 +98,8 @@ type Coordinator struct {
 	reportMu sync.Mutex        // guards inbox
 	inbox    map[string]Report // node → newest report not yet taken by the leader loop
 	reportCh chan struct{}     // cap 1: inbox has something
+
+	leases *leaseBook // exclusive workloads' leases granted in this term (lease.go)
 
 	view   atomic.Pointer[viewInputs] // nil while not leading
 	leader atomic.Bool                // the leader loop runs and has planned once
@@ -123,13 +132,14 @@ func New(cfg Config) (*Coordinator, error) {
 	cfg.SafetyTick = cmp.Or(cfg.SafetyTick, 5*time.Second)
 	cfg.ResendAfter = cmp.Or(cfg.ResendAfter, 500*time.Millisecond)
 	cfg.ViewGrace = cmp.Or(cfg.ViewGrace, 30*time.Second)
+	cfg.Lease = cmp.Or(cfg.Lease, DefaultLease)
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err
 	}
 	return &Coordinator{
 		cfg: cfg, log: cfg.Logger.With("component", "coordinator", "region", cfg.Region), m: m,
-		inbox: map[string]Report{}, reportCh: make(chan struct{}, 1),
+		inbox: map[string]Report{}, reportCh: make(chan struct{}, 1), leases: newLeaseBook(cfg.Lease),
 	}, nil
 }
 
@@ -266,6 +276,7 @@ func newLoopState() *loopState {
 func (c *Coordinator) beginTerm(ls *loopState) {
 	c.takeReports()
 	ls.heardFrom = c.cfg.Raft.State().Generation
+	c.leases.begin(c.cfg.Clock.Now())
 }
 
 // viewGap says why the fleet view cannot be planned on yet ("" when it can).
@@ -363,6 +374,7 @@ func (c *Coordinator) leaderLoop(ctx context.Context) {
 		return
 	}
 	c.beginTerm(ls)
+	defer c.leases.end()
 	fleetCh, unsub := c.cfg.Fleet.Subscribe()
 	defer unsub()
 	safety := c.cfg.Clock.NewTimer(c.cfg.SafetyTick)
@@ -405,6 +417,9 @@ func (c *Coordinator) leaderLoop(ctx context.Context) {
 		case <-intentsCh:
 			dirty = true
 		case <-c.reportCh:
+		case <-c.leases.kick:
+			c.grantLeases(ctx, ls)
+			continue
 		case r := <-ls.results:
 			c.sendDone(ls, r)
 		case <-wakeC:
@@ -480,7 +495,7 @@ func (c *Coordinator) planOnce(ctx context.Context, ls *loopState, fleetOnly boo
 	graceEnd := ls.readyAt.Add(c.cfg.ViewGrace)
 	snap := Snapshot{Region: c.cfg.Region, Now: now, Members: members, State: st, Workloads: ws, Policies: ps,
 		Tombstones: c.cfg.Intents.Tombstones(), Reports: ls.reports, Hot: ls.hot,
-		MissingSuspect: now.Before(graceEnd)}
+		MissingSuspect: now.Before(graceEnd), Leases: c.leases.until(leaseNodes(members, c.cfg.Region, st))}
 	in, rejected := BuildInput(snap)
 	res := scheduler.Plan(in)
 	c.m.planSeconds.Observe(time.Since(start).Seconds())
@@ -535,6 +550,26 @@ func (c *Coordinator) planOnce(ctx context.Context, ls *loopState, fleetOnly boo
 		}
 	}
 	return false
+}
+
+// leaseNodes names the nodes whose leases the planner may need: the region's members
+// and every node holding a placement.
+func leaseNodes(ms []gossip.Member, r string, st region.State) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, m := range ms {
+		if m.Region == r && !seen[m.Name] {
+			seen[m.Name] = true
+			out = append(out, m.Name)
+		}
+	}
+	for _, p := range st.Placements {
+		if !seen[p.Node] {
+			seen[p.Node] = true
+			out = append(out, p.Node)
+		}
+	}
+	return out
 }
 
 // fleetKey is what the planner reads of the region's members: status, whether a

@@ -18,6 +18,8 @@ func FuzzDecode(f *testing.F) {
 		Report{Seq: 10, Node: "n1", Region: "r", Instances: []InstanceReport{{ID: "web-4-0", Intent: "web", Generation: 4, State: "running", MilliCPU: 600, MemoryBytes: 32 << 20}}},
 		Query{ID: 3, Intent: "web"},
 		Answer{ID: 3, View: View{Region: "r", Workloads: []Workload{{Intent: "web", Instance: "web-4-0"}}}},
+		LeaseRequest{Seq: 4, Node: "n1", Region: "r", LeaseMS: 4000},
+		LeaseGrant{Seq: 4, Term: 2, Generation: 9, Digest: Digest(set)},
 	} {
 		b, err := Encode(m)
 		if err != nil {
@@ -56,6 +58,10 @@ func TestDecodeRefuses(t *testing.T) {
 		"negative cpu":  Report{Node: "n", Instances: []InstanceReport{{ID: "a", MilliCPU: -1}}},
 		"negative mem":  Report{Node: "n", Instances: []InstanceReport{{ID: "a", MemoryBytes: -5}}},
 		"huge cpu":      Report{Node: "n", Instances: []InstanceReport{{ID: "a", MilliCPU: MaxUsageMilliCPU + 1}}},
+		"lease nobody":  LeaseRequest{LeaseMS: 4000},
+		"lease zero":    LeaseRequest{Node: "n", LeaseMS: 0},
+		"lease huge":    LeaseRequest{Node: "n", LeaseMS: int64(MaxLease/time.Millisecond) + 1},
+		"lease tiny":    LeaseRequest{Node: "n", LeaseMS: 10},
 	}
 	for name, m := range bad {
 		b, err := Encode(m)

@@ -153,6 +153,13 @@ func (f *fakeRaft) setLeader(v bool) {
 		}
 	}
 }
+func (f *fakeRaft) VerifyLeader(ctx context.Context) error {
+	if !f.IsLeader() {
+		return region.ErrNotLeader
+	}
+	return nil
+}
+
 func (f *fakeRaft) Barrier(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -320,6 +327,8 @@ type harness struct {
 
 	sendMu sync.Mutex
 	sent   []Assignment
+	grants []string
+	seq    uint64
 }
 
 func newHarness(t *testing.T) *harness {
@@ -340,6 +349,12 @@ func (h *harness) send(node string, payload []byte) error {
 	if err != nil {
 		h.t.Errorf("coordinator sent an undecodable payload to %s: %v", node, err)
 		return err
+	}
+	if g, ok := msg.(LeaseGrant); ok {
+		h.sendMu.Lock()
+		h.grants = append(h.grants, fmt.Sprintf("lease granted to %s (seq %d, term %d, generation %d)", node, g.Seq, g.Term, g.Generation))
+		h.sendMu.Unlock()
+		return nil
 	}
 	a, ok := msg.(Assignment)
 	if !ok || a.Node != node {
@@ -501,6 +516,7 @@ func (h *harness) handle(t *testing.T, d *datadriven.TestData) string {
 		if r := arg(d, "regions", ""); r != "" {
 			spec.Regions = strings.Split(r, ",")
 		}
+		spec.Exclusive = arg(d, "exclusive", "false") == "true"
 		h.intents.put(intents.LiveIntent{Intent: &policy.Intent{APIVersion: policy.APIVersion, Kind: policy.KindWorkload,
 			Metadata: policy.Metadata{Name: name}, Workload: spec}, Version: policy.Version{Wall: h.version, Node: "op"}})
 		return ""
@@ -546,6 +562,21 @@ func (h *harness) handle(t *testing.T, d *datadriven.TestData) string {
 			h.c.HandleReport(r)
 		}
 		return ""
+	case "renew":
+		// The named node asks for its lease of exclusive workloads; the coordinator
+		// verifies its leadership and grants.
+		h.seq++
+		h.c.HandleLease(name, LeaseRequest{Seq: h.seq, Node: name, Region: "r1", LeaseMS: int64(argInt(t, d, "lease-ms", 4000))})
+		h.c.grantLeases(context.Background(), h.ls)
+		h.ls.wg.Wait()
+		h.sendMu.Lock()
+		out := strings.Join(h.grants, "\n")
+		h.grants = nil
+		h.sendMu.Unlock()
+		if out == "" {
+			return "no grant\n"
+		}
+		return out + "\n"
 	case "fail-next-commit":
 		h.raft.mu.Lock()
 		h.raft.failNext = fmt.Errorf("apply plan: %w: leadership lost while committing", region.ErrNotLeader)

@@ -34,6 +34,9 @@ type Snapshot struct {
 	// UsageSettle is how long after an instance starts its node's load record may
 	// still leave it out (see unmeasuredLoad). Zero means DefaultUsageSettle.
 	UsageSettle time.Duration
+	// Leases: node name → until when it may still run its exclusive instances
+	// (lease.go); scheduler.Input.Leases.
+	Leases map[string]time.Time
 }
 
 // DefaultUsageSettle covers the agent's usage sampling: a CPU figure needs two
@@ -197,6 +200,7 @@ func BuildInput(s Snapshot) (scheduler.Input, []Rejected) {
 		}
 		sw.ReplaceAfter, _ = policy.ParseDuration(string(w.Disconnect.ReplaceAfter))
 		sw.Reconcile = scheduler.ReconcileRule(w.Disconnect.Reconcile) // empty (not defaulted): keep_replacement
+		sw.Exclusive = w.Exclusive
 		in.Workloads = append(in.Workloads, sw)
 	}
 
@@ -269,10 +273,51 @@ func BuildInput(s Snapshot) (scheduler.Input, []Rejected) {
 		}
 		in.Placements = append(in.Placements, p)
 	}
+	in.Leases = s.Leases
+	in.Placements = append(in.Placements, stoppingRecords(s, in.Workloads, up)...)
 	if in.Offload.CPUAbove > 0 || in.Offload.MemoryAbove > 0 {
 		unmeasuredLoad(&in, s, reported, handingOver)
 	}
 	return in, rejected
+}
+
+// stoppingRecords are the exclusive instances that nodes still report running (or
+// starting, or in backoff) but that the table no longer holds: their stop was
+// committed and has not finished. They occupy their slot (scheduler Placement.Stopping)
+// so no successor starts while they run. Only nodes that are up count: a dead node's
+// instances are its lease's business.
+func stoppingRecords(s Snapshot, ws []scheduler.Workload, up map[string]bool) []scheduler.Placement {
+	exclusive := map[string]bool{}
+	for _, w := range ws {
+		if w.Exclusive {
+			exclusive[w.Name] = true
+		}
+	}
+	if len(exclusive) == 0 {
+		return nil
+	}
+	nodes := make([]string, 0, len(s.Reports))
+	for n := range s.Reports {
+		nodes = append(nodes, n)
+	}
+	slices.Sort(nodes)
+	var out []scheduler.Placement
+	for _, n := range nodes {
+		if !up[n] {
+			continue
+		}
+		for _, ir := range s.Reports[n].Instances {
+			if !exclusive[ir.Intent] || ir.State == runtime.StateStopped || ir.State == runtime.StateFailed {
+				continue
+			}
+			if p, ok := s.State.Placements[ir.ID]; ok && p.Node == n {
+				continue
+			}
+			out = append(out, scheduler.Placement{ID: ir.ID, Workload: ir.Intent, Node: n, Generation: ir.Generation,
+				State: schedState(ir.State), StartedAt: ir.Since, Stopping: true})
+		}
+	}
+	return out
 }
 
 // unmeasuredLoad adds to each node's load the instances its load record cannot show

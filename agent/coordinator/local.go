@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -74,6 +75,11 @@ type LocalConfig struct {
 	ReportEvery time.Duration
 	// ReportDelay coalesces instance changes into one report. Default 20 ms.
 	ReportDelay time.Duration
+	// Lease and LeaseMargin time exclusive workloads (lease.go): the lease this node
+	// asks for (default DefaultLease), and how long before its end it stops their
+	// instances (default DefaultLeaseMargin; less than half the lease).
+	Lease       time.Duration
+	LeaseMargin time.Duration
 }
 
 // applied is the persisted assignment.
@@ -116,8 +122,13 @@ type Local struct {
 	qmu     sync.Mutex // guards waiters
 	waiters map[uint64]chan Answer
 
-	mu  sync.Mutex // guards cur
-	cur applied
+	leaseOut     chan outReport // cap 1: the newest lease renewal waiting for the sender
+	leaseGranted prometheus.Counter
+	leaseExpired prometheus.Counter
+
+	mu    sync.Mutex // guards cur and lease
+	cur   applied
+	lease nodeLease
 }
 
 const appliedFile = "assignment.json"
@@ -139,10 +150,20 @@ func NewLocal(cfg LocalConfig) (*Local, error) {
 	}
 	cfg.ReportEvery = cmp.Or(cfg.ReportEvery, 10*time.Second)
 	cfg.ReportDelay = cmp.Or(cfg.ReportDelay, 20*time.Millisecond)
+	cfg.Lease = cmp.Or(cfg.Lease, DefaultLease)
+	cfg.LeaseMargin = cmp.Or(cfg.LeaseMargin, DefaultLeaseMargin)
+	if cfg.Lease < MinLease || cfg.Lease > MaxLease || cfg.LeaseMargin <= 0 || 2*cfg.LeaseMargin >= cfg.Lease {
+		return nil, fmt.Errorf("coordinator: lease %v with margin %v: want a lease of %v to %v and a margin under half of it", cfg.Lease, cfg.LeaseMargin, MinLease, MaxLease)
+	}
 	l := &Local{
 		cfg: cfg, log: cfg.Logger.With("component", "assignments"),
 		inbox: make(chan inMsg, 256), changed: make(chan struct{}, 1), waiters: map[uint64]chan Answer{},
-		outbox: make(chan outReport, 1),
+		outbox: make(chan outReport, 1), leaseOut: make(chan outReport, 1),
+		lease: nodeLease{fenced: true, sent: map[uint64]time.Time{}},
+		leaseGranted: prometheus.NewCounter(prometheus.CounterOpts{Name: "murmur_lease_grants_total",
+			Help: "Lease renewals for exclusive workloads granted to this node by its coordinator."}),
+		leaseExpired: prometheus.NewCounter(prometheus.CounterOpts{Name: "murmur_lease_expired_total",
+			Help: "Times this node's lease ran out while it ran exclusive instances (they were stopped)."}),
 		delay: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "murmur_assignment_delivery_seconds",
 			Help:    "From the coordinator's commit of a plan to this node's supervisor holding the new assignment (first delivery; clocks of both nodes).",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}}),
@@ -153,7 +174,7 @@ func NewLocal(cfg LocalConfig) (*Local, error) {
 	}
 	l.seq.Store(uint64(cfg.Clock.Now().UnixNano()))
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{l.delay, l.refused, l.dropped} {
+		for _, c := range []prometheus.Collector{l.delay, l.refused, l.dropped, l.leaseGranted, l.leaseExpired} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, err
 			}
@@ -217,6 +238,11 @@ func (l *Local) HandleMessage(from string, payload []byte) {
 	case Report:
 		if l.cfg.Coordinator != nil {
 			l.cfg.Coordinator.HandleReport(m)
+		}
+		return
+	case LeaseRequest:
+		if l.cfg.Coordinator != nil {
+			l.cfg.Coordinator.HandleLease(from, m)
 		}
 		return
 	case Answer:
@@ -295,15 +321,60 @@ func (l *Local) Run(ctx context.Context) error {
 	}
 	every := l.cfg.Clock.NewTimer(l.cfg.ReportEvery)
 	defer func() { every.Stop() }()
+	renew := l.cfg.Clock.NewTimer(0)
+	defer func() { renew.Stop() }()
+	var expire runtime.Timer
+	var expireAt time.Time
+	defer func() {
+		if expire != nil {
+			expire.Stop()
+		}
+	}()
 	var soon runtime.Timer
 	var soonC <-chan time.Time
 	for {
+		// The lease's end: stop the exclusive instances then (never later).
+		var expireC <-chan time.Time
+		if d := l.leaseDeadline(); !d.Equal(expireAt) || expire == nil {
+			if expire != nil {
+				expire.Stop()
+				expire = nil
+			}
+			expireAt = d
+			if !d.IsZero() {
+				expire = l.cfg.Clock.NewTimer(max(d.Sub(l.cfg.Clock.Now()), 0))
+			}
+		}
+		if expire != nil {
+			expireC = expire.C()
+		}
 		select {
 		case <-ctx.Done():
 			if soon != nil {
 				soon.Stop()
 			}
 			return nil
+		case <-renew.C():
+			renew = l.cfg.Clock.NewTimer(l.cfg.Lease / 4)
+			l.mu.Lock()
+			cur = l.cur
+			l.mu.Unlock()
+			if l.exclusiveAssigned(cur) {
+				l.renewLease()
+			}
+		case <-expireC:
+			expire, expireAt = nil, time.Time{}
+			if l.expireLease(l.cfg.Clock.Now()) {
+				l.mu.Lock()
+				cur = l.cur
+				l.mu.Unlock()
+				if w, err := l.apply(cur); err != nil {
+					l.log.Error("stop exclusive instances at the lease's end", "err", err)
+				} else {
+					waiting = w
+				}
+				l.report("")
+			}
 		case im := <-l.inbox:
 			switch m := im.msg.(type) {
 			case Assignment:
@@ -312,6 +383,18 @@ func (l *Local) Run(ctx context.Context) error {
 					intentsCh = ch
 					waiting = w
 					l.report(im.from)
+				}
+			case LeaseGrant:
+				if l.grant(m) {
+					l.mu.Lock()
+					cur = l.cur
+					l.mu.Unlock()
+					if w, err := l.apply(cur); err != nil {
+						l.log.Error("start exclusive instances under the lease", "err", err)
+					} else {
+						waiting = w
+					}
+					l.report("")
 				}
 			case Query:
 				select {
@@ -381,6 +464,9 @@ func (l *Local) accept(from string, a Assignment) ([]string, bool) {
 			return nil, false
 		}
 	}
+	l.mu.Lock()
+	l.liftFenceLocked(next)
+	l.mu.Unlock()
 	waiting, err := l.apply(next)
 	if err != nil {
 		// Neither acknowledged nor gossiped: the coordinator sends it again.
@@ -417,21 +503,44 @@ func (l *Local) apply(a applied) (waiting []string, err error) {
 	for _, sp := range l.cfg.Supervisor.Desired() {
 		have[sp.ID] = sp
 	}
+	l.mu.Lock()
+	leased := l.leaseValidLocked(l.cfg.Clock.Now())
+	l.mu.Unlock()
 	specs := make([]runtime.InstanceSpec, 0, len(a.Instances))
+	var unleased []string // exclusive instances without a lease: not run
+	holding := false
 	for _, as := range a.Instances {
+		in, v, ok := l.cfg.Intents.Lookup(as.Intent)
+		if ok && in.Workload != nil && in.Workload.Exclusive {
+			if !leased {
+				unleased = append(unleased, as.ID)
+				continue
+			}
+			holding = true
+		}
 		if sp, ok := have[as.ID]; ok && sp.Generation == as.Generation && sp.Intent == as.Intent {
 			specs = append(specs, sp)
 			continue
 		}
-		in, v, ok := l.cfg.Intents.Lookup(as.Intent)
 		if !ok || in.Workload == nil || v.Less(as.Version) {
 			waiting = append(waiting, as.ID)
 			continue
 		}
-		specs = append(specs, Spec(as, in.Workload))
+		sp := Spec(as, in.Workload)
+		if in.Workload.Exclusive {
+			sp.StopGrace = l.cfg.LeaseMargin / 2 // gone before the lease ends
+		}
+		specs = append(specs, sp)
 	}
 	if err := l.cfg.Supervisor.SetDesired(specs); err != nil {
 		return nil, err
+	}
+	l.mu.Lock()
+	l.lease.holding = holding
+	l.mu.Unlock()
+	if len(unleased) > 0 {
+		l.log.Info("exclusive instances wait for a lease from the coordinator", "instances", unleased)
+		l.renewLease()
 	}
 	if len(waiting) > 0 {
 		l.log.Info("assigned instances wait for their intent to arrive", "instances", waiting)
@@ -441,9 +550,16 @@ func (l *Local) apply(a applied) (waiting []string, err error) {
 
 // Spec is the instance spec of an assigned instance of workload w.
 func Spec(a Assigned, w *policy.WorkloadSpec) runtime.InstanceSpec {
+	// The epoch is the placement's generation, a Raft index: it grows with every
+	// placement, so a workload can refuse writes from an older instance (a fencing
+	// token, for exclusive workloads above all).
+	env := make(map[string]string, len(w.Env)+2)
+	maps.Copy(env, w.Env)
+	env["MURMUR_EPOCH"] = strconv.FormatUint(a.Generation, 10)
+	env["MURMUR_INSTANCE"] = a.ID
 	sp := runtime.InstanceSpec{
 		ID: a.ID, Intent: a.Intent, Generation: a.Generation, Driver: w.Driver,
-		Command: w.Command, Image: w.Image, Env: w.Env,
+		Command: w.Command, Image: w.Image, Env: env,
 		Resources: runtime.Resources{MilliCPU: w.CPUMilli(), MemoryBytes: w.MemoryBytes()},
 		Restart:   runtime.RestartSpec{Policy: w.Restart.Policy},
 	}
@@ -508,6 +624,10 @@ func (l *Local) sendLoop(ctx context.Context) {
 		case o := <-l.outbox:
 			if err := l.cfg.Send(o.to, o.b); err != nil && ctx.Err() == nil {
 				l.log.Debug("send report", "to", o.to, "err", err)
+			}
+		case o := <-l.leaseOut:
+			if err := l.cfg.Send(o.to, o.b); err != nil && ctx.Err() == nil {
+				l.log.Debug("send lease renewal", "to", o.to, "err", err)
 			}
 		}
 	}

@@ -8,6 +8,9 @@ type metrics struct {
 	planSeconds prometheus.Histogram
 	resends     prometheus.Counter
 	sendErrors  prometheus.Counter
+	// leaseDropped: renewals dropped (not leading, or the queue full); leases granted
+	// and refused count the node side (Local).
+	leaseDropped prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -22,11 +25,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Assignments sent again because the node had not acknowledged them."}),
 		sendErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "murmur_coordinator_assignment_send_errors_total",
 			Help: "Assignment sends that failed (retried)."}),
+		leaseDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "murmur_coordinator_lease_renewals_dropped_total",
+			Help: "Lease renewals of exclusive workloads dropped: this node did not coordinate, or too many waited."}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.plans, m.actions, m.planSeconds, m.resends, m.sendErrors} {
+	for _, c := range []prometheus.Collector{m.plans, m.actions, m.planSeconds, m.resends, m.sendErrors, m.leaseDropped} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -19,6 +19,8 @@ const (
 	msgReport     byte = 2 // node → coordinator: what it applied and how its instances are
 	msgQuery      byte = 3 // any node → a coordinator: the region's workloads, please
 	msgAnswer     byte = 4 // coordinator → asking node
+	msgLease      byte = 5 // node → coordinator: renew my lease (exclusive workloads)
+	msgGrant      byte = 6 // coordinator → node: lease renewed
 )
 
 // Limits of what a node accepts from a peer.
@@ -103,6 +105,33 @@ type Answer struct {
 	Error string `codec:"e,omitempty"`
 }
 
+// LeaseRequest asks the region's coordinator to renew this node's lease: the node may
+// run its exclusive instances until it sent the request + Lease (its own clock); the
+// coordinator holds them as possibly running until it received it + Lease (lease.go).
+type LeaseRequest struct {
+	Seq     uint64 `codec:"q"` // grows within an agent's run: matches the grant to its send time
+	Node    string `codec:"d"`
+	Region  string `codec:"r"`
+	LeaseMS int64  `codec:"l"`
+}
+
+// LeaseGrant answers a LeaseRequest once the coordinator has verified it still leads.
+// Generation and Digest are the node's assignment in the table at that moment: a node
+// whose lease ran out starts its exclusive instances again only from an assignment at
+// least that new, never from the one it held before (it may have been replaced).
+type LeaseGrant struct {
+	Seq        uint64 `codec:"q"`
+	Term       uint64 `codec:"t"`
+	Generation uint64 `codec:"g"`
+	Digest     string `codec:"h"`
+}
+
+// Bounds of a lease a coordinator grants.
+const (
+	MinLease = time.Second
+	MaxLease = 5 * time.Minute
+)
+
 // Digest identifies an assignment set: nodes gossip the digest of the set they
 // applied, so a coordinator sees who lags without asking.
 func Digest(in []Assigned) string {
@@ -127,7 +156,8 @@ func newCodec() *codec.MsgpackHandle {
 // ErrMessage marks bytes that are not a valid message.
 var ErrMessage = errors.New("bad coordinator message")
 
-// Encode encodes one message (an Assignment, Report, Query or Answer).
+// Encode encodes one message (an Assignment, Report, Query, Answer, LeaseRequest or
+// LeaseGrant).
 func Encode(v any) ([]byte, error) {
 	var typ byte
 	switch v.(type) {
@@ -139,6 +169,10 @@ func Encode(v any) ([]byte, error) {
 		typ = msgQuery
 	case Answer, *Answer:
 		typ = msgAnswer
+	case LeaseRequest, *LeaseRequest:
+		typ = msgLease
+	case LeaseGrant, *LeaseGrant:
+		typ = msgGrant
 	default:
 		return nil, fmt.Errorf("encode %T: not a coordinator message", v)
 	}
@@ -191,6 +225,27 @@ func Decode(b []byte) (msg any, err error) {
 			return nil, fmt.Errorf("%w: answer with %d workloads", ErrMessage, len(a.View.Workloads))
 		}
 		return a, nil
+	case msgLease:
+		var l LeaseRequest
+		if err := dec.Decode(&l); err != nil {
+			return nil, fmt.Errorf("%w: lease request: %v", ErrMessage, err)
+		}
+		if l.Node == "" || len(l.Node) > maxName || len(l.Region) > maxName {
+			return nil, fmt.Errorf("%w: lease request without a valid node", ErrMessage)
+		}
+		if d := time.Duration(l.LeaseMS) * time.Millisecond; l.LeaseMS <= 0 || d < MinLease || d > MaxLease {
+			return nil, fmt.Errorf("%w: lease of %d ms, want %v to %v", ErrMessage, l.LeaseMS, MinLease, MaxLease)
+		}
+		return l, nil
+	case msgGrant:
+		var g LeaseGrant
+		if err := dec.Decode(&g); err != nil {
+			return nil, fmt.Errorf("%w: lease grant: %v", ErrMessage, err)
+		}
+		if len(g.Digest) > 64 {
+			return nil, fmt.Errorf("%w: lease grant with a %d-byte digest", ErrMessage, len(g.Digest))
+		}
+		return g, nil
 	}
 	return nil, fmt.Errorf("%w: unknown type %d", ErrMessage, b[0])
 }
