@@ -82,10 +82,10 @@ type Agent struct {
 	witnesses     *witnesses // groups this node runs for other regions (witness.go)
 	witnessGroups prometheus.Gauge
 	deps          Deps
-	events     *events.Ring   // the event stream's ring (eventsrc.go)
-	eventsAPI  *events.Server // GET /v1/events
-	coord      *coordinator.Coordinator
-	local      atomic.Pointer[coordinator.Local] // set in Run once the supervisor exists
+	events        *events.Ring   // the event stream's ring (eventsrc.go)
+	eventsAPI     *events.Server // GET /v1/events
+	coord         *coordinator.Coordinator
+	local         atomic.Pointer[coordinator.Local] // set in Run once the supervisor exists
 
 	// Set in Run before ready is closed, read-only afterwards.
 	sup        supervisor

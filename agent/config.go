@@ -107,9 +107,9 @@ type Config struct {
 	CoordinatorEligible bool // may become a Raft voter
 	// NoWitness refuses witness duty for other regions (--witness=false); WitnessFor
 	// names regions this node prefers to be a witness of (--witness-for).
-	NoWitness  bool
-	WitnessFor []string
-	BootstrapExpect     int  // wait for this many eligible nodes before a region's first bootstrap (0 = settle rule)
+	NoWitness       bool
+	WitnessFor      []string
+	BootstrapExpect int // wait for this many eligible nodes before a region's first bootstrap (0 = settle rule)
 }
 
 // FieldError is a configuration problem, naming the flag.

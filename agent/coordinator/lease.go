@@ -45,7 +45,7 @@ const maxPendingLeases = 4096
 type leaseBook struct {
 	assume  time.Duration // the lease of a node not heard from in this term
 	mu      sync.Mutex    // guards the fields below
-	start   time.Time  // this term's loop start; zero while not leading
+	start   time.Time     // this term's loop start; zero while not leading
 	recv    map[string]time.Time
 	dur     map[string]time.Duration
 	pending []pendingLease
