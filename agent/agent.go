@@ -281,7 +281,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	}
 	a.coord, err = coordinator.New(coordinator.Config{
 		Region: cfg.Region, Node: cfg.Name, Raft: a.region, Fleet: a.gossip, Intents: a.intents, Send: a.send,
-		ViewReady: a.viewReady, Clock: deps.Clock, Logger: a.log, Registerer: a.reg,
+		ViewReady: a.viewReady, Clock: deps.Clock, Logger: a.log, Registerer: a.reg, Lease: cfg.Lease,
 	})
 	if err != nil {
 		return nil, err
@@ -347,12 +347,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		Node: a.cfg.Name, Region: a.cfg.Region, DataDir: a.cfg.DataDir, Supervisor: sup, Intents: a.intents,
 		Send: a.send, Reply: a.reply, CoordinatorName: func() string { return a.coordinatorOf(a.cfg.Region) }, SetState: a.gossip.SetState,
 		Coordinator: a.coord, Clock: a.clock, Logger: a.log, Registerer: a.reg,
+		Lease: a.cfg.Lease, LeaseMargin: a.cfg.Lease / 4,
 	})
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("load this node's assignment: %w", err)
 	}
 	a.local.Store(local)
+	a.gossip.SetState(coordinator.StateKeyLease, strconv.FormatInt(a.cfg.Lease.Milliseconds(), 10))
 	srv := &http.Server{
 		Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes: maxHeaderBytes, IdleTimeout: 2 * time.Minute,

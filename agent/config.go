@@ -9,7 +9,9 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/murmur-edge/murmur/agent/coordinator"
 	"github.com/murmur-edge/murmur/agent/region"
 	"github.com/murmur-edge/murmur/policy"
 )
@@ -107,8 +109,12 @@ type Config struct {
 	CoordinatorEligible bool // may become a Raft voter
 	// NoWitness refuses witness duty for other regions (--witness=false); WitnessFor
 	// names regions this node prefers to be a witness of (--witness-for).
-	NoWitness       bool
-	WitnessFor      []string
+	NoWitness  bool
+	WitnessFor []string
+	// Lease is the lease of exclusive workloads this node asks its coordinator for
+	// (--lease; 0: coordinator.DefaultLease). Its instances stop Lease/4 before it
+	// runs out; a lost node's are replaced once it has.
+	Lease           time.Duration
 	BootstrapExpect int // wait for this many eligible nodes before a region's first bootstrap (0 = settle rule)
 }
 
@@ -195,6 +201,12 @@ func (c *Config) Validate() error {
 	}
 	if err := checkWitnessFor(c.Region, c.WitnessFor); err != nil {
 		return &FieldError{"witness-for", err}
+	}
+	if c.Lease == 0 {
+		c.Lease = coordinator.DefaultLease
+	}
+	if c.Lease < 2*time.Second || c.Lease > coordinator.MaxLease {
+		return &FieldError{"lease", fmt.Errorf("%v: use 2s to %v (exclusive workloads stop a quarter of it before it ends)", c.Lease, coordinator.MaxLease)}
 	}
 	return nil
 }

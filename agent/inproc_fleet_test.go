@@ -75,6 +75,12 @@ func (l *lockedBuffer) String() string {
 // joining the first and expecting n for the region's bootstrap, and waits until all of them name one coordinator with 3 voters.
 func startInprocFleet(t *testing.T, n int, regionName string) *inprocFleet {
 	t.Helper()
+	return startInprocFleetWith(t, n, regionName, nil)
+}
+
+// startInprocFleetWith is startInprocFleet with every node's Config passed through opt.
+func startInprocFleetWith(t *testing.T, n int, regionName string, opt func(*Config)) *inprocFleet {
+	t.Helper()
 	f := &inprocFleet{t: t, region: regionName, gnet: gossiptest.NewNetwork(), rnet: region.NewInmemNetwork()}
 	base := t.TempDir()
 	// Registered after TempDir, so it runs before the directory is removed: stop
@@ -88,7 +94,6 @@ func startInprocFleet(t *testing.T, n int, regionName string) *inprocFleet {
 		// The gossip meta advertises <gossip host>:<raft-bind port>; the Raft endpoint
 		// must sit at that address so peers found by gossip are reachable.
 		nd.raft = "127.0.0.1:" + strconv.Itoa(30000+i)
-		raftTr, raftCtl := f.rnet.Add(nd.raft, regionName)
 		cfg := Config{
 			Name: nd.name, Region: regionName, Bind: nd.gossip, RaftBind: nd.raft, HTTP: "127.0.0.1:0",
 			DataDir: nd.dataDir, Capacity: Resources{MilliCPU: 2000, MemoryBytes: 1 << 30}, CoordinatorEligible: true,
@@ -100,8 +105,11 @@ func startInprocFleet(t *testing.T, n int, regionName string) *inprocFleet {
 		} else {
 			seed = nd.gossip
 		}
+		if opt != nil {
+			opt(&cfg)
+		}
 		logger := slog.New(slog.NewTextHandler(nd.logs, &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", nd.name)
-		a, err := New(cfg, Deps{Logger: logger, GossipTransport: tr, RaftTransport: raftTr, RaftControl: raftCtl})
+		a, err := New(cfg, Deps{Logger: logger, GossipTransport: tr, RaftNetwork: f.rnet})
 		if err != nil {
 			t.Fatalf("New(%s): %v", nd.name, err)
 		}

@@ -495,7 +495,14 @@ func (c *Coordinator) planOnce(ctx context.Context, ls *loopState, fleetOnly boo
 	graceEnd := ls.readyAt.Add(c.cfg.ViewGrace)
 	snap := Snapshot{Region: c.cfg.Region, Now: now, Members: members, State: st, Workloads: ws, Policies: ps,
 		Tombstones: c.cfg.Intents.Tombstones(), Reports: ls.reports, Hot: ls.hot,
-		MissingSuspect: now.Before(graceEnd), Leases: c.leases.until(leaseNodes(members, c.cfg.Region, st))}
+		MissingSuspect: now.Before(graceEnd), Leases: c.leases.until(leaseNodes(members, c.cfg.Region, st), func(n string) time.Duration {
+			for _, m := range members {
+				if m.Name == n {
+					return LeaseOf(m)
+				}
+			}
+			return 0
+		})}
 	in, rejected := BuildInput(snap)
 	res := scheduler.Plan(in)
 	c.m.planSeconds.Observe(time.Since(start).Seconds())

@@ -2,8 +2,11 @@ package coordinator
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"time"
+
+	"github.com/murmur-edge/murmur/gossip"
 )
 
 // Leases of exclusive (at-most-once) workloads, docs/workloads.md.
@@ -31,6 +34,20 @@ import (
 // new as the table the grant was made on, since the coordinator may have replaced
 // them meanwhile. Clocks are only compared with themselves (each side's own
 // monotonic clock); LeaseMargin covers the stop time and clock-rate drift.
+
+// StateKeyLease is the gossip state key under which a node publishes the lease it asks
+// for (milliseconds), so a new coordinator knows how long a predecessor's grant to it
+// may run.
+const StateKeyLease = "lease"
+
+// LeaseOf reads a member's gossiped lease (0 when absent or out of bounds).
+func LeaseOf(m gossip.Member) time.Duration {
+	ms, err := strconv.ParseInt(m.State[StateKeyLease], 10, 64)
+	if d := time.Duration(ms) * time.Millisecond; err == nil && d >= MinLease && d <= MaxLease {
+		return d
+	}
+	return 0
+}
 
 // Default lease timing.
 const (
@@ -118,19 +135,27 @@ func (b *leaseBook) granted(ps []pendingLease) {
 	}
 }
 
-// until is, for each node, until when it may still run exclusive instances.
-func (b *leaseBook) until(nodes []string) map[string]time.Time {
+// until is, for each node, until when it may still run exclusive instances. assume
+// gives the lease a node asks for, as it gossips it (StateKeyLease); 0 means unknown
+// (the book's default).
+func (b *leaseBook) until(nodes []string, assume func(node string) time.Duration) map[string]time.Time {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	out := make(map[string]time.Time, len(nodes))
 	for _, n := range nodes {
+		a := b.assume
+		if assume != nil {
+			if d := assume(n); d > 0 {
+				a = max(a, d)
+			}
+		}
 		base := b.start
 		if r := b.recv[n]; r.After(base) {
 			base = r
 		}
 		// A predecessor's grant may have been for up to the assumed lease; this
 		// term's grants for what the node asked.
-		u := b.start.Add(b.assume)
+		u := b.start.Add(a)
 		if g := base.Add(b.dur[n]); g.After(u) {
 			u = g
 		}

@@ -21,23 +21,27 @@ func TestLeaseBook(t *testing.T) {
 	}
 	b.begin(t0)
 	// Nobody heard from: every lease runs to start + the assumed lease.
-	if got := b.until([]string{"n1"})["n1"]; !got.Equal(t0.Add(4 * time.Second)) {
+	if got := b.until([]string{"n1"}, nil)["n1"]; !got.Equal(t0.Add(4 * time.Second)) {
 		t.Errorf("unheard node: until %v, want start+4s", got)
 	}
 	// A grant in the term: received + the node's lease, never below start + assumed.
 	b.granted([]pendingLease{{req: LeaseRequest{Node: "n1", LeaseMS: 2000}, at: t0.Add(time.Second)}})
-	if got := b.until([]string{"n1"})["n1"]; !got.Equal(t0.Add(4 * time.Second)) {
+	if got := b.until([]string{"n1"}, nil)["n1"]; !got.Equal(t0.Add(4 * time.Second)) {
 		t.Errorf("short lease early in the term: until %v, want start+4s", got)
 	}
 	b.granted([]pendingLease{{req: LeaseRequest{Node: "n1", LeaseMS: 4000}, at: t0.Add(3 * time.Second)}})
-	if got := b.until([]string{"n1"})["n1"]; !got.Equal(t0.Add(7 * time.Second)) {
+	if got := b.until([]string{"n1"}, nil)["n1"]; !got.Equal(t0.Add(7 * time.Second)) {
 		t.Errorf("after a renewal at 3 s: until %v, want 7 s", got)
 	}
 	// A renewal received before the term began counts for nothing more than the start.
 	b.begin(t0.Add(10 * time.Second))
 	b.granted([]pendingLease{{req: LeaseRequest{Node: "n2", LeaseMS: 4000}, at: t0.Add(9 * time.Second)}})
-	if got := b.until([]string{"n2"})["n2"]; !got.Equal(t0.Add(14 * time.Second)) {
+	if got := b.until([]string{"n2"}, nil)["n2"]; !got.Equal(t0.Add(14 * time.Second)) {
 		t.Errorf("renewal from before the term: until %v, want start+4s", got)
+	}
+	// A node that gossips a longer lease is held that long.
+	if got := b.until([]string{"n3"}, func(string) time.Duration { return 9 * time.Second })["n3"]; !got.Equal(t0.Add(19 * time.Second)) {
+		t.Errorf("node gossiping a 9 s lease: until %v, want start+9s", got)
 	}
 	b.end()
 	if b.add(pendingLease{req: LeaseRequest{Node: "n1", LeaseMS: 4000}, at: t0}) {

@@ -14,6 +14,7 @@ import (
 	goruntime "runtime"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/go-metrics"
 	"github.com/murmur-edge/murmur/agent"
@@ -81,6 +82,7 @@ comma-separated list). Flags win over the environment, which wins over the file.
 	f.Bool("coordinator-eligible", true, "may this node become a Raft voter and coordinator (false for weak devices)")
 	f.Bool("witness", true, "offer to be a witness voter for other regions of two eligible nodes (docs/regions.md); needs --coordinator-eligible")
 	f.StringArray("witness-for", nil, "region this node prefers to be a witness of (repeatable); it still serves others")
+	f.Duration("lease", 4*time.Second, "lease of exclusive workloads: their instances stop a quarter of it before it runs out when the coordinator cannot renew it, and a lost node's are replaced once it has (2s to 5m)")
 
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := layerSettings(cmd.Flags(), os.LookupEnv); err != nil {
@@ -307,6 +309,7 @@ func agentConfig(fs *pflag.FlagSet, stderr io.Writer) (agent.Config, *slog.Logge
 	witness, _ := fs.GetBool("witness")
 	cfg.NoWitness = !witness
 	cfg.WitnessFor = arr("witness-for")
+	cfg.Lease, _ = fs.GetDuration("lease")
 	labels, err := agent.ParseLabels(arr("label"))
 	if err != nil {
 		return cfg, nil, err

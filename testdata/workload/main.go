@@ -8,6 +8,12 @@
 //	workload --exit-code 3 --exit-after 2s
 //	workload --burn-cpu 0.5 --alloc 32Mi
 //	workload --probe http://127.0.0.1:8080/healthz   (exit 0 when healthy; for exec health checks)
+//	workload --beat-dir /tmp/beats --beat-every 20ms  (at-most-once checks: see below)
+//
+// With --beat-dir it writes DIR/<MURMUR_INSTANCE>-<MURMUR_EPOCH>.beats: a line
+// "start <unix ns>" when it starts, then "beat <unix ns>" every --beat-every until it
+// ends (and "stop <unix ns>" on SIGTERM). A checker reads each file's first and last
+// times as the interval the instance ran (give or take one beat) and compares them.
 //
 // It exits 0 on SIGTERM unless --ignore-term is set.
 package main
@@ -21,6 +27,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -45,6 +52,8 @@ func run(args []string) int {
 	alloc := fs.String("alloc", "", "allocate and touch this much memory (e.g. 32Mi, 1Gi, 1000000)")
 	ignoreTerm := fs.Bool("ignore-term", false, "ignore SIGTERM (to exercise the SIGKILL path)")
 	probe := fs.String("probe", "", "GET this URL once; exit 0 on 2xx, 1 otherwise")
+	beatDir := fs.String("beat-dir", "", "write start/beat/stop times to DIR/<MURMUR_INSTANCE>-<MURMUR_EPOCH>.beats")
+	beatEvery := fs.Duration("beat-every", 20*time.Millisecond, "period of --beat-dir beats")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -117,6 +126,30 @@ func run(args []string) int {
 	if *burn > 0 {
 		go burnCPU(ctx, *burn)
 	}
+	var beats *os.File
+	if *beatDir != "" {
+		name := os.Getenv("MURMUR_INSTANCE") + "-" + os.Getenv("MURMUR_EPOCH") + ".beats"
+		f, err := os.OpenFile(filepath.Join(*beatDir, name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "workload: --beat-dir: %v\n", err)
+			return 2
+		}
+		beats = f
+		defer f.Close()
+		fmt.Fprintf(f, "start %d\n", time.Now().UnixNano())
+		go func() {
+			t := time.NewTicker(*beatEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case now := <-t.C:
+					fmt.Fprintf(f, "beat %d\n", now.UnixNano())
+				}
+			}
+		}()
+	}
 	fmt.Printf("workload: started pid=%d\n", os.Getpid())
 
 	var exitC, sleepC <-chan time.Time
@@ -135,6 +168,10 @@ func run(args []string) int {
 	case s := <-sigs:
 		fmt.Printf("workload: %v\n", s)
 		_ = hold
+		if beats != nil {
+			cancel()
+			fmt.Fprintf(beats, "stop %d\n", time.Now().UnixNano())
+		}
 		return 0
 	}
 }

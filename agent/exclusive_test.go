@@ -1,0 +1,197 @@
+package agent
+
+import (
+	"bufio"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// beatSlack is how long after its last beat an instance may still have run: the
+// workload beats every 20 ms; a starved scheduler stretches that.
+const beatSlack = 100 * time.Millisecond
+
+// beatInterval is one instance's run as its beat file shows it.
+type beatInterval struct {
+	name       string
+	epoch      uint64
+	start, end time.Time
+}
+
+// readBeats reads every DIR/<instance>-<epoch>.beats file.
+func readBeats(t *testing.T, dir string) []beatInterval {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.beats"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []beatInterval
+	for _, path := range files {
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		iv := beatInterval{name: strings.TrimSuffix(filepath.Base(path), ".beats")}
+		if i := strings.LastIndex(iv.name, "-"); i >= 0 {
+			iv.epoch, _ = strconv.ParseUint(iv.name[i+1:], 10, 64)
+		}
+		sc := bufio.NewScanner(f)
+		stopped := false
+		for sc.Scan() {
+			kind, ns, ok := strings.Cut(sc.Text(), " ")
+			n, err := strconv.ParseInt(ns, 10, 64)
+			if !ok || err != nil {
+				continue // a line cut short by SIGKILL
+			}
+			at := time.Unix(0, n)
+			if iv.start.IsZero() {
+				iv.start = at
+			}
+			iv.end, stopped = at, kind == "stop"
+		}
+		f.Close()
+		if !stopped {
+			iv.end = iv.end.Add(beatSlack)
+		}
+		if !iv.start.IsZero() {
+			out = append(out, iv)
+		}
+	}
+	slices.SortFunc(out, func(a, b beatInterval) int { return a.start.Compare(b.start) })
+	return out
+}
+
+// overlaps returns the total time two instances ran at once, and the pairs.
+func overlaps(ivs []beatInterval) (time.Duration, []string) {
+	var total time.Duration
+	var pairs []string
+	for i := range ivs {
+		for j := i + 1; j < len(ivs); j++ {
+			if !ivs[j].start.Before(ivs[i].end) {
+				continue
+			}
+			end := ivs[i].end
+			if ivs[j].end.Before(end) {
+				end = ivs[j].end
+			}
+			d := end.Sub(ivs[j].start)
+			total += d
+			pairs = append(pairs, fmt.Sprintf("%s and %s for %v", ivs[i].name, ivs[j].name, d))
+		}
+	}
+	return total, pairs
+}
+
+// beatWorkload is an exclusive exec workload that writes beat files (as
+// testdata/workload --beat-dir does) with the shell, so this package needs no binary.
+func beatWorkload(name, dir string) string {
+	script := `f="` + dir + `/$MURMUR_INSTANCE-$MURMUR_EPOCH.beats"; echo "start $(date +%s%N)" >> "$f"; ` +
+		`trap 'echo "stop $(date +%s%N)" >> "$f"; exit 0' TERM; while :; do echo "beat $(date +%s%N)" >> "$f"; sleep 0.02; done`
+	return fmt.Sprintf("apiVersion: murmur/v1\nkind: Workload\nmetadata: {name: %s}\nspec:\n  replicas: 1\n  exclusive: true\n  driver: exec\n"+
+		"  command: [\"/bin/sh\", \"-c\", %q]\n  resources: {cpu: 50m, memory: 16Mi}\n", name, script)
+}
+
+// TestExclusiveNeverOverlapsUnderPartitions: an exclusive workload on a fleet of 5,
+// through MURMUR_EXCLUSIVE_CYCLES (default 50) random partitions of one node (often
+// the one running the instance, sometimes the coordinator's), each 0.2–3 s long, with
+// 0–1 s between them. Its instances write their start and every 20 ms a beat to files
+// on the host; no two intervals may overlap, and each new instance carries a higher
+// epoch. After the last heal exactly one instance runs.
+func TestExclusiveNeverOverlapsUnderPartitions(t *testing.T) {
+	cycles := 50
+	if s := os.Getenv("MURMUR_EXCLUSIVE_CYCLES"); s != "" {
+		cycles, _ = strconv.Atoi(s)
+	}
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("MURMUR_EXCLUSIVE_SEED"); s != "" {
+		seed, _ = strconv.ParseUint(s, 10, 64)
+	}
+	t.Logf("seed %d (MURMUR_EXCLUSIVE_SEED replays the schedule), %d cycles", seed, cycles)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	f := startInprocFleetWith(t, 5, partitionRegion, func(c *Config) { c.Lease = 2 * time.Second })
+	dir := t.TempDir()
+	const intent = "lock"
+	postIntent(t, f.nodes[0].http, beatWorkload(intent, dir))
+	runsOn := func() string {
+		procs := processesOf(f.nodes, intent)
+		if sum(procs) != 1 {
+			return ""
+		}
+		for n, c := range procs {
+			if c == 1 {
+				return n
+			}
+		}
+		return ""
+	}
+	eventuallyFleet(t, f, 30*time.Second, "the exclusive instance runs once", func() bool { return runsOn() != "" })
+
+	maxProcs := 0
+	for c := range cycles {
+		var victim *inprocNode
+		switch k := rng.IntN(10); {
+		case k < 6:
+			if n := runsOn(); n != "" {
+				victim = f.node(n)
+			}
+		case k < 8:
+			if coord, _, ok := f.agreedCoordinator(f.nodes, 0); ok {
+				victim = f.node(coord)
+			}
+		}
+		if victim == nil {
+			victim = f.nodes[rng.IntN(len(f.nodes))]
+		}
+		cut := time.Duration(200+rng.IntN(2800)) * time.Millisecond
+		f.partition(victim)
+		// Sample the process tables while cut: never two at once (beat files are the
+		// real check; this one catches a gross failure early, with the cycle number).
+		for end := time.Now().Add(cut); time.Now().Before(end); {
+			if n := sum(processesOf(f.nodes, intent)); n > maxProcs {
+				maxProcs = n
+			}
+			if maxProcs > 1 {
+				f.dumpLogs(40)
+				t.Fatalf("cycle %d: %d instances of the exclusive workload run at once (victim %s)", c, maxProcs, victim.name)
+			}
+			time.Sleep(10 * time.Millisecond) // sampling period, bounded by the cut's length
+		}
+		f.heal()
+		pause := time.Duration(rng.IntN(1000)) * time.Millisecond
+		for end := time.Now().Add(pause); time.Now().Before(end); {
+			if n := sum(processesOf(f.nodes, intent)); n > 1 {
+				f.dumpLogs(40)
+				t.Fatalf("cycle %d: %d instances of the exclusive workload run at once after the heal", c, n)
+			}
+			time.Sleep(10 * time.Millisecond) // sampling period, bounded by the pause
+		}
+	}
+	eventuallyFleet(t, f, 30*time.Second, "after the last heal: exactly one instance runs", func() bool { return runsOn() != "" })
+
+	ivs := readBeats(t, dir)
+	total, pairs := overlaps(ivs)
+	if total > 0 {
+		t.Errorf("instances overlapped for %v in all: %v", total, pairs)
+	}
+	for i := 1; i < len(ivs); i++ {
+		if ivs[i].epoch <= ivs[i-1].epoch {
+			t.Errorf("%s started after %s with an epoch that is not higher", ivs[i].name, ivs[i-1].name)
+		}
+	}
+	var gaps []time.Duration
+	for i := 1; i < len(ivs); i++ {
+		gaps = append(gaps, ivs[i].start.Sub(ivs[i-1].end))
+	}
+	slices.Sort(gaps)
+	minGap := time.Duration(0)
+	if len(gaps) > 0 {
+		minGap = gaps[0]
+	}
+	t.Logf("%d cycles: %d instances ran one after another, overlap %v, smallest gap between two %v", cycles, len(ivs), total, minGap.Round(time.Millisecond))
+}
