@@ -195,3 +195,81 @@ func TestExclusiveNeverOverlapsUnderPartitions(t *testing.T) {
 	}
 	t.Logf("%d cycles: %d instances ran one after another, overlap %v, smallest gap between two %v", cycles, len(ivs), total, minGap.Round(time.Millisecond))
 }
+
+// TestWitnessPartitionKeepsExclusiveSingle: a two-node region (site) with a witness
+// from hub runs an exclusive workload. A 1 + 1 partition: the device running it is cut
+// from everything (its side does not reach the witness). Only the other side takes
+// over, once the lease has run out; the cut-off device stops its instance before
+// that, and reports its region headless. Then the device that does not run it is
+// cut: nothing moves. Beat files prove the instances never overlapped.
+func TestWitnessPartitionKeepsExclusiveSingle(t *testing.T) {
+	site := map[string]bool{"n1": true, "n2": true}
+	f := startInprocFleetWith(t, 5, "hub", func(c *Config) {
+		c.Lease = 2 * time.Second
+		c.Region, c.BootstrapExpect = "hub", 3
+		if site[c.Name] {
+			c.Region, c.BootstrapExpect = "site", 2
+		}
+	})
+	witnessed := func() bool {
+		for _, nd := range f.nodes {
+			r, ok := regionOf(nd.http, "site")
+			if !ok || r.Coordinator == "" || !site[r.Coordinator] || len(r.Voters) != 3 {
+				return false
+			}
+		}
+		return true
+	}
+	eventuallyFleet(t, f, 40*time.Second, "site has its own coordinator and 3 voters (one a witness)", witnessed)
+	dir := t.TempDir()
+	spec := strings.Replace(beatWorkload("lock", dir), "  exclusive: true\n", "  exclusive: true\n  regions: [site]\n", 1)
+	postIntent(t, f.nodes[4].http, spec)
+	siteNodes := []*inprocNode{f.node("n1"), f.node("n2")}
+	runsOn := func() string {
+		procs := processesOf(siteNodes, "lock")
+		if sum(procs) != 1 {
+			return ""
+		}
+		for n, c := range procs {
+			if c == 1 {
+				return n
+			}
+		}
+		return ""
+	}
+	eventuallyFleet(t, f, 30*time.Second, "lock runs once in site", func() bool { return runsOn() != "" })
+
+	holder := f.node(runsOn())
+	other := nodeIn(siteNodes, map[string]string{"n1": "n2", "n2": "n1"}[holder.name])
+	f.partition(holder)
+	eventuallyFleet(t, f, 20*time.Second, "lock runs on "+other.name+" only", func() bool {
+		return runsOn() == other.name
+	})
+	eventuallyFleet(t, f, 20*time.Second, holder.name+" reports site headless", func() bool {
+		r, ok := regionOf(holder.http, "site")
+		return ok && r.Headless
+	})
+	f.heal()
+	eventuallyFleet(t, f, 40*time.Second, "healed: one coordinator with its witness, lock once", func() bool {
+		return witnessed() && runsOn() != ""
+	})
+
+	// Now the device that does not run it is cut off: its side has no witness, the
+	// holder's does. Nothing moves.
+	holder = f.node(runsOn())
+	other = nodeIn(siteNodes, map[string]string{"n1": "n2", "n2": "n1"}[holder.name])
+	f.partition(other)
+	for end := time.Now().Add(4 * time.Second); time.Now().Before(end); { // two leases
+		if n := runsOn(); n != holder.name {
+			t.Fatalf("lock moved (now %q) when the device without it (%s) was cut off", n, other.name)
+		}
+		time.Sleep(20 * time.Millisecond) // sampling period, bounded by the two leases
+	}
+	f.heal()
+
+	ivs := readBeats(t, dir)
+	if total, pairs := overlaps(ivs); total > 0 {
+		t.Errorf("instances overlapped for %v: %v", total, pairs)
+	}
+	t.Logf("%d instances in turn, no overlap", len(ivs))
+}
