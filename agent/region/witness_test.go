@@ -371,3 +371,27 @@ func TestWitnessDutyStartsAndRetires(t *testing.T) {
 		t.Errorf("started beyond %d duties: %v", MaxWitnessDuties, start)
 	}
 }
+
+// FuzzWitnessGroups: gossiped state comes from peers; splitting it into witness groups
+// must not panic, and every group it returns names a region and keys of a group.
+func FuzzWitnessGroups(f *testing.F) {
+	f.Add("raftw/site/leader", "7", "raftw/site/voters", "a,b,w")
+	f.Add("raftw//x", "", "raftw/a/b/c", "1")
+	f.Add(KeyWitnessing, "r1,r2", KeyWitnessOffer, "prefer:r1")
+	f.Fuzz(func(t *testing.T, k1, v1, k2, v2 string) {
+		st := map[string]string{k1: v1, k2: v2}
+		for r, g := range WitnessGroups(st) {
+			if r == "" || strings.Contains(r, "/") {
+				t.Fatalf("region %q from %v", r, st)
+			}
+			for k := range g {
+				if !strings.HasPrefix(k, "raft.") {
+					t.Fatalf("key %q from %v", k, st)
+				}
+			}
+		}
+		p := Peer{ID: "x", Region: "o", Alive: true, Eligible: true, RaftAddr: "a", State: st}
+		_ = RankWitnesses("r", []Peer{p})
+		_, _ = offers(p, "r")
+	})
+}
