@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -25,8 +26,11 @@ func TestRealWitnessIdleCPU(t *testing.T) {
 	if s := os.Getenv("MURMUR_WITNESS_REGIONS"); s != "" {
 		k, _ = strconv.Atoi(s)
 	}
-	seedPort := freePort(t)
+	// Two seeds: h1 restarts below, and an agent whose only seed is itself stays alone
+	// (the others hold it "left" and do not look for it).
+	seedPort, seed2Port := freePort(t), freePort(t)
 	seed := fmt.Sprintf("127.0.0.1:%d", seedPort)
+	seeds := []string{"--join", seed, "--join", fmt.Sprintf("127.0.0.1:%d", seed2Port)}
 	var prefer []string
 	for i := 1; i <= k; i++ {
 		prefer = append(prefer, "--witness-for", fmt.Sprintf("r%d", i))
@@ -38,7 +42,7 @@ func TestRealWitnessIdleCPU(t *testing.T) {
 	}
 	var ps []*proc
 	for _, s := range specs {
-		args := []string{"--region", s.region, "--join", seed, "--log-level", "info"}
+		args := append([]string{"--region", s.region, "--log-level", "info"}, seeds...)
 		switch s.name {
 		case "h1":
 			args = append(args, prefer...)
@@ -46,8 +50,11 @@ func TestRealWitnessIdleCPU(t *testing.T) {
 			args = append(args, "--witness=false")
 		}
 		port := freePort(t)
-		if s.name == "h1" {
+		switch s.name {
+		case "h1":
 			port = seedPort
+		case "h2":
+			port = seed2Port
 		}
 		ps = append(ps, startAgent(t, s.name, port, args...))
 	}
@@ -61,6 +68,24 @@ func TestRealWitnessIdleCPU(t *testing.T) {
 		}
 		return rs["hub"].Coordinator != ""
 	})
+	// A coordinator costs more than a follower: measure h1 as a follower of hub, so the
+	// difference to h2/h3 is the witness duty. If h1 leads hub, it restarts (SIGTERM
+	// hands the lead over; its witness groups resume from its data dir).
+	if rs := regions(ps[0].http); rs["hub"].Coordinator == "h1" {
+		_ = ps[0].cmd.Process.Signal(syscall.SIGTERM)
+		<-ps[0].done
+		ps[0] = restartAgent(t, ps[0], seedPort, append(append([]string{"--region", "hub", "--log-level", "info"}, seeds...), prefer...)...)
+		eventually(t, 120*time.Second, "h1 back as a follower of hub, still every region's witness", func() bool {
+			rs := regions(ps[1].http)
+			for i := 1; i <= k; i++ {
+				r := rs[fmt.Sprintf("r%d", i)]
+				if r.Coordinator == "" || len(r.Voters) != 3 || !slices.Equal(r.Witnesses, []string{"h1"}) {
+					return false
+				}
+			}
+			return rs["hub"].Coordinator != "" && rs["hub"].Coordinator != "h1"
+		})
+	}
 	time.Sleep(10 * time.Second) // settle: the measurement starts from a quiet fleet, as murmur-bench idle does
 	ticks := func() []uint64 {
 		out := make([]uint64, len(ps))
@@ -79,7 +104,12 @@ func TestRealWitnessIdleCPU(t *testing.T) {
 	t0, start := ticks(), time.Now()
 	time.Sleep(window) // the measurement window
 	t1, took := ticks(), time.Since(start)
-	rs := regions(ps[0].http)
+	rs := regions(ps[1].http)
+	for i := 1; i <= k; i++ {
+		if r := rs[fmt.Sprintf("r%d", i)]; r.Coordinator == "" || !slices.Equal(r.Witnesses, []string{"h1"}) {
+			t.Errorf("after the window, r%d is %+v: the fleet was not in the measured state", i, r)
+		}
+	}
 	var lines []string
 	for i, p := range ps {
 		pct := float64(t1[i]-t0[i]) / 100 / took.Seconds() * 100 // USER_HZ = 100
