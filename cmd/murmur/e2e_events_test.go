@@ -119,18 +119,21 @@ spec:
 	// replacement's event, then count.
 	for _, p := range survivors {
 		var evs []events.Event
-		eventually(t, 10*time.Second, p.name+" streams the replacement of "+lost, func() bool {
+		// Two sources: the replacement comes from the applied log, node_dead from this
+		// node's own failure detector, which may call the victim dead after the
+		// coordinator did (a busy machine). Wait for both.
+		eventually(t, 10*time.Second, p.name+" streams the replacement of "+lost+" and "+victim.name+"'s death", func() bool {
 			var err error
 			evs, err = eventsOf(p.http, "")
 			if err != nil {
 				return false
 			}
+			replaced, dead := false, false
 			for _, e := range evs {
-				if e.Type == events.TypeReplaced && e.Instance == replacement {
-					return true
-				}
+				replaced = replaced || (e.Type == events.TypeReplaced && e.Instance == replacement)
+				dead = dead || (e.Type == events.TypeNodeDead && e.Node == victim.name)
 			}
-			return false
+			return replaced && dead
 		})
 		count := func(match func(events.Event) bool) (n int, reason string) {
 			for _, e := range evs {
