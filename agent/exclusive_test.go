@@ -1,91 +1,44 @@
 package agent
 
 import (
-	"bufio"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/murmur-edge/murmur/agent/agenttest"
 )
 
 // beatSlack is how long after its last beat an instance may still have run: the
 // workload beats every 20 ms; a starved scheduler stretches that.
 const beatSlack = 100 * time.Millisecond
 
-// beatInterval is one instance's run as its beat file shows it.
-type beatInterval struct {
-	name       string
-	epoch      uint64
-	start, end time.Time
-}
-
-// readBeats reads every DIR/<instance>-<epoch>.beats file.
-func readBeats(t *testing.T, dir string) []beatInterval {
+func readBeats(t *testing.T, dir string) []agenttest.Interval {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(dir, "*.beats"))
+	ivs, err := agenttest.ReadBeats(dir, beatSlack)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []beatInterval
-	for _, path := range files {
-		f, err := os.Open(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		iv := beatInterval{name: strings.TrimSuffix(filepath.Base(path), ".beats")}
-		if i := strings.LastIndex(iv.name, "-"); i >= 0 {
-			iv.epoch, _ = strconv.ParseUint(iv.name[i+1:], 10, 64)
-		}
-		sc := bufio.NewScanner(f)
-		stopped := false
-		for sc.Scan() {
-			kind, ns, ok := strings.Cut(sc.Text(), " ")
-			n, err := strconv.ParseInt(ns, 10, 64)
-			if !ok || err != nil {
-				continue // a line cut short by SIGKILL
-			}
-			at := time.Unix(0, n)
-			if iv.start.IsZero() {
-				iv.start = at
-			}
-			iv.end, stopped = at, kind == "stop"
-		}
-		f.Close()
-		if !stopped {
-			iv.end = iv.end.Add(beatSlack)
-		}
-		if !iv.start.IsZero() {
-			out = append(out, iv)
-		}
-	}
-	slices.SortFunc(out, func(a, b beatInterval) int { return a.start.Compare(b.start) })
-	return out
+	return ivs
 }
 
-// overlaps returns the total time two instances ran at once, and the pairs.
-func overlaps(ivs []beatInterval) (time.Duration, []string) {
-	var total time.Duration
-	var pairs []string
-	for i := range ivs {
-		for j := i + 1; j < len(ivs); j++ {
-			if !ivs[j].start.Before(ivs[i].end) {
-				continue
-			}
-			end := ivs[i].end
-			if ivs[j].end.Before(end) {
-				end = ivs[j].end
-			}
-			d := end.Sub(ivs[j].start)
-			total += d
-			pairs = append(pairs, fmt.Sprintf("%s and %s for %v", ivs[i].name, ivs[j].name, d))
+// onlyRunner is the node whose process table holds the one live instance of intent
+// among nodes ("" when there is none, or more than one).
+func onlyRunner(nodes []*inprocNode, intent string) string {
+	procs := processesOf(nodes, intent)
+	if sum(procs) != 1 {
+		return ""
+	}
+	for n, c := range procs {
+		if c == 1 {
+			return n
 		}
 	}
-	return total, pairs
+	return ""
 }
 
 // beatWorkload is an exclusive exec workload that writes beat files (as
@@ -118,18 +71,7 @@ func TestExclusiveNeverOverlapsUnderPartitions(t *testing.T) {
 	dir := t.TempDir()
 	const intent = "lock"
 	postIntent(t, f.nodes[0].http, beatWorkload(intent, dir))
-	runsOn := func() string {
-		procs := processesOf(f.nodes, intent)
-		if sum(procs) != 1 {
-			return ""
-		}
-		for n, c := range procs {
-			if c == 1 {
-				return n
-			}
-		}
-		return ""
-	}
+	runsOn := func() string { return onlyRunner(f.nodes, intent) }
 	eventuallyFleet(t, f, 30*time.Second, "the exclusive instance runs once", func() bool { return runsOn() != "" })
 
 	maxProcs := 0
@@ -175,18 +117,16 @@ func TestExclusiveNeverOverlapsUnderPartitions(t *testing.T) {
 	eventuallyFleet(t, f, 30*time.Second, "after the last heal: exactly one instance runs", func() bool { return runsOn() != "" })
 
 	ivs := readBeats(t, dir)
-	total, pairs := overlaps(ivs)
+	total, pairs := agenttest.Overlaps(ivs)
 	if total > 0 {
 		t.Errorf("instances overlapped for %v in all: %v", total, pairs)
 	}
-	for i := 1; i < len(ivs); i++ {
-		if ivs[i].epoch <= ivs[i-1].epoch {
-			t.Errorf("%s started after %s with an epoch that is not higher", ivs[i].name, ivs[i-1].name)
-		}
+	if why := agenttest.EpochsRise(ivs); why != "" {
+		t.Error(why)
 	}
 	var gaps []time.Duration
 	for i := 1; i < len(ivs); i++ {
-		gaps = append(gaps, ivs[i].start.Sub(ivs[i-1].end))
+		gaps = append(gaps, ivs[i].Start.Sub(ivs[i-1].End))
 	}
 	slices.Sort(gaps)
 	minGap := time.Duration(0)
@@ -225,18 +165,7 @@ func TestWitnessPartitionKeepsExclusiveSingle(t *testing.T) {
 	spec := strings.Replace(beatWorkload("lock", dir), "  exclusive: true\n", "  exclusive: true\n  regions: [site]\n", 1)
 	postIntent(t, f.nodes[4].http, spec)
 	siteNodes := []*inprocNode{f.node("n1"), f.node("n2")}
-	runsOn := func() string {
-		procs := processesOf(siteNodes, "lock")
-		if sum(procs) != 1 {
-			return ""
-		}
-		for n, c := range procs {
-			if c == 1 {
-				return n
-			}
-		}
-		return ""
-	}
+	runsOn := func() string { return onlyRunner(siteNodes, "lock") }
 	eventuallyFleet(t, f, 30*time.Second, "lock runs once in site", func() bool { return runsOn() != "" })
 
 	holder := f.node(runsOn())
@@ -268,7 +197,7 @@ func TestWitnessPartitionKeepsExclusiveSingle(t *testing.T) {
 	f.heal()
 
 	ivs := readBeats(t, dir)
-	if total, pairs := overlaps(ivs); total > 0 {
+	if total, pairs := agenttest.Overlaps(ivs); total > 0 {
 		t.Errorf("instances overlapped for %v: %v", total, pairs)
 	}
 	t.Logf("%d instances in turn, no overlap", len(ivs))

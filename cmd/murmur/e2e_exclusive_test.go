@@ -1,15 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/murmur-edge/murmur/agent/agenttest"
 )
 
 // An exclusive workload on real agents: the host running it dies (SIGKILL of the
@@ -90,55 +89,19 @@ spec:
 			return true
 		})
 	}
-	ivs := beatIntervals(t, beats)
-	overlap := time.Duration(0)
-	for i := 1; i < len(ivs); i++ {
-		if ivs[i][0] < ivs[i-1][1] {
-			overlap += time.Duration(min(ivs[i][1], ivs[i-1][1]) - ivs[i][0])
-		}
+	ivs, err := agenttest.ReadBeats(beats, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
 	}
+	overlap, pairs := agenttest.Overlaps(ivs)
 	if overlap > 0 {
-		t.Errorf("exclusive instances overlapped for %v", overlap)
+		t.Errorf("exclusive instances overlapped for %v: %v", overlap, pairs)
+	}
+	if why := agenttest.EpochsRise(ivs); why != "" {
+		t.Error(why)
 	}
 	slices.Sort(took)
 	t.Logf("exclusive workload, host death → running elsewhere: %d rounds, p50 %v, p99 %v, max %v; %d instances, overlap %v",
 		len(took), took[len(took)/2].Round(time.Millisecond), took[(len(took)*99)/100].Round(time.Millisecond),
 		took[len(took)-1].Round(time.Millisecond), len(ivs), overlap)
-}
-
-// beatIntervals reads the workload's beat files: [start, end] in Unix ns, sorted by
-// start; end is the stop line, or the last beat plus 100 ms after a SIGKILL.
-func beatIntervals(t *testing.T, dir string) [][2]int64 {
-	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(dir, "*.beats"))
-	var out [][2]int64
-	for _, path := range files {
-		f, err := os.Open(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var iv [2]int64
-		stopped := false
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			kind, ns, ok := strings.Cut(sc.Text(), " ")
-			n, err := strconv.ParseInt(ns, 10, 64)
-			if !ok || err != nil {
-				continue
-			}
-			if iv[0] == 0 {
-				iv[0] = n
-			}
-			iv[1], stopped = n, kind == "stop"
-		}
-		f.Close()
-		if !stopped {
-			iv[1] += int64(100 * time.Millisecond)
-		}
-		if iv[0] != 0 {
-			out = append(out, iv)
-		}
-	}
-	slices.SortFunc(out, func(a, b [2]int64) int { return int(a[0] - b[0]) })
-	return out
 }
