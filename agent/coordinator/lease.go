@@ -171,6 +171,12 @@ func (c *Coordinator) HandleLease(from string, r LeaseRequest) {
 	if r.Region != "" && r.Region != c.cfg.Region {
 		return
 	}
+	if r.Node != from {
+		// A node renews its own lease only: another's would hold that node's instances
+		// (delay their replacement) on a third party's word.
+		c.m.leaseDropped.Inc()
+		return
+	}
 	if !c.leases.add(pendingLease{from: from, req: r, at: c.cfg.Clock.Now()}) {
 		c.m.leaseDropped.Inc()
 	}
@@ -215,6 +221,7 @@ type nodeLease struct {
 	needGen uint64               // while fenced after a grant: the assignment generation that lifts it
 	term    uint64               // highest term of a grant taken
 	sent    map[uint64]time.Time // request seq → when it was sent (unanswered ones)
+	sentTo  map[uint64]string    // request seq → the coordinator it was sent to
 	holding bool                 // exclusive instances were handed to the supervisor
 }
 
@@ -242,16 +249,21 @@ func (l *Local) renewLease() {
 	for s, at := range l.lease.sent {
 		if now.Sub(at) > l.cfg.Lease {
 			delete(l.lease.sent, s) // a grant for it would be worthless now
+			delete(l.lease.sentTo, s)
 		}
 	}
-	l.lease.sent[req.Seq] = now
-	l.mu.Unlock()
+	to := l.cfg.CoordinatorName()
 	if c := l.cfg.Coordinator; c != nil && c.Leading() {
-		c.HandleLease(l.cfg.Node, req)
+		to = l.cfg.Node
+	}
+	if to == "" {
+		l.mu.Unlock()
 		return
 	}
-	to := l.cfg.CoordinatorName()
-	if to == "" {
+	l.lease.sent[req.Seq], l.lease.sentTo[req.Seq] = now, to
+	l.mu.Unlock()
+	if to == l.cfg.Node && l.cfg.Coordinator != nil {
+		l.cfg.Coordinator.HandleLease(l.cfg.Node, req)
 		return
 	}
 	b, err := Encode(req)
@@ -265,18 +277,19 @@ func (l *Local) renewLease() {
 	l.leaseOut <- outReport{to, b}
 }
 
-// grant takes a lease grant; it reports whether exclusive instances may now start
+// grant takes a lease grant from the coordinator the request went to; it reports whether exclusive instances may now start
 // (the assignment must be applied again).
-func (l *Local) grant(g LeaseGrant) bool {
+func (l *Local) grant(from string, g LeaseGrant) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	at, ok := l.lease.sent[g.Seq]
-	if !ok || g.Term < l.lease.term {
-		return false // unknown, too old, or from a deposed coordinator
+	if !ok || g.Term < l.lease.term || l.lease.sentTo[g.Seq] != from {
+		return false // unknown, too old, from a deposed coordinator or from another node
 	}
 	for s := range l.lease.sent {
 		if s <= g.Seq {
 			delete(l.lease.sent, s)
+			delete(l.lease.sentTo, s)
 		}
 	}
 	l.lease.term = g.Term

@@ -117,13 +117,16 @@ func TestLocalRunsExclusiveOnlyUnderALease(t *testing.T) {
 	l.mu.Lock()
 	l.lease.term = 2
 	l.mu.Unlock()
-	if l.grant(LeaseGrant{Seq: req.Seq, Term: 1, Generation: 7, Digest: asg.Digest}) || l.grant(LeaseGrant{Seq: 12345, Term: 2}) {
+	if l.grant("boss", LeaseGrant{Seq: req.Seq, Term: 1, Generation: 7, Digest: asg.Digest}) || l.grant("boss", LeaseGrant{Seq: 12345, Term: 2}) {
 		t.Fatal("a stale or unknown grant was taken")
+	}
+	if l.grant("mallory", LeaseGrant{Seq: req.Seq, Term: 2, Generation: 7, Digest: asg.Digest}) {
+		t.Fatal("a grant from a node the request did not go to was taken")
 	}
 	// The grant, on the table this assignment came from: the exclusive instance starts,
 	// with its epoch and a stop grace that ends before the lease does.
 	clk.Advance(100 * time.Millisecond)
-	if !l.grant(LeaseGrant{Seq: req.Seq, Term: 2, Generation: 7, Digest: asg.Digest}) {
+	if !l.grant("boss", LeaseGrant{Seq: req.Seq, Term: 2, Generation: 7, Digest: asg.Digest}) {
 		t.Fatal("grant not taken")
 	}
 	if _, err := l.apply(l.cur); err != nil {
@@ -172,7 +175,7 @@ func TestLocalRunsExclusiveOnlyUnderALease(t *testing.T) {
 	}
 	l.renewLease()
 	req = lastRenewal(t, l)
-	if l.grant(LeaseGrant{Seq: req.Seq, Term: 3, Generation: 9, Digest: "elsewhere"}) {
+	if l.grant("boss", LeaseGrant{Seq: req.Seq, Term: 3, Generation: 9, Digest: "elsewhere"}) {
 		t.Fatal("a grant on a newer table restarted the fenced instance")
 	}
 	if _, err := l.apply(l.cur); err != nil {
@@ -208,5 +211,19 @@ func TestStoppingRecordsFromReports(t *testing.T) {
 	got := stoppingRecords(s, ws, map[string]bool{"n1": true, "n2": false})
 	if len(got) != 1 || got[0].ID != "lock-3-0" || !got[0].Stopping || got[0].Node != "n1" || got[0].Workload != "lock" {
 		t.Errorf("stopping records = %+v, want lock-3-0 on n1 only (n2 is down)", got)
+	}
+}
+
+// A node renews only its own lease: a renewal for another node is dropped.
+func TestLeaseRenewalForAnotherNodeDropped(t *testing.T) {
+	h := newHarness(t)
+	h.c.HandleLease("n2", LeaseRequest{Seq: 1, Node: "n3", Region: "r1", LeaseMS: 4000})
+	h.c.grantLeases(t.Context(), h.ls)
+	h.ls.wg.Wait()
+	if len(h.grants) != 0 {
+		t.Errorf("grants %v for a renewal n2 sent for n3", h.grants)
+	}
+	if got := testutil.ToFloat64(h.c.m.leaseDropped); got != 1 {
+		t.Errorf("dropped renewals = %v, want 1", got)
 	}
 }

@@ -159,7 +159,7 @@ func NewLocal(cfg LocalConfig) (*Local, error) {
 		cfg: cfg, log: cfg.Logger.With("component", "assignments"),
 		inbox: make(chan inMsg, 256), changed: make(chan struct{}, 1), waiters: map[uint64]chan Answer{},
 		outbox: make(chan outReport, 1), leaseOut: make(chan outReport, 1),
-		lease: nodeLease{fenced: true, sent: map[uint64]time.Time{}},
+		lease: nodeLease{fenced: true, sent: map[uint64]time.Time{}, sentTo: map[uint64]string{}},
 		leaseGranted: prometheus.NewCounter(prometheus.CounterOpts{Name: "murmur_lease_grants_total",
 			Help: "Lease renewals for exclusive workloads granted to this node by its coordinator."}),
 		leaseExpired: prometheus.NewCounter(prometheus.CounterOpts{Name: "murmur_lease_expired_total",
@@ -385,7 +385,7 @@ func (l *Local) Run(ctx context.Context) error {
 					l.report(im.from)
 				}
 			case LeaseGrant:
-				if l.grant(m) {
+				if l.grant(im.from, m) {
 					l.mu.Lock()
 					cur = l.cur
 					l.mu.Unlock()
