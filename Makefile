@@ -6,7 +6,7 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X github.com/murmur-edge/murmur/agent.Version=$(VERSION)
 TEST_IMAGE ?= murmur-workload:test
 
-.PHONY: all build test test-short lint demo test-image workload bench fuzz clean
+.PHONY: all build test test-short lint demo test-image workload bench fuzz clean chaos
 
 all: build
 
@@ -26,6 +26,13 @@ test-image: workload ## FROM scratch image of the test workload (no registry nee
 test: build workload test-image ## every test, with the race detector
 	MURMUR_BIN=$(CURDIR)/$(BIN)/murmur MURMUR_WORKLOAD_BIN=$(CURDIR)/$(BIN)/workload MURMUR_TEST_IMAGE=$(TEST_IMAGE) \
 	  $(GO) test -race -count=1 -timeout 9m $(PKGS)
+
+FAULTS ?= 500
+SEED   ?=
+chaos: build workload ## the fault campaign on real network stacks (root; docs in cmd/murmur/chaos_test.go): make chaos FAULTS=N SEED=S
+	MURMUR_BIN=$(CURDIR)/$(BIN)/murmur MURMUR_WORKLOAD_BIN=$(CURDIR)/$(BIN)/workload MURMUR_REQUIRE_NETNS=1 \
+	  MURMUR_CHAOS_FAULTS=$(FAULTS) MURMUR_CHAOS_SEED=$(SEED) \
+	  $(GO) test -count=1 -timeout 0 -run '^TestChaosCampaign$$' -v ./cmd/murmur/
 
 test-short:
 	$(GO) test -short -count=1 $(PKGS)

@@ -21,6 +21,7 @@ type Interval struct {
 	Name       string // <instance>-<epoch>
 	Epoch      uint64
 	Start, End time.Time
+	Times      []time.Time // every line's time, in file order
 }
 
 // ReadBeats reads every beat file in dir, sorted by start. An instance killed without
@@ -50,6 +51,7 @@ func ReadBeats(dir string, slack time.Duration) ([]Interval, error) {
 				continue // a line cut short by SIGKILL
 			}
 			at := time.Unix(0, n)
+			iv.Times = append(iv.Times, at)
 			if iv.Start.IsZero() {
 				iv.Start = at
 			}
@@ -97,4 +99,49 @@ func EpochsRise(ivs []Interval) string {
 		}
 	}
 	return ""
+}
+
+// Fenced replays every instance's lines, in time order, through a sink that keeps the
+// highest epoch it has seen and refuses a write of a lower one: what a workload does
+// with MURMUR_EPOCH. A paused host's instance can resume for a moment after its lease
+// ended, before its agent stops it; its writes are refused there. Fenced returns the
+// overlap of the accepted runs (each from its first to its last accepted write, plus
+// slack) and how many writes were refused.
+func Fenced(ivs []Interval, slack time.Duration) (time.Duration, int) {
+	type write struct {
+		at  time.Time
+		idx int
+	}
+	var ws []write
+	for i, iv := range ivs {
+		for _, at := range iv.Times {
+			ws = append(ws, write{at, i})
+		}
+	}
+	slices.SortStableFunc(ws, func(a, b write) int { return a.at.Compare(b.at) })
+	accepted := make([]Interval, len(ivs))
+	var maxEpoch uint64
+	refused := 0
+	for _, w := range ws {
+		e := ivs[w.idx].Epoch
+		if e < maxEpoch {
+			refused++
+			continue
+		}
+		maxEpoch = e
+		a := &accepted[w.idx]
+		if a.Start.IsZero() {
+			a.Name, a.Epoch, a.Start = ivs[w.idx].Name, e, w.at
+		}
+		a.End = w.at.Add(slack)
+	}
+	var runs []Interval
+	for _, a := range accepted {
+		if !a.Start.IsZero() {
+			runs = append(runs, a)
+		}
+	}
+	slices.SortFunc(runs, func(a, b Interval) int { return a.Start.Compare(b.Start) })
+	overlap, _ := Overlaps(runs)
+	return overlap, refused
 }

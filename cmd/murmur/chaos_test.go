@@ -1,0 +1,611 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/murmur-edge/murmur/agent/agenttest"
+	"github.com/murmur-edge/murmur/agent/events"
+	"github.com/murmur-edge/murmur/policy"
+)
+
+// The fault campaign (issue 13; make chaos): 7 agents in 2 regions on real network
+// stacks (the netns lab), TLS and gossip encryption on. Region hub has 5 nodes, region
+// site 2 (it borrows a witness from hub). A seeded random schedule injects faults;
+// after each one heals, a checker reads every live node's API and the process tables
+// and asserts what murmur promises. Faults so far:
+//
+//   - kill: host death (SIGKILL of the agent and its instances), back after a while;
+//   - coordinator: the same, aimed at a region's coordinator;
+//   - freeze: SIGSTOP of the agent and its instances, shorter (400 ms) or longer (3 s)
+//     than the failure detection window, then SIGCONT;
+//   - cut: one node's links cut, then healed;
+//   - minority: a region's minority cut (site: one device; hub: two nodes), then healed;
+//   - restart: SIGTERM and start on the same data dir;
+//   - wipe: host death, then start on an emptied data dir (a new identity);
+//
+// and, during every fault, a burst of intent writes (create, update, delete) through
+// random live nodes. Checked:
+//
+//  1. every intent write acknowledged to a client is on every live node once healed,
+//     at its latest acknowledged version (deleted ones absent);
+//  2. after each heal, every workload runs exactly its desired number of instances
+//     (process tables), within convergenceBound;
+//  4. at most one coordinator per region and term, as every node reports it, sampled
+//     every 100 ms through the whole campaign;
+//  5. no node declared dead (node_dead event) while only frozen for less than the
+//     detection window;
+//  6. the exclusive workload's instances (beat files on the host) never overlap, once
+//     stale writes are refused by epoch (a frozen host's instance resumes for a moment
+//     after its lease ended, before its agent stops it: MURMUR_EPOCH is the fence);
+//     the raw overlap and the refused writes are reported.
+//
+// Not yet checked: 3 (a node runs only what its region's table assigns) and 7
+// (committed Raft entries never diverge), nor Docker containers as hosts.
+//
+// MURMUR_CHAOS_FAULTS=N runs N faults (unset: the test is skipped); MURMUR_CHAOS_SEED=S
+// replays a schedule. The last line is for scripts:
+//
+//	chaos: seed=S faults=N acked=N lost=N violations=N false_dead=N heal_p50_ms=N heal_p99_ms=N
+func TestChaosCampaign(t *testing.T) {
+	faults, _ := strconv.Atoi(os.Getenv("MURMUR_CHAOS_FAULTS"))
+	if faults <= 0 {
+		t.Skip("set MURMUR_CHAOS_FAULTS=N (make chaos FAULTS=N SEED=S)")
+	}
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("MURMUR_CHAOS_SEED"); s != "" {
+		seed, _ = strconv.ParseUint(s, 10, 64)
+	}
+	t.Logf("chaos seed %d (MURMUR_CHAOS_SEED=%d replays it), %d faults", seed, seed, faults)
+	c := newChaos(t, seed)
+	c.up()
+	for i := range faults {
+		c.fault(i)
+	}
+	c.finish(faults)
+}
+
+const (
+	convergenceBound = 60 * time.Second
+	shortFreeze      = 400 * time.Millisecond // well under the LAN profile's detection (~1.3 s)
+)
+
+type chaos struct {
+	t        *testing.T
+	rng      *rand.Rand
+	seed     uint64
+	lab      *netLab
+	pk       *pki
+	regionOf map[string]string
+	beats    string
+
+	mu         sync.Mutex // guards the fields below (the sampler writes them)
+	violations []string
+	termCoord  map[string]string // "region/term" → coordinator
+	down       map[string]bool   // nodes without a running agent (the sampler skips them)
+
+	acked    map[string]ackedIntent // burst intents: name → the last acknowledged write
+	counts   map[string]int         // faults by kind
+	heals    []time.Duration
+	falseDed int
+	wiped    int
+}
+
+type ackedIntent struct {
+	version string // "" when the last acknowledged write deleted it
+	deleted bool
+	// unacked: a write of the name after this one got no answer (a frozen or dying
+	// node): it may still have been stored, and spread, with a newer version.
+	unacked bool
+}
+
+func newChaos(t *testing.T, seed uint64) *chaos {
+	c := &chaos{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, 13)), regionOf: map[string]string{},
+		termCoord: map[string]string{}, down: map[string]bool{}, acked: map[string]ackedIntent{}, counts: map[string]int{}}
+	c.lab = newNetLab(t, 7, "c", "hub")
+	c.pk = newPKI(t)
+	for i, nd := range c.lab.nodes {
+		r := "hub"
+		if i >= 5 {
+			r = "site"
+		}
+		c.regionOf[nd.name] = r
+		c.pk.issue(nd.name, r, time.Minute, 24*time.Hour)
+	}
+	c.beats = t.TempDir()
+	return c
+}
+
+func (c *chaos) flags(name string) []string {
+	return append([]string{"--region", c.regionOf[name], "--lease", "2s"}, c.pk.flags(name)...)
+}
+
+func (c *chaos) violate(format string, args ...any) {
+	c.mu.Lock()
+	c.violations = append(c.violations, fmt.Sprintf(format, args...))
+	c.mu.Unlock()
+	c.t.Errorf(format, args...)
+}
+
+// up starts the fleet, pushes the standing workloads and starts the sampler.
+func (c *chaos) up() {
+	t := c.t
+	for _, nd := range c.lab.nodes {
+		c.lab.start(nd.name, c.flags(nd.name)...)
+	}
+	eventually(t, 120*time.Second, "hub and site have coordinators with 3 voters each", func() bool {
+		for _, p := range c.lab.procs() {
+			rs := regions(p.http)
+			if len(rs["hub"].Voters) != 3 || len(rs["site"].Voters) != 3 || rs["hub"].Coordinator == "" || rs["site"].Coordinator == "" {
+				return false
+			}
+		}
+		return true
+	})
+	seedAddr := c.lab.nodes[0].http
+	for _, body := range []string{
+		"apiVersion: murmur/v1\nkind: Workload\nmetadata: {name: web}\nspec:\n  replicas: 2\n  regions: [hub]\n  driver: exec\n  command: [\"/bin/sleep\", \"3600\"]\n  resources: {cpu: 20m, memory: 16Mi}\n",
+		"apiVersion: murmur/v1\nkind: Workload\nmetadata: {name: cam}\nspec:\n  replicas: 1\n  regions: [site]\n  driver: exec\n  command: [\"/bin/sleep\", \"3600\"]\n  resources: {cpu: 20m, memory: 16Mi}\n",
+		fmt.Sprintf("apiVersion: murmur/v1\nkind: Workload\nmetadata: {name: lock}\nspec:\n  replicas: 1\n  exclusive: true\n  regions: [hub]\n  driver: exec\n  command: [%q, \"--beat-dir\", %q, \"--beat-every\", \"10ms\"]\n  resources: {cpu: 20m, memory: 16Mi}\n", workloadBin(t), c.beats),
+	} {
+		postIntent(t, seedAddr, []byte(body), "")
+	}
+	if _, ok := c.converged(convergenceBound); !ok {
+		t.Fatal("the fleet did not converge before the first fault")
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go c.sample(stop, done)
+	t.Cleanup(func() { close(stop); <-done })
+}
+
+// desired is what must run after a heal: intent → instances, and per region.
+var chaosDesired = map[string]int{"web": 2, "cam": 1, "lock": 1}
+
+// converged waits until every agent runs, every node sees all 7 alive, each region has a
+// coordinator, and the process tables hold exactly the desired instances.
+func (c *chaos) converged(bound time.Duration) (time.Duration, bool) {
+	start := time.Now()
+	deadline := start.Add(bound)
+	for time.Now().Before(deadline) {
+		if c.settled() {
+			return time.Since(start), true
+		}
+		time.Sleep(50 * time.Millisecond) // poll period, bounded by the deadline
+	}
+	return bound, false
+}
+
+func (c *chaos) settled() bool {
+	for _, p := range c.lab.procs() {
+		ms := members(p.http)
+		if len(ms) != len(c.lab.nodes) {
+			return false
+		}
+		for _, m := range ms {
+			if m.Status != "alive" {
+				return false
+			}
+		}
+		rs := regions(p.http)
+		if rs["hub"].Coordinator == "" || rs["site"].Coordinator == "" {
+			return false
+		}
+	}
+	for intent, want := range chaosDesired {
+		if total(fleetProcesses(c.lab, intent)) != want {
+			return false
+		}
+	}
+	return true
+}
+
+// sample watches, every 100 ms, that no two nodes name different coordinators for the
+// same region and term.
+func (c *chaos) sample(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		c.mu.Lock()
+		var nodes []*nsNode
+		for _, nd := range c.lab.nodes {
+			if !c.down[nd.name] && nd.proc != nil {
+				nodes = append(nodes, nd)
+			}
+		}
+		c.mu.Unlock()
+		for _, nd := range nodes {
+			for name, r := range regions(nd.http) {
+				if r.Coordinator == "" || r.Term == 0 {
+					continue
+				}
+				key := name + "/" + strconv.FormatUint(r.Term, 10)
+				c.mu.Lock()
+				if prev, ok := c.termCoord[key]; !ok {
+					c.termCoord[key] = r.Coordinator
+				} else if prev != r.Coordinator {
+					c.mu.Unlock()
+					c.violate("two coordinators for %s term %d: %s and %s (seen by %s)", name, r.Term, prev, r.Coordinator, nd.name)
+					continue
+				}
+				c.mu.Unlock()
+			}
+		}
+	}
+}
+
+var chaosKinds = []string{"kill", "coordinator", "freeze", "freeze-long", "cut", "minority", "restart", "wipe"}
+
+// fault injects one random fault, writes intents meanwhile, heals, and checks.
+func (c *chaos) fault(i int) {
+	t := c.t
+	kind := chaosKinds[c.rng.IntN(len(chaosKinds))]
+	c.counts[kind]++
+	nodes := c.lab.nodes
+	victim := nodes[c.rng.IntN(len(nodes))]
+	hold := time.Duration(500+c.rng.IntN(2500)) * time.Millisecond
+	t.Logf("fault %d: %s %s (%v)", i, kind, victim.name, hold)
+	var frozenAt time.Time
+	switch kind {
+	case "kill", "coordinator", "wipe":
+		if kind == "coordinator" {
+			r := []string{"hub", "site"}[c.rng.IntN(2)]
+			if coord := regions(c.anyLive().http)[r].Coordinator; coord != "" {
+				victim = c.lab.node(coord)
+			}
+		}
+		c.setDown(victim.name, true)
+		killHost(t, victim.proc)
+		c.burst(hold)
+		if kind == "wipe" {
+			if err := os.RemoveAll(victim.dataDir); err != nil {
+				t.Fatal(err)
+			}
+			c.wiped++
+		}
+		c.lab.start(victim.name, c.flags(victim.name)...)
+		c.setDown(victim.name, false)
+	case "freeze", "freeze-long":
+		d := shortFreeze
+		if kind == "freeze-long" {
+			d = 3 * time.Second
+		}
+		// The writes go to other nodes (a frozen one answers nothing), and the thaw
+		// comes on time whatever a write is waiting for.
+		c.setDown(victim.name, true)
+		frozenAt = time.Now()
+		c.signal(victim, syscall.SIGSTOP)
+		thawed := make(chan struct{})
+		time.AfterFunc(d, func() { c.signal(victim, syscall.SIGCONT); close(thawed) })
+		c.burst(d)
+		<-thawed
+		c.setDown(victim.name, false)
+	case "cut", "minority":
+		cut := []string{victim.name}
+		if kind == "minority" {
+			if c.regionOf[victim.name] == "hub" {
+				other := nodes[c.rng.IntN(5)]
+				if other != victim {
+					cut = append(cut, other.name)
+				}
+			}
+		}
+		c.lab.cut(cut...)
+		c.burst(hold)
+		c.lab.heal()
+	case "restart":
+		c.setDown(victim.name, true)
+		_ = victim.proc.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-victim.proc.done:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("fault %d: %s did not stop on SIGTERM", i, victim.name)
+		}
+		c.lab.start(victim.name, c.flags(victim.name)...)
+		c.setDown(victim.name, false)
+	}
+	took, ok := c.converged(convergenceBound)
+	c.heals = append(c.heals, took)
+	if !ok {
+		c.violate("fault %d (%s %s): not converged within %v: %s", i, kind, victim.name, convergenceBound, c.describe())
+		return
+	}
+	if kind == "freeze" {
+		c.checkNotDead(victim.name, frozenAt)
+	}
+	c.checkIntents(fmt.Sprintf("after fault %d (%s %s)", i, kind, victim.name))
+}
+
+func (c *chaos) setDown(name string, v bool) {
+	c.mu.Lock()
+	c.down[name] = v
+	c.mu.Unlock()
+}
+
+func (c *chaos) anyLive() *nsNode {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, nd := range c.lab.nodes {
+		if !c.down[nd.name] && nd.proc != nil {
+			return nd
+		}
+	}
+	return c.lab.nodes[0]
+}
+
+// signal stops or continues a node's agent and its instances (docker pause freezes a
+// container's every process the same way).
+func (c *chaos) signal(nd *nsNode, sig syscall.Signal) {
+	_ = nd.proc.cmd.Process.Signal(sig)
+	for _, pid := range instancePids(nd.dataDir) {
+		_ = syscall.Kill(-pid, sig)
+	}
+}
+
+// burst writes intents through random live nodes for about d: creates, updates and
+// deletes of a small set of names, and records what each acknowledged write stored.
+// Burst workloads target a region no node is in, so they place nothing.
+func (c *chaos) burst(d time.Duration) {
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		nd := c.anyLiveRandom()
+		name := fmt.Sprintf("burst-%d", c.rng.IntN(6))
+		if c.rng.IntN(4) == 0 {
+			req, _ := http.NewRequest(http.MethodDelete, "http://"+nd.http+"/v1/intents/"+name, nil)
+			resp, err := (&http.Client{Timeout: 2 * time.Second}).Do(req)
+			if err == nil {
+				resp.Body.Close()
+			}
+			switch {
+			case err == nil && resp.StatusCode/100 == 2:
+				c.acked[name] = ackedIntent{deleted: true}
+			case err != nil || resp.StatusCode >= 500:
+				c.markUnacked(name)
+			}
+		} else {
+			body := fmt.Sprintf("apiVersion: murmur/v1\nkind: Workload\nmetadata: {name: %s}\nspec:\n  replicas: %d\n  regions: [nowhere]\n  driver: exec\n  command: [\"/bin/true\"]\n", name, 1+c.rng.IntN(3))
+			if v, ok := tryPost(nd.http, body); ok {
+				c.acked[name] = ackedIntent{version: v}
+			} else {
+				c.markUnacked(name)
+			}
+		}
+		time.Sleep(time.Duration(50+c.rng.IntN(200)) * time.Millisecond) // pace of the writes, bounded by d
+	}
+}
+
+func (c *chaos) markUnacked(name string) {
+	if a, ok := c.acked[name]; ok {
+		a.unacked = true
+		c.acked[name] = a
+	}
+}
+
+// holds reports whether a node's copy of an intent (version v, present or not) keeps
+// the promise for the acknowledged write a: the acknowledged version, or, when a later
+// write went unanswered, a newer one (or its delete).
+func holds(a ackedIntent, v string, present bool) bool {
+	switch {
+	case a.deleted && !present, !a.deleted && present && v == a.version:
+		return true
+	case !a.unacked:
+		return false
+	case a.deleted:
+		return true // recreated by a write whose answer was lost
+	}
+	return !present || versionAfter(v, a.version)
+}
+
+// versionAfter reports whether intent version a is newer than b (policy.Version order).
+func versionAfter(a, b string) bool {
+	va, err1 := policy.ParseVersion(a)
+	vb, err2 := policy.ParseVersion(b)
+	return err1 == nil && err2 == nil && vb.Less(va)
+}
+
+func (c *chaos) anyLiveRandom() *nsNode {
+	c.mu.Lock()
+	var live []*nsNode
+	for _, nd := range c.lab.nodes {
+		if !c.down[nd.name] && nd.proc != nil {
+			live = append(live, nd)
+		}
+	}
+	c.mu.Unlock()
+	return live[c.rng.IntN(len(live))]
+}
+
+// tryPost posts one intent; it returns the stored version when acknowledged.
+func tryPost(addr, body string) (string, bool) {
+	resp, err := (&http.Client{Timeout: 2 * time.Second}).Post("http://"+addr+"/v1/intents", "application/yaml", strings.NewReader(body))
+	if err != nil {
+		return "", false
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		return "", false
+	}
+	var res struct {
+		Intents []storedIntent `json:"intents"`
+	}
+	if json.Unmarshal(b, &res) != nil || len(res.Intents) != 1 {
+		return "", false
+	}
+	return res.Intents[0].Version, true
+}
+
+// checkIntents: every acknowledged write is on every live node at its version (or,
+// deleted, absent), within the convergence bound.
+func (c *chaos) checkIntents(when string) {
+	deadline := time.Now().Add(convergenceBound)
+	var last string
+	for time.Now().Before(deadline) {
+		last = c.intentGap()
+		if last == "" {
+			return
+		}
+		time.Sleep(100 * time.Millisecond) // poll period, bounded by the deadline
+	}
+	c.violate("%s: acknowledged intents not everywhere: %s", when, last)
+}
+
+func (c *chaos) intentGap() string {
+	for _, nd := range c.lab.nodes {
+		var res struct {
+			Intents []storedIntent `json:"intents"`
+		}
+		if err := getJSON(nd.http, "/v1/intents", &res); err != nil {
+			return nd.name + ": " + err.Error()
+		}
+		have := map[string]string{}
+		for _, in := range res.Intents {
+			have[in.Name] = in.Version
+		}
+		for name, a := range c.acked {
+			if v, ok := have[name]; !holds(a, v, ok) {
+				return fmt.Sprintf("%s has %s at %q (present %v), acknowledged %+v", nd.name, name, v, ok, a)
+			}
+		}
+	}
+	return ""
+}
+
+// checkNotDead: no live node emitted node_dead for name since at.
+func (c *chaos) checkNotDead(name string, at time.Time) {
+	for _, nd := range c.lab.nodes {
+		if nd.name == name {
+			continue
+		}
+		evs, err := eventsSince(nd.http, at)
+		if err != nil {
+			continue
+		}
+		for _, e := range evs {
+			if e.Type == events.TypeNodeDead && e.Node == name {
+				c.falseDed++
+				c.violate("%s declared %s dead during a %v freeze", nd.name, name, shortFreeze)
+			}
+		}
+	}
+}
+
+func eventsSince(addr string, at time.Time) ([]events.Event, error) {
+	resp, err := (&http.Client{Timeout: 3 * time.Second}).Get("http://" + addr + "/v1/events?since=" + at.UTC().Format(time.RFC3339Nano))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	var out []events.Event
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		var e events.Event
+		if len(line) > 0 && json.Unmarshal(line, &e) == nil {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// lostIntents counts acknowledged writes some live node does not hold (at the end).
+func (c *chaos) lostIntents() int {
+	lost := map[string]bool{}
+	for _, nd := range c.lab.nodes {
+		var res struct {
+			Intents []storedIntent `json:"intents"`
+		}
+		if err := getJSON(nd.http, "/v1/intents", &res); err != nil {
+			continue
+		}
+		have := map[string]string{}
+		for _, in := range res.Intents {
+			have[in.Name] = in.Version
+		}
+		for name, a := range c.acked {
+			if v, ok := have[name]; !holds(a, v, ok) {
+				lost[name] = true
+			}
+		}
+	}
+	return len(lost)
+}
+
+func (c *chaos) describe() string {
+	var b strings.Builder
+	for intent := range chaosDesired {
+		fmt.Fprintf(&b, "%s=%v ", intent, fleetProcesses(c.lab, intent))
+	}
+	if nd := c.anyLive(); nd != nil {
+		for name, r := range regions(nd.http) {
+			fmt.Fprintf(&b, "%s:%s(t%d,%d voters) ", name, r.Coordinator, r.Term, len(r.Voters))
+		}
+	}
+	return b.String()
+}
+
+// finish checks the exclusive workload's beats and prints the summary.
+func (c *chaos) finish(faults int) {
+	t := c.t
+	c.checkIntents("at the end")
+	ivs, err := agenttest.ReadBeats(c.beats, 100*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := agenttest.Overlaps(ivs)
+	fenced, refused := agenttest.Fenced(ivs, 100*time.Millisecond)
+	if fenced > 0 {
+		c.violate("exclusive instances overlapped for %v, even with their epochs fencing stale writes", fenced)
+	}
+	if why := agenttest.EpochsRise(ivs); why != "" {
+		c.violate("exclusive workload: %s", why)
+	}
+	lost := c.lostIntents()
+	slices.Sort(c.heals)
+	p := func(q float64) int64 {
+		if len(c.heals) == 0 {
+			return 0
+		}
+		return c.heals[min(len(c.heals)-1, int(q*float64(len(c.heals))))].Milliseconds()
+	}
+	kinds := make([]string, 0, len(c.counts))
+	for k := range c.counts {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	var table strings.Builder
+	fmt.Fprintf(&table, "%-12s %s\n", "FAULT", "COUNT")
+	for _, k := range kinds {
+		fmt.Fprintf(&table, "%-12s %d\n", k, c.counts[k])
+	}
+	fmt.Fprintf(&table, "exclusive instances in turn: %d; overlap %v raw, %v with epoch fencing (%d stale writes refused); terms seen: %d; wiped restarts: %d\n",
+		len(ivs), raw, fenced, refused, len(c.termCoord), c.wiped)
+	c.mu.Lock()
+	violations := len(c.violations)
+	c.mu.Unlock()
+	line := fmt.Sprintf("chaos: seed=%d faults=%d acked=%d lost=%d violations=%d false_dead=%d heal_p50_ms=%d heal_p99_ms=%d",
+		c.seed, faults, len(c.acked), lost, violations, c.falseDed, p(0.5), p(0.99))
+	t.Logf("\n%s%s", table.String(), line)
+	fmt.Println(line)
+}
