@@ -72,7 +72,10 @@
 //     instances (in order, newest wins) to the coordinator, on every change and every
 //     10 s;
 //   - on start, re-applies the persisted assignment: a node rebooted without network
-//     runs its last known instances.
+//     runs its last known instances, except exclusive ones;
+//   - runs an exclusive workload's instances only under a lease renewed through the
+//     coordinator, stops them before it ends, and after a lapse or a reboot starts
+//     them only from an assignment at least as new as its next grant (lease.go).
 //
 // Imports: agent/region, agent/intents, gossip, policy, scheduler, runtime. Nothing
 // but the agent imports it.

@@ -23,8 +23,15 @@
 //     applied state; Subscribe() signals leadership and published-state changes.
 //   - ApplyCommand (the FSM transition) is a pure function over State, unit-tested
 //     without Raft; Restore discards the previous state.
-//   - The Raft TCP transport speaks a small handshake carrying the region name; a
-//     connection from a node of another region is refused (stream.go).
+//   - The Raft TCP transport speaks a small handshake carrying the region name. One
+//     port (Mux, stream.go) serves every group the node runs: its own region's and the
+//     witness groups it runs for regions of two eligible nodes (witness.go; a Node with
+//     Config.Witness). A group admits its own region's nodes and, of other regions,
+//     only its witnesses; a region the port runs no group of is refused.
+//   - A region of exactly two eligible nodes completes its voters with one witness
+//     from another region (planAutopilot in rules.go, wantWitnesses, RankWitnesses);
+//     the agent runs the groups WitnessDuty says this node should. A witness that
+//     wins an election hands the lead to a voter of the region (autopilot.go).
 //   - Run (and CheckDataDir, which the agent calls before it joins the fleet) refuses
 //     damaged Raft storage with a one-line *DamageError naming the file and the way
 //     back (SetAside, `murmur operator rejoin`): every commit batch must match its
