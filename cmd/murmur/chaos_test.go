@@ -42,23 +42,18 @@ import (
 //
 //  1. every intent write acknowledged to a client is on every live node once healed,
 //     at its latest acknowledged version (deleted ones absent);
-//
 //  2. after each heal, every workload runs exactly its desired number of instances
 //     (process tables), within convergenceBound;
-//
+//  3. once converged, every instance process a node runs is one its region's table
+//     assigns to it;
 //  4. at most one coordinator per region and term, as every node reports it, sampled
 //     every 100 ms through the whole campaign;
-//
 //  5. no node declared dead (node_dead event) while only frozen for less than the
 //     detection window;
-//
 //  6. the exclusive workload's instances (beat files on the host) never overlap, once
 //     stale writes are refused by epoch (a frozen host's instance resumes for a moment
 //     after its lease ended, before its agent stops it: MURMUR_EPOCH is the fence);
 //     the raw overlap and the refused writes are reported.
-//
-//  3. once converged, every instance process a node runs is one its region's table
-//     assigns to it;
 //
 // Not yet checked: 7 (committed Raft entries never diverge), nor Docker containers as
 // hosts.
