@@ -812,13 +812,7 @@ func (n *Node) step(ctx context.Context, r *raft.Raft, ctl Control, ls *loopStat
 	if f := r.GetConfiguration(); f.Error() == nil {
 		servers = f.Configuration().Servers
 	}
-	healthy := func(id string) bool {
-		if p, ok := region[id]; ok {
-			return p.Alive && p.Eligible && p.RaftAddr != ""
-		}
-		p, ok := others[id]
-		return ok && witnessCapable(p, n.cfg.Region) && slices.Contains(splitList(p.State[KeyWitnessing]), n.cfg.Region)
-	}
+	healthy := func(id string) bool { return serverHealthy(region, others, n.cfg.Region, id) }
 	// Unhealthy-since bookkeeping on every node, so a new leader inherits it.
 	seen := map[string]bool{}
 	admitted := map[string]bool{}

@@ -240,23 +240,20 @@ type apInput struct {
 	maxLag    uint64
 }
 
-// healthy: alive, eligible, with a Raft address, as seen through gossip; for a server
-// of another region (a witness), also still offering the duty.
-func (in *apInput) healthy(id string) bool {
-	if p, ok := in.region[id]; ok {
+// healthy: the server can hold its seat (serverHealthy).
+func (in *apInput) healthy(id string) bool { return serverHealthy(in.region, in.others, in.name, id) }
+
+// serverHealthy is the one health rule of a group's servers, as seen through gossip:
+// a node of the region is alive, eligible and has a Raft address; a witness (a node of
+// another region, in others) is alive, eligible, still offers the duty, and says it
+// runs a group of this region (raft.witnessing). Without the last, a witness whose
+// group failed (say, a damaged log) would hold a voter seat it cannot fill.
+func serverHealthy(region, others map[string]Peer, name, id string) bool {
+	if p, ok := region[id]; ok {
 		return p.Alive && p.Eligible && p.RaftAddr != ""
 	}
-	if p, ok := in.others[id]; ok {
-		return witnessCapable(p, in.name)
-	}
-	return false
-}
-
-// runsGroup: a witness says (gossip) it runs a group of this region. A witness whose
-// group failed (say, a damaged log) still looks alive and willing: without this it
-// would hold a voter seat it cannot fill.
-func (in *apInput) runsGroup(id string) bool {
-	return slices.Contains(splitList(in.others[id].State[KeyWitnessing]), in.name)
+	p, ok := others[id]
+	return ok && witnessCapable(p, name) && slices.Contains(splitList(p.State[KeyWitnessing]), name)
 }
 
 // isWitness: a server of another region.
@@ -348,7 +345,7 @@ func planAutopilot(in apInput) apAction {
 		if id == in.leaderID {
 			return false
 		}
-		if in.healthy(id) && (!in.isWitness(id) || in.runsGroup(id)) {
+		if in.healthy(id) {
 			return false
 		}
 		since, ok := in.badSince[id]
