@@ -192,16 +192,10 @@ func (c *chaos) converged(bound time.Duration) (time.Duration, bool) {
 }
 
 func (c *chaos) settled() bool {
+	if !allSeeAllAlive(c.lab.procs(), len(c.lab.nodes)) {
+		return false
+	}
 	for _, p := range c.lab.procs() {
-		ms := members(p.http)
-		if len(ms) != len(c.lab.nodes) {
-			return false
-		}
-		for _, m := range ms {
-			if m.Status != "alive" {
-				return false
-			}
-		}
 		rs := regions(p.http)
 		if rs["hub"].Coordinator == "" || rs["site"].Coordinator == "" {
 			return false

@@ -44,25 +44,11 @@ func eventsOf(addr, query string) ([]events.Event, error) {
 // that holds the region's log, each with its reason, and `murmur explain` gives the
 // reason of a placed instance, of a replacement and of unplaced work.
 func TestRealEventsExplainEveryDecision(t *testing.T) {
-	ports := make([]int, 4)
-	var flags []string
-	for i := range ports {
-		ports[i] = freePort(t)
-		flags = append(flags, "--join", fmt.Sprintf("127.0.0.1:%d", ports[i]))
-	}
-	flags = append([]string{"--region", "plant"}, flags...)
-	var ps []*proc
-	for i, port := range ports {
-		ps = append(ps, startAgent(t, fmt.Sprintf("e%d", i+1), port, flags...))
-	}
+	ps, _ := startPlant(t, "e", 4)
 	byName := map[string]*proc{}
 	for _, p := range ps {
 		byName[p.name] = p
 	}
-	eventually(t, 60*time.Second, "a coordinator with 3 voters", func() bool {
-		_, _, ok := agreedCoordinator(ps, "plant", 3)
-		return ok
-	})
 	postIntent(t, ps[3].http, []byte(`apiVersion: murmur/v1
 kind: Workload
 metadata: {name: web}

@@ -21,21 +21,7 @@ func TestRealExclusiveHostDeath(t *testing.T) {
 	if s := os.Getenv("MURMUR_EXCLUSIVE_ROUNDS"); s != "" {
 		rounds, _ = strconv.Atoi(s)
 	}
-	ports := make([]int, 4)
-	var flags []string
-	for i := range ports {
-		ports[i] = freePort(t)
-		flags = append(flags, "--join", fmt.Sprintf("127.0.0.1:%d", ports[i]))
-	}
-	flags = append([]string{"--region", "plant"}, flags...)
-	var ps []*proc
-	for i, port := range ports {
-		ps = append(ps, startAgent(t, fmt.Sprintf("x%d", i+1), port, flags...))
-	}
-	eventually(t, 60*time.Second, "a coordinator with 3 voters", func() bool {
-		_, _, ok := agreedCoordinator(ps, "plant", 3)
-		return ok
-	})
+	ps, flags := startPlant(t, "x", 4)
 	beats := t.TempDir()
 	postIntent(t, ps[0].http, []byte(fmt.Sprintf(`apiVersion: murmur/v1
 kind: Workload
@@ -72,21 +58,7 @@ spec:
 		back := restartAgent(t, victim, victim.gossipPort(), flags...)
 		ps = append(ps, back)
 		eventually(t, 60*time.Second, victim.name+" back and every node sees all alive, lock once", func() bool {
-			if runsOn() == "" {
-				return false
-			}
-			for _, p := range alive(ps) {
-				ms := members(p.http)
-				if len(ms) != len(ports) {
-					return false
-				}
-				for _, m := range ms {
-					if m.Status != "alive" {
-						return false
-					}
-				}
-			}
-			return true
+			return runsOn() != "" && allSeeAllAlive(alive(ps), 4)
 		})
 	}
 	ivs, err := agenttest.ReadBeats(beats, 100*time.Millisecond)

@@ -251,6 +251,45 @@ func members(addr string) map[string]memberView {
 }
 
 // eventually polls cond every 50 ms until it holds or timeout passes.
+// allSeeAllAlive reports whether every observer's /v1/members lists n members, all
+// alive.
+func allSeeAllAlive(observers []*proc, n int) bool {
+	for _, p := range observers {
+		ms := members(p.http)
+		if len(ms) != n {
+			return false
+		}
+		for _, m := range ms {
+			if m.Status != "alive" {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// startPlant starts n agents named <prefix>1..n in region plant, each listing every
+// address as a seed (it skips its own, as an operator's config would: tests kill
+// nodes for good, seeds included), and waits for a coordinator with 3 voters. flags
+// restart one of them (restartAgent).
+func startPlant(t *testing.T, prefix string, n int) (ps []*proc, flags []string) {
+	t.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		ports[i] = freePort(t)
+		flags = append(flags, "--join", fmt.Sprintf("127.0.0.1:%d", ports[i]))
+	}
+	flags = append([]string{"--region", "plant"}, flags...)
+	for i, port := range ports {
+		ps = append(ps, startAgent(t, fmt.Sprintf("%s%d", prefix, i+1), port, flags...))
+	}
+	eventually(t, 60*time.Second, "a coordinator with 3 voters", func() bool {
+		_, _, ok := agreedCoordinator(ps, "plant", 3)
+		return ok
+	})
+	return ps, flags
+}
+
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.NewTimer(timeout)

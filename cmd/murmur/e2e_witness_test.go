@@ -117,21 +117,7 @@ spec:
 		// once); the heal rule keeps one. Before the next round every node must see
 		// all five alive, so the next death is a death, not a restart race.
 		eventually(t, 30*time.Second, fmt.Sprintf("round %d: cam once, and every node sees all alive, after %s returned", round, victim.name), func() bool {
-			if runsOn() == "" {
-				return false
-			}
-			for _, p := range alive(ps) {
-				ms := members(p.http)
-				if len(ms) != 5 {
-					return false
-				}
-				for _, m := range ms {
-					if m.Status != "alive" {
-						return false
-					}
-				}
-			}
-			return true
+			return runsOn() != "" && allSeeAllAlive(alive(ps), 5)
 		})
 	}
 	slices.Sort(took)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"os/exec"
 	"slices"
 	"sort"
@@ -99,27 +98,11 @@ func alive(ps []*proc) []*proc {
 // the coordinator's host dies and there are still exactly 3; an agent restarts and
 // adopts its instances; a global workload runs once per node; delete stops them all.
 func TestRealWorkloadsFollowTheirHosts(t *testing.T) {
-	// Every agent lists every address as a seed (it skips its own), as an operator
-	// would: the test kills nodes for good, seeds included, and restarts others.
-	ports := make([]int, 5)
-	var flags []string
-	for i := range ports {
-		ports[i] = freePort(t)
-		flags = append(flags, "--join", fmt.Sprintf("127.0.0.1:%d", ports[i]))
-	}
-	flags = append([]string{"--region", "plant"}, flags...)
-	var ps []*proc
-	for i, port := range ports {
-		ps = append(ps, startAgent(t, fmt.Sprintf("w%d", i+1), port, flags...))
-	}
+	ps, flags := startPlant(t, "w", 5)
 	byName := map[string]*proc{}
 	for _, p := range ps {
 		byName[p.name] = p
 	}
-	eventually(t, 60*time.Second, "a coordinator with 3 voters", func() bool {
-		_, _, ok := agreedCoordinator(ps, "plant", 3)
-		return ok
-	})
 	body := []byte(`apiVersion: murmur/v1
 kind: Workload
 metadata: {name: web}
