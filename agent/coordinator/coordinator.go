@@ -495,14 +495,7 @@ func (c *Coordinator) planOnce(ctx context.Context, ls *loopState, fleetOnly boo
 	graceEnd := ls.readyAt.Add(c.cfg.ViewGrace)
 	snap := Snapshot{Region: c.cfg.Region, Now: now, Members: members, State: st, Workloads: ws, Policies: ps,
 		Tombstones: c.cfg.Intents.Tombstones(), Reports: ls.reports, Hot: ls.hot,
-		MissingSuspect: now.Before(graceEnd), Leases: c.leases.until(leaseNodes(members, c.cfg.Region, st), func(n string) time.Duration {
-			for _, m := range members {
-				if m.Name == n {
-					return LeaseOf(m)
-				}
-			}
-			return 0
-		})}
+		MissingSuspect: now.Before(graceEnd), Leases: c.leases.until(leaseNodes(members, c.cfg.Region, st), gossipedLeases(members, c.cfg.Region))}
 	in, rejected := BuildInput(snap)
 	res := scheduler.Plan(in)
 	c.m.planSeconds.Observe(time.Since(start).Seconds())
@@ -557,6 +550,17 @@ func (c *Coordinator) planOnce(ctx context.Context, ls *loopState, fleetOnly boo
 		}
 	}
 	return false
+}
+
+// gossipedLeases returns the lease each member of region r gossips (0: unknown).
+func gossipedLeases(ms []gossip.Member, r string) func(node string) time.Duration {
+	by := map[string]time.Duration{}
+	for _, m := range ms {
+		if m.Region == r {
+			by[m.Name] = LeaseOf(m)
+		}
+	}
+	return func(n string) time.Duration { return by[n] }
 }
 
 // leaseNodes names the nodes whose leases the planner may need: the region's members
