@@ -30,7 +30,10 @@
 // when the engine answers a ping).
 //
 // Exec driver: argv without a shell, own process group, no Pdeathsig and
-// output to files (never pipes) so instances survive the agent. CPU and
+// output to files (never pipes) so instances survive the agent. Leased
+// (at-most-once) instances are the exception: their lease ends with the
+// agent, so they get Pdeathsig SIGKILL, and a restarted supervisor never
+// starts them from the persisted desired set (it stops any it finds). CPU and
 // memory limits use cgroup v2 when murmur can create groups under
 // <root>/murmur/<node>; otherwise every handle and status carries
 // "limits not enforced: <reason>".

@@ -35,7 +35,9 @@ type ExecConfig struct {
 // ExecDriver runs instances as plain processes: argv without a shell, each
 // in its own process group, never tied to the agent's life (no Pdeathsig,
 // output to files rather than pipes) so they survive an agent restart and
-// are adopted by pid plus process start time.
+// are adopted by pid plus process start time. Leased (at-most-once)
+// instances are the exception: they get Pdeathsig SIGKILL, since their lease
+// ends with the agent.
 //
 // Output goes straight from the process to <DataDir>/<id>/std{out,err}.log
 // (O_APPEND). Usage() also enforces the size cap by copy-truncate: the file
@@ -136,6 +138,16 @@ func (d *ExecDriver) Start(ctx context.Context, spec InstanceSpec) (Handle, erro
 	}
 
 	sys := &syscall.SysProcAttr{Setpgid: true}
+	if spec.Leased {
+		// A leased (at-most-once) instance must not outlive the agent that holds
+		// its lease: were the agent to die while the host lives, the coordinator
+		// would place a replacement once the lease ran out while this one still ran.
+		// Pdeathsig fires when the thread that forked exits; Go ends a thread only
+		// when a goroutine locked to it exits, which this package never does, so in
+		// practice it fires with the agent process. Only the instance's own process
+		// gets it; a restarted agent stops the rest of its group (Supervisor.New).
+		sys.Pdeathsig = syscall.SIGKILL
+	}
 	h := Handle{Driver: DriverExec, InstanceID: spec.ID, Intent: spec.Intent, Generation: spec.Generation, SpecHash: spec.Hash(), BootID: d.bootID}
 	limited := spec.Resources.MilliCPU > 0 || spec.Resources.MemoryBytes > 0
 	var cgDir string

@@ -2,7 +2,9 @@ package runtime
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -331,4 +333,77 @@ func FuzzParseProcStat(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _ = parseProcStat(b)
 	})
+}
+
+// agentHelper is the test binary run as a stand-in agent: it starts one instance
+// (leased when MURMUR_TEST_LEASED=1) of MURMUR_WORKLOAD_BIN with an exec driver over
+// dir, prints its pid and blocks until it is killed.
+func agentHelper(dir string) int {
+	d, err := NewExecDriver(ExecConfig{DataDir: dir, Node: "n1"})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	sp := InstanceSpec{ID: "a", Intent: "w", Generation: 1, Driver: DriverExec,
+		Command: []string{os.Getenv("MURMUR_WORKLOAD_BIN"), "--sleep", "1h"}, Leased: os.Getenv("MURMUR_TEST_LEASED") == "1"}
+	h, err := d.Start(context.Background(), sp)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println(h.PID)
+	select {}
+}
+
+// An instance started by an agent that then dies (SIGKILL, the host lives on): a
+// plain one survives to be adopted; a leased one dies with the agent, so it cannot
+// outlive its lease while no agent is there to stop it.
+func TestExecLeasedInstanceDiesWithTheAgent(t *testing.T) {
+	for _, leased := range []bool{false, true} {
+		t.Run(fmt.Sprintf("leased=%v", leased), func(t *testing.T) {
+			dir := t.TempDir()
+			helper := exec.Command(os.Args[0], "-test.run=^$")
+			helper.Env = append(os.Environ(), "MURMUR_TEST_AGENT_HELPER="+dir, "MURMUR_WORKLOAD_BIN="+workloadPath,
+				"MURMUR_TEST_LEASED="+map[bool]string{true: "1", false: "0"}[leased])
+			out, err := helper.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			helper.Stderr = os.Stderr
+			if err := helper.Start(); err != nil {
+				t.Fatal(err)
+			}
+			var pid int
+			if _, err := fmt.Fscan(out, &pid); err != nil {
+				_ = helper.Process.Kill()
+				_ = helper.Wait()
+				t.Fatalf("read the instance pid from the helper: %v", err)
+			}
+			t.Cleanup(func() { _ = unix.Kill(-pid, unix.SIGKILL) })
+			pfd, err := unix.PidfdOpen(pid, 0)
+			if err != nil {
+				t.Fatalf("pidfd_open(%d): %v", pid, err)
+			}
+			defer unix.Close(pfd)
+			_ = helper.Process.Signal(syscall.SIGKILL)
+			_ = helper.Wait()
+			// The pidfd turns readable when the instance exits: wait for that, bounded.
+			fds := []unix.PollFd{{Fd: int32(pfd), Events: unix.POLLIN}}
+			wait := 5 * time.Second
+			if !leased {
+				wait = 300 * time.Millisecond // a plain instance must still run after this
+			}
+			n, err := unix.Poll(fds, int(wait.Milliseconds()))
+			if err != nil {
+				t.Fatalf("poll pidfd: %v", err)
+			}
+			exited := n == 1
+			if leased && !exited {
+				t.Errorf("leased instance %d still runs %v after its agent was killed", pid, wait)
+			}
+			if !leased && exited {
+				t.Errorf("plain instance %d died with its agent; it must survive to be adopted", pid)
+			}
+		})
+	}
 }

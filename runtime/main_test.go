@@ -17,6 +17,9 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
+	if dir := os.Getenv("MURMUR_TEST_AGENT_HELPER"); dir != "" {
+		return agentHelper(dir) // a stand-in agent that starts one instance and waits to be killed
+	}
 	if p := os.Getenv("MURMUR_WORKLOAD_BIN"); p != "" {
 		workloadPath = p
 		return m.Run()

@@ -50,6 +50,12 @@ type InstanceSpec struct {
 	// supervisor stops this instance: an at-most-once instance must be gone before
 	// its node's lease ends.
 	StopGrace time.Duration `json:"stopGrace,omitempty"`
+	// Leased marks an at-most-once instance: it may run only while the agent holds
+	// a lease for it, and that lease does not outlive the agent process. So the
+	// supervisor never starts it again from the persisted desired set (a restarted
+	// agent stops a leased instance it finds and waits to be told again), and the
+	// exec driver has the kernel kill it when the agent dies.
+	Leased bool `json:"leased,omitempty"`
 }
 
 // Resources are the instance's limits (and its share of the node's load).

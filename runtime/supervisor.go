@@ -199,7 +199,22 @@ func New(cfg Config) (*Supervisor, error) {
 		if err := json.Unmarshal(b, &df); err != nil {
 			return nil, fmt.Errorf("supervisor: decode %s: %w (remove the file to start with an empty desired set)", filepath.Join(cfg.DataDir, desiredFileName), err)
 		}
-		if err := s.applyDesiredLocked(df.Instances); err != nil {
+		// A leased instance's lease ended with the agent that held it: it is not
+		// started again (and, found running, it is stopped) until the agent is told
+		// again that it holds a lease.
+		kept := df.Instances[:0]
+		var fenced []string
+		for _, sp := range df.Instances {
+			if sp.Leased {
+				fenced = append(fenced, sp.ID)
+				continue
+			}
+			kept = append(kept, sp)
+		}
+		if len(fenced) > 0 {
+			s.log.Info("supervisor: leased instances are not restarted from the persisted desired set; they run again once a lease is held", "instances", fenced)
+		}
+		if err := s.applyDesiredLocked(kept); err != nil {
 			return nil, fmt.Errorf("supervisor: persisted desired set: %w", err)
 		}
 	}

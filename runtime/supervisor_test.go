@@ -444,3 +444,42 @@ func writeDesiredForTest(dir string, specs []InstanceSpec) error {
 	}
 	return s.SetDesired(specs)
 }
+
+// A leased (at-most-once) instance's lease ends with the agent: a restarted
+// supervisor neither starts it from the persisted desired set nor adopts it, but
+// stops it where it still runs, and runs it again only when told to.
+func TestSupervisorLeasedNotRestartedFromPersistedSet(t *testing.T) {
+	dir, drv, clk := t.TempDir(), newFakeDriver(), newFakeClock()
+	h1 := newHarness(t, dir, drv, clk)
+	lock := spec("lock")
+	lock.Leased = true
+	if err := h1.sup.SetDesired([]InstanceSpec{spec("a"), lock}); err != nil {
+		t.Fatal(err)
+	}
+	h1.run()
+	h1.waitFor("running", func(m map[string]InstanceStatus) bool {
+		return m["a"].State == StateRunning && m["lock"].State == StateRunning
+	})
+	h1.abandon() // the agent dies; with a fake driver the instance outlives it
+
+	h2 := newHarness(t, dir, drv, clk)
+	if diff := cmp.Diff([]InstanceSpec{spec("a")}, h2.sup.Desired()); diff != "" {
+		t.Fatalf("desired set after restart (-want +got):\n%s", diff)
+	}
+	h2.run()
+	h2.waitFor("a adopted, lock stopped", func(m map[string]InstanceStatus) bool {
+		_, has := m["lock"]
+		return m["a"].State == StateRunning && !has && drv.running("lock") == 0
+	})
+	if starts, _ := drv.counts(); starts != 2 {
+		t.Errorf("starts = %d, want 2 (a and lock, once each): a leased instance was started from the persisted set", starts)
+	}
+	// Told again (the agent holds a lease): it runs.
+	if err := h2.sup.SetDesired([]InstanceSpec{spec("a"), lock}); err != nil {
+		t.Fatal(err)
+	}
+	h2.waitState("lock", StateRunning)
+	if n := drv.running("lock"); n != 1 {
+		t.Errorf("lock running %d times, want 1", n)
+	}
+}

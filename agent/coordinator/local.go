@@ -529,6 +529,7 @@ func (l *Local) apply(a applied) (waiting []string, err error) {
 		sp := Spec(as, in.Workload)
 		if in.Workload.Exclusive {
 			sp.StopGrace = l.cfg.LeaseMargin / 2 // gone before the lease ends
+			sp.Leased = true                     // not restarted by a restarted agent before a grant
 		}
 		specs = append(specs, sp)
 	}
