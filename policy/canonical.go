@@ -73,6 +73,29 @@ func Hash(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
+// RunHash is a hash of what an instance of the workload runs with: driver, command,
+// image, environment, resources, restart rule, health check and exclusivity. Two
+// versions of an intent with the same RunHash run identical instances, so a change of
+// replicas, regions, constraints, priority or disconnect rules, or a write of the
+// same spec again, does not restart anything.
+func (w *WorkloadSpec) RunHash() string {
+	run := struct {
+		Driver    string            `json:"driver"`
+		Command   []string          `json:"command,omitempty"`
+		Image     string            `json:"image,omitempty"`
+		Env       map[string]string `json:"env,omitempty"`
+		Resources Resources         `json:"resources"`
+		Restart   Restart           `json:"restart"`
+		Health    *Health           `json:"health,omitempty"`
+		Exclusive bool              `json:"exclusive,omitempty"`
+	}{w.Driver, w.Command, w.Image, w.Env, w.Resources, w.Restart, w.Health, w.Exclusive}
+	b, err := json.Marshal(run) // map keys sorted: deterministic
+	if err != nil {
+		panic(fmt.Sprintf("marshal workload spec: %v", err)) // plain data; cannot fail
+	}
+	return Hash(b)[:16] // 64 bits: it is stored with every placement
+}
+
 // DecodeCanonical parses a canonical encoding received from a peer. It fails unless the
 // bytes are exactly the canonical encoding of a valid intent.
 func DecodeCanonical(b []byte) (Intent, error) {

@@ -789,3 +789,48 @@ func TestYAMLRender(t *testing.T) {
 		t.Errorf("YAML round trip:\n%s\n%s", c, c2)
 	}
 }
+
+// RunHash changes with what an instance runs and with nothing else.
+func TestRunHash(t *testing.T) {
+	base := func() *WorkloadSpec {
+		n := 2
+		return &WorkloadSpec{Mode: ModeReplicated, Replicas: &n, Driver: "exec", Command: []string{"/bin/x", "-v"},
+			Env: map[string]string{"A": "1", "B": "2", "C": "3"}, Resources: Resources{CPU: "100m", Memory: "64Mi"}}
+	}
+	h := base().RunHash()
+	if len(h) != 16 {
+		t.Fatalf("RunHash %q: want 16 hex digits", h)
+	}
+	same := map[string]func(w *WorkloadSpec){
+		"replicas":    func(w *WorkloadSpec) { n := 5; w.Replicas = &n },
+		"regions":     func(w *WorkloadSpec) { w.Regions = []string{"r1"} },
+		"priority":    func(w *WorkloadSpec) { p := 9; w.Priority = &p },
+		"constraints": func(w *WorkloadSpec) { w.Constraints.Labels = map[string]string{"k": "v"} },
+		"disconnect":  func(w *WorkloadSpec) { w.Disconnect.ReplaceAfter = "1m" },
+		"env order":   func(w *WorkloadSpec) { w.Env = map[string]string{"C": "3", "A": "1", "B": "2"} },
+	}
+	for name, change := range same {
+		w := base()
+		change(w)
+		if got := w.RunHash(); got != h {
+			t.Errorf("%s changed the run hash (%s → %s); the instances run the same thing", name, h, got)
+		}
+	}
+	differs := map[string]func(w *WorkloadSpec){
+		"command":   func(w *WorkloadSpec) { w.Command[1] = "-q" },
+		"image":     func(w *WorkloadSpec) { w.Image = "x:1" },
+		"env":       func(w *WorkloadSpec) { w.Env["A"] = "9" },
+		"driver":    func(w *WorkloadSpec) { w.Driver = "docker" },
+		"resources": func(w *WorkloadSpec) { w.Resources.Memory = "128Mi" },
+		"restart":   func(w *WorkloadSpec) { w.Restart.Policy = "never" },
+		"health":    func(w *WorkloadSpec) { w.Health = &Health{HTTP: "/ok"} },
+		"exclusive": func(w *WorkloadSpec) { w.Exclusive = true },
+	}
+	for name, change := range differs {
+		w := base()
+		change(w)
+		if got := w.RunHash(); got == h {
+			t.Errorf("%s did not change the run hash %s", name, h)
+		}
+	}
+}

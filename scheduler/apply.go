@@ -33,7 +33,7 @@ func (r Result) Apply(placements []Placement) []Placement {
 			continue
 		}
 		out = append(out, Placement{
-			ID: a.Instance, Workload: a.Workload, Node: a.Node, Version: a.Version,
+			ID: a.Instance, Workload: a.Workload, Node: a.Node, Version: a.Version, SpecHash: a.SpecHash,
 			Generation: r.Generation, State: StatePending, StartedAt: r.Now,
 			Replaces: a.Replaces, Cause: a.Cause, Reason: a.Reason, Supersedes: a.Supersedes,
 		})

@@ -143,7 +143,7 @@ func (s *state) classify() {
 			s.pflag[i] |= flagHeld
 			continue
 		}
-		if !ws.attention && (ns.draining || p.Version.Less(w.Version) || (w.MaxFailures > 0 && p.Failures >= w.MaxFailures) ||
+		if !ws.attention && (ns.draining || outdated(p, w) || (w.MaxFailures > 0 && p.Failures >= w.MaxFailures) ||
 			((w.Driver != "" || len(w.Constraints) > 0) && !s.sigMatch(s.sigOf(ws), ni))) {
 			ws.attention = true
 		}
@@ -509,7 +509,7 @@ func (s *state) planReplicated(ws *wlState) {
 		case w.MaxFailures > 0 && p.Failures >= w.MaxFailures:
 			cause, reason, exclude = CauseFailing, "failed "+strconv.Itoa(p.Failures)+" times on "+p.Node+
 				" (threshold "+strconv.Itoa(w.MaxFailures)+")", ni
-		case p.Version.Less(w.Version):
+		case outdated(p, w):
 			cause, reason = CauseUpdate, "runs version "+p.Version.String()+", want "+w.Version.String()
 		default:
 			continue
@@ -651,4 +651,14 @@ func (s *state) planGlobal(ws *wlState) {
 		u.Reason = renderFiltered(u.Filtered)
 		s.res.Unplaced = append(s.res.Unplaced, u)
 	}
+}
+
+// outdated reports whether placement p runs an older spec than workload w wants: an
+// older version whose spec differs (or is not known by its hash on either side). An
+// older version with the same SpecHash runs exactly what w runs and stays.
+func outdated(p *Placement, w *Workload) bool {
+	if !p.Version.Less(w.Version) {
+		return false
+	}
+	return p.SpecHash == "" || w.SpecHash == "" || p.SpecHash != w.SpecHash
 }

@@ -231,7 +231,7 @@ func (s *state) commitPlace(ws *wlState, ni int32, cause Cause, reason, replaces
 	}
 	s.res.Actions = append(s.res.Actions, Action{
 		Kind: kind, Cause: cause, Workload: ws.w.Name, Instance: s.newID(ws), Node: ns.n.Name,
-		Version: ws.w.Version, Replaces: replaces, From: from, Reason: b.String(), Supersedes: s.supersedes,
+		Version: ws.w.Version, SpecHash: ws.w.SpecHash, Replaces: replaces, From: from, Reason: b.String(), Supersedes: s.supersedes,
 	})
 	s.supersedes = ""
 }

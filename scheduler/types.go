@@ -99,6 +99,11 @@ type Workload struct {
 	// fleet-wide order of updates to one name). Instances whose Placement.Version is
 	// lower are replaced (migrated) by instances of the new version.
 	Version policy.Version `json:"version,omitzero"`
+	// SpecHash identifies what an instance of this version runs (policy
+	// WorkloadSpec.RunHash). An instance of an older Version whose Placement.SpecHash
+	// equals it runs the same thing and is not migrated (a change of replicas, or the
+	// same spec written again); "" on either side compares by Version alone.
+	SpecHash string `json:"specHash,omitempty"`
 	// Regions the workload targets; empty means every region. When Input.Region is not
 	// among them, all its instances are stopped.
 	Regions []string `json:"regions,omitempty"`
@@ -206,6 +211,8 @@ type Placement struct {
 	Node string `json:"node"`
 	// Version is the Workload.Version the instance runs.
 	Version policy.Version `json:"version,omitzero"`
+	// SpecHash is the Workload.SpecHash the instance runs ("" in older tables).
+	SpecHash string `json:"specHash,omitempty"`
 	// Generation is the plan generation (Input.Generation, e.g. a Raft index) that
 	// created this placement. Lower is older; reconciliation uses it.
 	Generation uint64 `json:"generation,omitempty"`
@@ -330,6 +337,8 @@ type Action struct {
 	Node string `json:"node"`
 	// Version is the Workload.Version the new instance runs (place, migrate).
 	Version policy.Version `json:"version,omitzero"`
+	// SpecHash is the Workload.SpecHash the new instance runs (place, migrate).
+	SpecHash string `json:"specHash,omitempty"`
 	// Replaces is the instance a migration stops once the new one runs.
 	Replaces string `json:"replaces,omitempty"`
 	// From is the node of Replaces (migrate).

@@ -158,3 +158,49 @@ func TestSuspectNodeKeepsItsInstances(t *testing.T) {
 		t.Errorf("actions = %+v, want one placement on a", res.Actions)
 	}
 }
+
+// A newer version of a workload migrates an instance only when what the instance runs
+// changed: the same SpecHash (replicas changed, or the same spec written again) keeps
+// it; a different hash, or none known on either side, migrates it as an update.
+func TestUpdateMigratesOnlyAChangedSpec(t *testing.T) {
+	tests := []struct {
+		name         string
+		placed, want string
+		migrate      bool
+	}{
+		{name: "same spec", placed: "h1", want: "h1"},
+		{name: "spec changed", placed: "h1", want: "h2", migrate: true},
+		{name: "older table without hash", placed: "", want: "h1", migrate: true},
+		{name: "workload without hash", placed: "h1", want: "", migrate: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := exclusiveRegion()
+			in.Workloads[0].Exclusive = false
+			in.Workloads[0].Version.Wall, in.Workloads[0].SpecHash = 2, tt.want
+			in.Placements[0].Version.Wall, in.Placements[0].SpecHash = 1, tt.placed
+			r := plan(t, in)
+			if !tt.migrate {
+				if !r.Empty() {
+					t.Fatalf("same spec at a newer version: want an empty plan, got:\n%s", render(r))
+				}
+				// Scaling up at the new version places the new replica with it.
+				in.Workloads[0].Replicas = 2
+				r = plan(t, in)
+				if got := brief(r); len(got) != 1 || got[0] != "place db [missing]" {
+					t.Fatalf("scale up: want one place, got:\n%s", render(r))
+				}
+				if a := r.Actions[0]; a.Version != in.Workloads[0].Version || a.SpecHash != tt.want {
+					t.Errorf("new replica runs %s/%q, want %s/%q", a.Version, a.SpecHash, in.Workloads[0].Version, tt.want)
+				}
+				if ps := r.Apply(in.Placements); ps[len(ps)-1].SpecHash != tt.want {
+					t.Errorf("applied placement lost its spec hash: %+v", ps[len(ps)-1])
+				}
+				return
+			}
+			if got := brief(r); len(got) != 1 || got[0] != "migrate db-1-0 [update]" {
+				t.Fatalf("want one update migration, got:\n%s", render(r))
+			}
+		})
+	}
+}

@@ -622,7 +622,7 @@ func PlanCommand(base uint64, res scheduler.Result, handedOver []string) region.
 			p.Stops = append(p.Stops, a.Instance)
 			p.Why = append(p.Why, region.Note{Instance: a.Instance, Cause: string(a.Cause), Reason: clip(a.Reason)})
 		case scheduler.ActionMigrate, scheduler.ActionPlace:
-			p.Places = append(p.Places, region.Placement{ID: a.Instance, Workload: a.Workload, Node: a.Node, Version: a.Version,
+			p.Places = append(p.Places, region.Placement{ID: a.Instance, Workload: a.Workload, Node: a.Node, Version: a.Version, SpecHash: a.SpecHash,
 				StartedAt: res.Now, Replaces: a.Replaces, Cause: a.Cause, Reason: clip(a.Reason), Supersedes: a.Supersedes})
 		}
 	}

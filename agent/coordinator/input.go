@@ -187,7 +187,7 @@ func BuildInput(s Snapshot) (scheduler.Input, []Rejected) {
 			continue
 		}
 		sw := scheduler.Workload{
-			Name: li.Name(), Version: li.Version, Regions: w.Regions, Mode: scheduler.ModeReplicated,
+			Name: li.Name(), Version: li.Version, SpecHash: w.RunHash(), Regions: w.Regions, Mode: scheduler.ModeReplicated,
 			Replicas: w.ReplicaCount(), Driver: w.Driver,
 			Resources:   scheduler.Resources{MilliCPU: w.CPUMilli(), MemoryBytes: w.MemoryBytes()},
 			Constraints: w.Constraints.Labels,

@@ -41,7 +41,8 @@ func reject(status int, msg string, ps ...policy.Problem) *RequestError {
 // for the name, live or deleted (409 otherwise), and within MaxSignedSkew of this
 // node's clock (400 otherwise). The exact record held already (same version, content
 // and signature) is "unchanged", so a retry succeeds. Other intents get a version
-// minted here.
+// minted here, also when their content equals the stored copy (result "unchanged"):
+// the copy may be stale, and the write must win over any acknowledged before it.
 func (s *Service) Apply(body []byte) ([]Result, error) {
 	ins, err := policy.Parse(body)
 	if err != nil {
@@ -234,11 +235,18 @@ func (s *Service) storeLocked(preps []prepared, docs int) ([]Result, []policy.Re
 		res := Result{Name: name, Kind: p.in.Kind, Result: "created"}
 		if had && !old.rec.Deleted {
 			res.Result = "updated"
-			if p.signed && sameRecord(old.rec, p) || !p.signed && old.rec.Hash == p.hash && sameSigner(old.rec.Signature, p.in.Signature) {
-				res.Result = "unchanged"
+			if p.signed && sameRecord(old.rec, p) {
+				res.Result = "unchanged" // a retry of the signed record held
 				res.Version = old.rec.Version
 				results[i] = res
 				continue
+			}
+			if !p.signed && old.rec.Hash == p.hash && sameSigner(old.rec.Signature, p.in.Signature) {
+				// The same content, but stamped anew: this node's copy may be stale (it
+				// was cut off while another node stored a different spec), and a write
+				// acknowledged now must order after any acknowledged before it. The
+				// instances are not restarted: their spec (RunHash) is the same.
+				res.Result = "unchanged"
 			}
 		}
 		v := p.version

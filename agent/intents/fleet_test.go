@@ -40,10 +40,16 @@ func TestFleetDissemination(t *testing.T) {
 	if !first.Version.Less(second.Version) || second.Origin != "node-1" {
 		t.Errorf("second version %s (origin %s) does not beat %s", second.Version, second.Origin, first.Version)
 	}
-	// Same content again: unchanged, no new version.
+	// Same content again: unchanged, stamped with a newer version (node 5's copy
+	// could have been stale), which spreads like any other.
 	r = do(t, nodes[4].mux, "POST", "/v1/intents", workloadYAML("vision", "/bin/true"))
 	if !strings.Contains(r.body, `"result": "unchanged"`) {
 		t.Errorf("re-apply: %s", r.body)
+	}
+	third := converged(t, nodes, "vision", 10*time.Second)
+	if !second.Version.Less(third.Version) || third.Hash != second.Hash || third.Origin != "node-5" {
+		t.Errorf("re-apply stored %s (origin %s, hash %s); want a version above %s with the same hash %s",
+			third.Version, third.Origin, third.Hash, second.Version, second.Hash)
 	}
 
 	// Concurrent updates on nodes 2 and 4 converge to one winner: the higher version.
