@@ -72,6 +72,7 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("GET /v1/status", a.handleStatus)
 	mux.HandleFunc("GET /v1/members", a.handleMembers)
 	mux.HandleFunc("GET /v1/regions", a.handleRegions)
+	mux.HandleFunc("GET /v1/regions/{name}/log", a.handleRegionLog)
 	mux.HandleFunc("GET /v1/workloads", a.handleWorkloads)
 	mux.HandleFunc("GET /v1/audit", a.handleAudit)
 	mux.Handle("GET /v1/events", a.eventsAPI) // eventsrc.go feeds it

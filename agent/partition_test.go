@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"net/http"
 	"slices"
 	"strconv"
 	"testing"
@@ -265,6 +266,7 @@ func TestPartitionMinority(t *testing.T) {
 		_, _, ok := f.agreedCoordinator(f.nodes, 0)
 		return ok
 	})
+	checkLogsAgree(t, f)
 	if t.Failed() {
 		f.dumpLogs(40)
 	}
@@ -321,4 +323,45 @@ func (m healMilestones) String() string {
 	r := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 	return fmt.Sprintf("after the heal: coordinator sees the node alive at %v, the node sees the coordinator alive at %v, its surplus process gone at %v",
 		r(m.seenByCoord), r(m.seesCoord), r(m.surplusGone))
+}
+
+// checkLogsAgree reads every node's /v1/regions/{region}/log: the nodes running the
+// region's group list committed entries, and no index is listed with two different
+// entries. A region no node runs a group for answers 404.
+func checkLogsAgree(t *testing.T, f *inprocFleet) {
+	t.Helper()
+	type entry struct {
+		Index  uint64 `json:"index"`
+		Term   uint64 `json:"term"`
+		Digest string `json:"digest"`
+	}
+	seen := map[uint64]entry{}
+	by := map[uint64]string{}
+	for _, nd := range f.nodes {
+		var res struct {
+			Cluster string  `json:"cluster"`
+			Entries []entry `json:"entries"`
+		}
+		if err := getJSON(nd.http, "/v1/regions/"+f.region+"/log", &res); err != nil {
+			t.Errorf("%s: region log: %v", nd.name, err)
+			continue
+		}
+		if res.Cluster == "" || len(res.Entries) == 0 {
+			t.Errorf("%s lists no applied entries for %s (cluster %q)", nd.name, f.region, res.Cluster)
+		}
+		for _, e := range res.Entries {
+			if prev, ok := seen[e.Index]; ok && prev != e {
+				t.Errorf("index %d: %s applied %+v, %s applied %+v", e.Index, by[e.Index], prev, nd.name, e)
+			}
+			seen[e.Index], by[e.Index] = e, nd.name
+		}
+	}
+	resp, err := http.Get("http://" + f.nodes[0].http + "/v1/regions/nowhere/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("log of a region this node runs no group for: %d, want 404", resp.StatusCode)
+	}
 }

@@ -155,3 +155,24 @@ func (a *Agent) coordinatorOf(r string) string {
 func (a *Agent) handleRegions(w http.ResponseWriter, r *http.Request) {
 	api.WriteJSON(w, http.StatusOK, map[string]any{"regions": a.regionSummaries()})
 }
+
+// handleRegionLog lists the last committed commands this node applied for a region
+// whose Raft group it runs (its own, or one it is a witness for): index, term and a
+// digest of each. Any two nodes listing an index must list the same entry; a fault
+// campaign compares them across voters.
+func (a *Agent) handleRegionLog(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	n := a.region
+	if name != a.cfg.Region {
+		n = a.witnesses.groupOf(name)
+	}
+	if n == nil {
+		api.WriteError(w, http.StatusNotFound, fmt.Sprintf("node %s runs no Raft group for region %q: ask a node of that region (murmur get regions lists them)", a.cfg.Name, name))
+		return
+	}
+	out := map[string]any{"region": name, "node": a.cfg.Name, "cluster": n.ClusterID(), "entries": n.Recent()}
+	if v, ok := n.LocalView(); ok {
+		out["term"], out["lastIndex"] = v.Term, v.LastIndex
+	}
+	api.WriteJSON(w, http.StatusOK, out)
+}

@@ -1,6 +1,8 @@
 package region
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -205,6 +207,22 @@ type FSM struct {
 	// replayUpTo: entries at or below this index were in the log when the node
 	// started; applying them again is a replay, not a new decision.
 	replayUpTo uint64
+
+	// recent holds the last RecentEntries committed commands this FSM applied, oldest
+	// first (guarded by mu): what a checker compares across voters (Recent).
+	recent []Entry
+}
+
+// RecentEntries is how many applied commands an FSM remembers for Recent.
+const RecentEntries = 512
+
+// Entry is one committed command as this node applied it: its index, term and a
+// digest of its bytes. Two nodes of a region that list the same index must list the
+// same term and digest; otherwise their logs diverged.
+type Entry struct {
+	Index  uint64 `json:"index"`
+	Term   uint64 `json:"term"`
+	Digest string `json:"digest"` // hex of the first 8 bytes of sha256(data)
 }
 
 // Applied is what one committed plan changed, for observers (the event stream).
@@ -287,8 +305,13 @@ func NewFSM() *FSM { return &FSM{st: NewState(), h: newCodec()} }
 // the ApplyFuture's response.
 func (f *FSM) Apply(l *raft.Log) any {
 	cmd, err := decodeCommand(f.h, l.Data)
+	sum := sha256.Sum256(l.Data)
 	var obs []Applied
 	f.mu.Lock()
+	if len(f.recent) == RecentEntries {
+		f.recent = append(f.recent[:0], f.recent[1:]...)
+	}
+	f.recent = append(f.recent, Entry{Index: l.Index, Term: l.Term, Digest: hex.EncodeToString(sum[:8])})
 	if err == nil {
 		if plans := plansOf(cmd); len(plans) > 0 && f.observe != nil {
 			obs = observed(&f.st, l, plans, f.replayUpTo)
@@ -307,6 +330,14 @@ func (f *FSM) Apply(l *raft.Log) any {
 		}
 	}
 	return err
+}
+
+// Recent returns the last committed commands this FSM applied (at most
+// RecentEntries), oldest first. A snapshot restore starts the list afresh.
+func (f *FSM) Recent() []Entry {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return slices.Clone(f.recent)
 }
 
 // State returns a deep copy of the current state.
@@ -335,6 +366,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	f.st = st
+	f.recent = nil
 	f.mu.Unlock()
 	return nil
 }

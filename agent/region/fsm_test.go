@@ -436,3 +436,37 @@ func TestOffloadMigrationRecordsTheSourcesCooldown(t *testing.T) {
 		t.Errorf("LastOffload after a snapshot round trip = %v (%v)", back.LastOffload, err)
 	}
 }
+
+// Recent lists the applied commands, oldest first, bounded; a restore starts afresh.
+// Two FSMs that applied the same log list the same entries; a different command at an
+// index shows as a different digest.
+func TestFSMRecentEntries(t *testing.T) {
+	a, b := NewFSM(), NewFSM()
+	n := RecentEntries + 10
+	for i := 1; i <= n; i++ {
+		fsmApply(t, a, uint64(i), Place(fmt.Sprintf("p%d", i), "w", "n"))
+		c := Place(fmt.Sprintf("p%d", i), "w", "n")
+		if i == n {
+			c = Place("other", "w", "n")
+		}
+		fsmApply(t, b, uint64(i), c)
+	}
+	ra, rb := a.Recent(), b.Recent()
+	if len(ra) != RecentEntries || ra[0].Index != uint64(n-RecentEntries+1) || ra[len(ra)-1].Index != uint64(n) {
+		t.Fatalf("Recent holds %d entries from %d to %d; want the last %d up to %d", len(ra), ra[0].Index, ra[len(ra)-1].Index, RecentEntries, n)
+	}
+	for i := range ra[:len(ra)-1] {
+		if ra[i] != rb[i] {
+			t.Fatalf("same command at %d, different entries %+v and %+v", ra[i].Index, ra[i], rb[i])
+		}
+	}
+	if x, y := ra[len(ra)-1], rb[len(rb)-1]; x.Digest == y.Digest || len(x.Digest) != 16 {
+		t.Errorf("different commands at %d have digests %q and %q", x.Index, x.Digest, y.Digest)
+	}
+	if err := b.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, a)))); err != nil {
+		t.Fatal(err)
+	}
+	if r := b.Recent(); len(r) != 0 {
+		t.Errorf("after a restore Recent lists %d entries; want none (they came from the old log)", len(r))
+	}
+}

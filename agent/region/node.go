@@ -425,6 +425,14 @@ func (n *Node) LocalView() (v LocalView, ok bool) {
 // State returns a deep copy of the region state as applied on this node.
 func (n *Node) State() State { return n.fsm.State() }
 
+// Recent lists the last committed commands this node applied (FSM.Recent).
+func (n *Node) Recent() []Entry { return n.fsm.Recent() }
+
+// ClusterID is the id of the region's Raft cluster as applied here ("" before the
+// first leader set it): a region bootstrapped anew has another, and its log indices
+// start again.
+func (n *Node) ClusterID() string { return n.fsm.ClusterID() }
+
 func (n *Node) raftPtr() *raft.Raft {
 	n.mu.Lock()
 	defer n.mu.Unlock()
