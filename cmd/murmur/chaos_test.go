@@ -92,7 +92,8 @@ const (
 
 type chaos struct {
 	t        *testing.T
-	rng      *rand.Rand
+	rng      *rand.Rand // the fault schedule
+	brng     *rand.Rand // the current fault's burst of writes
 	seed     uint64
 	lab      *netLab
 	pk       *pki
@@ -105,8 +106,8 @@ type chaos struct {
 	down       map[string]bool   // nodes without a running agent (the sampler skips them)
 
 	logs     map[string]map[uint64]seenEntry // "region/cluster" → index → the entry first seen there
-	acked    map[string]ackedIntent // burst intents: name → the last acknowledged write
-	counts   map[string]int         // faults by kind
+	acked    map[string]ackedIntent          // burst intents: name → the last acknowledged write
+	counts   map[string]int                  // faults by kind
 	heals    []time.Duration
 	falseDed int
 	wiped    int
@@ -266,18 +267,31 @@ var chaosKinds = []string{"kill", "coordinator", "freeze", "freeze-long", "cut",
 // fault injects one random fault, writes intents meanwhile, heals, and checks.
 func (c *chaos) fault(i int) {
 	t := c.t
-	kind := chaosKinds[c.rng.IntN(len(chaosKinds))]
-	c.counts[kind]++
+	// Every draw of the schedule is made here, whatever the fault, so the seed alone
+	// fixes the kinds, victims and holds; the writes of the burst draw from their own
+	// stream (how many fit in a hold depends on the machine).
 	nodes := c.lab.nodes
+	kind := chaosKinds[c.rng.IntN(len(chaosKinds))]
 	victim := nodes[c.rng.IntN(len(nodes))]
 	hold := time.Duration(500+c.rng.IntN(2500)) * time.Millisecond
+	coordRegion := []string{"hub", "site"}[c.rng.IntN(2)]
+	other := nodes[c.rng.IntN(5)]
+	c.brng = rand.New(rand.NewPCG(c.seed, uint64(i)+1000))
+	c.counts[kind]++
 	t.Logf("fault %d: %s %s (%v)", i, kind, victim.name, hold)
 	var frozenAt time.Time
+	if kind == "wipe" && !c.wipeSafe(victim.name) {
+		// A wiped node comes back as a new identity: for Raft its old self is lost for
+		// good. Losing a majority of a region's voters for good is beyond what any Raft
+		// system survives on its own (murmur operator recover is the way out), so the
+		// campaign wipes only a node whose regions keep a majority of intact voters.
+		t.Logf("fault %d: wipe %s would leave a region without a majority of intact voters; a host death instead", i, victim.name)
+		kind = "kill"
+	}
 	switch kind {
 	case "kill", "coordinator", "wipe":
 		if kind == "coordinator" {
-			r := []string{"hub", "site"}[c.rng.IntN(2)]
-			if coord := regions(c.anyLive().http)[r].Coordinator; coord != "" {
+			if coord := regions(c.anyLive().http)[coordRegion].Coordinator; coord != "" {
 				victim = c.lab.node(coord)
 			}
 		}
@@ -311,7 +325,6 @@ func (c *chaos) fault(i int) {
 		cut := []string{victim.name}
 		if kind == "minority" {
 			if c.regionOf[victim.name] == "hub" {
-				other := nodes[c.rng.IntN(5)]
 				if other != victim {
 					cut = append(cut, other.name)
 				}
@@ -382,6 +395,47 @@ func (c *chaos) checkLogs(when string) {
 	}
 }
 
+// wipeSafe waits (bounded) until every region whose voters include name keeps a
+// majority of intact voters without it: voters that are the current identity of a
+// running lab node. After a wipe, autopilot replaces the lost identity once its dead
+// grace (30 s) has passed.
+func (c *chaos) wipeSafe(name string) bool {
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		safe := true
+		for r, v := range regions(c.anyLive().http) {
+			if !slices.Contains(v.Voters, name) {
+				continue
+			}
+			intact := 0
+			for _, voter := range v.Voters {
+				if voter != name && c.isLabNode(voter) {
+					intact++
+				}
+			}
+			if intact < len(v.Voters)/2+1 {
+				c.t.Logf("region %s: voters %v, %d intact without %s", r, v.Voters, intact, name)
+				safe = false
+			}
+		}
+		if safe || time.Now().After(deadline) {
+			return safe
+		}
+		time.Sleep(time.Second) // autopilot's pace, bounded by the deadline
+	}
+}
+
+func (c *chaos) isLabNode(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, nd := range c.lab.nodes {
+		if nd.name == name && !c.down[nd.name] && nd.proc != nil {
+			return true
+		}
+	}
+	return false
+}
+
 func (c *chaos) setDown(name string, v bool) {
 	c.mu.Lock()
 	c.down[name] = v
@@ -415,8 +469,8 @@ func (c *chaos) burst(d time.Duration) {
 	end := time.Now().Add(d)
 	for time.Now().Before(end) {
 		nd := c.anyLiveRandom()
-		name := fmt.Sprintf("burst-%d", c.rng.IntN(6))
-		if c.rng.IntN(4) == 0 {
+		name := fmt.Sprintf("burst-%d", c.brng.IntN(6))
+		if c.brng.IntN(4) == 0 {
 			req, _ := http.NewRequest(http.MethodDelete, "http://"+nd.http+"/v1/intents/"+name, nil)
 			resp, err := (&http.Client{Timeout: 2 * time.Second}).Do(req)
 			if err == nil {
@@ -429,14 +483,14 @@ func (c *chaos) burst(d time.Duration) {
 				c.markUnacked(name)
 			}
 		} else {
-			body := fmt.Sprintf("apiVersion: murmur/v1\nkind: Workload\nmetadata: {name: %s}\nspec:\n  replicas: %d\n  regions: [nowhere]\n  driver: exec\n  command: [\"/bin/true\"]\n", name, 1+c.rng.IntN(3))
+			body := fmt.Sprintf("apiVersion: murmur/v1\nkind: Workload\nmetadata: {name: %s}\nspec:\n  replicas: %d\n  regions: [nowhere]\n  driver: exec\n  command: [\"/bin/true\"]\n", name, 1+c.brng.IntN(3))
 			if v, ok := tryPost(nd.http, body); ok {
 				c.acked[name] = ackedIntent{version: v}
 			} else {
 				c.markUnacked(name)
 			}
 		}
-		time.Sleep(time.Duration(50+c.rng.IntN(200)) * time.Millisecond) // pace of the writes, bounded by d
+		time.Sleep(time.Duration(50+c.brng.IntN(200)) * time.Millisecond) // pace of the writes, bounded by d
 	}
 }
 
@@ -478,7 +532,7 @@ func (c *chaos) anyLiveRandom() *nsNode {
 		}
 	}
 	c.mu.Unlock()
-	return live[c.rng.IntN(len(live))]
+	return live[c.brng.IntN(len(live))]
 }
 
 // tryPost posts one intent; it returns the stored version when acknowledged.
