@@ -105,12 +105,17 @@ type chaos struct {
 	termCoord  map[string]string // "region/term" → coordinator
 	down       map[string]bool   // nodes without a running agent (the sampler skips them)
 
-	logs     map[string]map[uint64]seenEntry // "region/cluster" → index → the entry first seen there
-	acked    map[string]ackedIntent          // burst intents: name → the last acknowledged write
-	counts   map[string]int                  // faults by kind
-	heals    []time.Duration
-	falseDed int
-	wiped    int
+	logs        map[string]map[uint64]seenEntry // "region/cluster" → index → the entry first seen there
+	acked       map[string]ackedIntent          // burst intents: name → the last acknowledged write
+	ackedWrites int                             // writes (creates, updates, deletes) acknowledged
+	counts      map[string]int                  // faults by kind
+	heals       []time.Duration
+	// failovers: host death → the at-least-once instances it ran run elsewhere
+	// (measured within the fault's hold; guarded by mu).
+	failovers []time.Duration
+	failMiss  int
+	falseDed  int
+	wiped     int
 }
 
 type seenEntry struct {
@@ -296,8 +301,10 @@ func (c *chaos) fault(i int) {
 			}
 		}
 		c.setDown(victim.name, true)
+		moved := c.watchFailover(victim)
 		killHost(t, victim.proc)
 		c.burst(hold)
+		moved()
 		if kind == "wipe" {
 			if err := os.RemoveAll(victim.dataDir); err != nil {
 				t.Fatal(err)
@@ -436,6 +443,67 @@ func (c *chaos) isLabNode(name string) bool {
 	return false
 }
 
+// watchFailover, called just before victim's host dies, starts timing how long the
+// at-least-once instances it runs (web, cam) take to run again on other nodes (the
+// process tables, every 20 ms). The returned func, called before the victim comes
+// back, waits for that (10 s after the death at most, so a short hold does not bias
+// the figure toward fast failovers) and ends the watch; a failover slower than that
+// is counted as a miss.
+func (c *chaos) watchFailover(victim *nsNode) func() {
+	lost := 0
+	var intents []string
+	for _, in := range []string{"web", "cam"} {
+		if n := processesOn([]*nsNode{victim}, in)[victim.name]; n > 0 {
+			lost += n
+			intents = append(intents, in)
+		}
+	}
+	if lost == 0 {
+		return func() {}
+	}
+	others := make([]*nsNode, 0, len(c.lab.nodes))
+	for _, nd := range c.lab.nodes {
+		if nd != victim {
+			others = append(others, nd)
+		}
+	}
+	start := time.Now()
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			back := true
+			for _, in := range intents {
+				back = back && total(processesOn(others, in)) >= chaosDesired[in]
+			}
+			if back {
+				c.mu.Lock()
+				c.failovers = append(c.failovers, time.Since(start))
+				c.mu.Unlock()
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() {
+		select {
+		case <-done:
+		case <-time.After(time.Until(start.Add(10 * time.Second))):
+			close(stop)
+			<-done
+			c.mu.Lock()
+			c.failMiss++
+			c.mu.Unlock()
+		}
+	}
+}
+
 func (c *chaos) setDown(name string, v bool) {
 	c.mu.Lock()
 	c.down[name] = v
@@ -479,6 +547,7 @@ func (c *chaos) burst(d time.Duration) {
 			switch {
 			case err == nil && resp.StatusCode/100 == 2:
 				c.acked[name] = ackedIntent{deleted: true}
+				c.ackedWrites++
 			case err != nil || resp.StatusCode >= 500:
 				c.markUnacked(name)
 			}
@@ -486,6 +555,7 @@ func (c *chaos) burst(d time.Duration) {
 			body := fmt.Sprintf("apiVersion: murmur/v1\nkind: Workload\nmetadata: {name: %s}\nspec:\n  replicas: %d\n  regions: [nowhere]\n  driver: exec\n  command: [\"/bin/true\"]\n", name, 1+c.brng.IntN(3))
 			if v, ok := tryPost(nd.http, body); ok {
 				c.acked[name] = ackedIntent{version: v}
+				c.ackedWrites++
 			} else {
 				c.markUnacked(name)
 			}
@@ -726,6 +796,14 @@ func (c *chaos) finish(faults int) {
 	for _, k := range kinds {
 		fmt.Fprintf(&table, "%-12s %d\n", k, c.counts[k])
 	}
+	c.mu.Lock()
+	fo := slices.Clone(c.failovers)
+	c.mu.Unlock()
+	slices.Sort(fo)
+	if len(fo) > 0 {
+		fmt.Fprintf(&table, "host death → instances running elsewhere: %d deaths, p50 %d ms, p99 %d ms, max %d ms; %d not within 10 s\n",
+			len(fo), fo[len(fo)/2].Milliseconds(), fo[min(len(fo)-1, len(fo)*99/100)].Milliseconds(), fo[len(fo)-1].Milliseconds(), c.failMiss)
+	}
 	entries := 0
 	for _, seen := range c.logs {
 		entries += len(seen)
@@ -736,7 +814,7 @@ func (c *chaos) finish(faults int) {
 	violations := len(c.violations)
 	c.mu.Unlock()
 	line := fmt.Sprintf("chaos: seed=%d faults=%d acked=%d lost=%d violations=%d false_dead=%d heal_p50_ms=%d heal_p99_ms=%d",
-		c.seed, faults, len(c.acked), lost, violations, c.falseDed, p(0.5), p(0.99))
+		c.seed, faults, c.ackedWrites, lost, violations, c.falseDed, p(0.5), p(0.99))
 	t.Logf("\n%s%s", table.String(), line)
 	fmt.Println(line)
 }
