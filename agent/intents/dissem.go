@@ -62,22 +62,49 @@ func (s *Service) enqueue(ev inEvent) {
 	}
 }
 
+// send queues payload for to over a reliable message.
 func (s *Service) send(to string, payload []byte) {
-	if s.cfg.Gossip == nil || to == s.node {
+	s.queueOut(outEvent{to: to, payload: payload})
+}
+
+// reply queues payload for to as the answer to a message to just sent (its push/pull
+// digest, or its fetch). That message proves to is up, so the answer must reach it
+// also while this node's memberlist still holds it dead (see deliver).
+func (s *Service) reply(to string, payload []byte) {
+	s.queueOut(outEvent{to: to, payload: payload, reply: true})
+}
+
+func (s *Service) queueOut(o outEvent) {
+	if s.cfg.Gossip == nil || o.to == s.node {
 		return
 	}
-	n := int64(len(payload))
+	n := int64(len(o.payload))
 	if s.outBytes.Add(n) > maxOutboxBytes {
 		s.outBytes.Add(-n)
 		s.m.dropped.Inc()
 		return
 	}
 	select {
-	case s.outbox <- outEvent{to: to, payload: payload}:
+	case s.outbox <- o:
 	default:
 		s.outBytes.Add(-n)
 		s.m.dropped.Inc()
 	}
+}
+
+// deliver sends one queued message (called by the sender goroutines). A reply goes
+// by ReplyReliable, which reaches a member this node's memberlist still holds dead.
+// Right after a restart, a wipe or a healed partition one side may still hold the
+// other dead (until the refutations spread), and that is exactly when the push/pull
+// digests that repair the node arrive: SendReliable would refuse the fetch, or its
+// answer ("no such live member"), and as the fetch stays pending, the same versions
+// offered by every other peer of the same join would be ignored until a later
+// push/pull round, 10 s or more later.
+func (s *Service) deliver(o outEvent) error {
+	if o.reply {
+		return s.cfg.Gossip.ReplyReliable(o.to, gossipKind, o.payload)
+	}
+	return s.cfg.Gossip.SendReliable(o.to, gossipKind, o.payload)
 }
 
 func (s *Service) receiveLoop(ctx context.Context) {
@@ -114,7 +141,9 @@ func (s *Service) handle(ev inEvent) {
 	case *announce:
 		s.m.received.WithLabelValues("announce").Inc()
 		if s.wants(m.Name, m.Version) {
-			s.requestFetch(ev.from, []string{m.Name}, []policy.Version{m.Version})
+			// Not a reply: a broadcast announcement may have been relayed long after
+			// its origin went away.
+			s.requestFetch(ev.from, []string{m.Name}, []policy.Version{m.Version}, false)
 		} else if e, ok := s.snap.Load().byName[m.Name]; ok && policy.Compare(e.rec.Version, m.Version) >= 0 {
 			// Already stored: tell the announcer, whose WaitFleet may be counting.
 			if b, err := encodeMsg(msgAck, acks{Acks: []ack{{Name: m.Name, Version: e.rec.Version}}}); err == nil {
@@ -158,7 +187,9 @@ func (s *Service) wants(name string, v policy.Version) bool {
 	return true
 }
 
-func (s *Service) requestFetch(from string, names []string, versions []policy.Version) {
+// requestFetch asks from for names and marks them pending; reply sends the request as
+// the answer to a message from just sent (its digest).
+func (s *Service) requestFetch(from string, names []string, versions []policy.Version, reply bool) {
 	now := s.cfg.Clock()
 	s.pendMu.Lock()
 	for i, n := range names {
@@ -174,11 +205,16 @@ func (s *Service) requestFetch(from string, names []string, versions []policy.Ve
 			return
 		}
 		s.m.fetches.Inc()
-		s.send(from, b)
+		if reply {
+			s.reply(from, b)
+		} else {
+			s.send(from, b)
+		}
 	}
 }
 
-// answerFetch sends the requested records, batched under maxBatchBytes per message.
+// answerFetch sends the requested records, batched under maxBatchBytes per message, as
+// the reply to the fetch: the asker is up, whatever this node's view says.
 func (s *Service) answerFetch(to string, names []string) {
 	snap := s.snap.Load()
 	var batch []policy.Record
@@ -191,7 +227,7 @@ func (s *Service) answerFetch(to string, names []string) {
 		if err != nil {
 			s.log.Error("encode records", "err", err)
 		} else {
-			s.send(to, b)
+			s.reply(to, b)
 		}
 		batch, size = nil, 0
 	}
@@ -223,7 +259,9 @@ func (s *Service) onDigest(from string, d digest) {
 	}
 	if len(names) > 0 {
 		s.log.Debug("anti-entropy: fetching newer intents", "from", from, "count", len(names))
-		s.requestFetch(from, names, versions)
+		// A reply: the peer just sent its digest, so it is up even if this node's
+		// view still holds it dead (a healed partition, a restart).
+		s.requestFetch(from, names, versions, true)
 	}
 }
 
@@ -256,7 +294,7 @@ func (s *Service) storeRemote(r *policy.Record) {
 	}
 	if _, ok := s.entries[r.Name]; !ok && len(s.entries) >= s.cfg.MaxIntents {
 		s.mu.Unlock()
-		s.rejectRemote(r, errors.New("the intent store is full"))
+		s.rejectRemote(r, errStoreFull)
 		return
 	}
 	rec := *r
@@ -280,6 +318,10 @@ func (s *Service) storeRemote(r *policy.Record) {
 // rejectRemote counts a rejected record and logs it once per name@version. The version
 // is not fetched again, unless it was only too far ahead of this node's clock:
 // anti-entropy fetches it again, and it is stored once the clock is close enough.
+// errStoreFull: a peer's record for a new name does not fit under MaxIntents. Not
+// final: once intents are deleted and their tombstones expire it is fetched again.
+var errStoreFull = errors.New("the intent store is full")
+
 func (s *Service) rejectRemote(r *policy.Record, err error) {
 	reason := "invalid"
 	switch {
@@ -287,6 +329,8 @@ func (s *Service) rejectRemote(r *policy.Record, err error) {
 		reason = "signature"
 	case errors.Is(err, policy.ErrFuture):
 		reason = "future"
+	case errors.Is(err, errStoreFull):
+		reason = "full"
 	}
 	s.m.rejectedRemote.WithLabelValues(reason).Inc()
 	key := r.Name + "@" + r.Version.String()
@@ -296,7 +340,9 @@ func (s *Service) rejectRemote(r *policy.Record, err error) {
 		if len(s.logged) >= 4096 {
 			s.logged = map[string]bool{}
 		}
-		s.logged[key] = reason != "future"
+		// Refused for good only when the record itself is bad; a future version or a
+		// full store may accept it later, so it is fetched again then.
+		s.logged[key] = reason == "invalid" || reason == "signature"
 	}
 	s.pendMu.Unlock()
 	if !seen {

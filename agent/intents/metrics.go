@@ -28,7 +28,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "murmur_intents_api_rejected_total",
 			Help: "API requests rejected, by reason (invalid, signature, admission, conflict, stale, version, full)."}, []string{"reason"}),
 		rejectedRemote: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "murmur_intents_gossip_rejected_total",
-			Help: "Intent versions received from peers and rejected, by reason (signature, invalid, future)."}, []string{"reason"}),
+			Help: "Intent versions received from peers and rejected, by reason (signature, invalid, future, full)."}, []string{"reason"}),
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "murmur_intents_messages_received_total",
 			Help: "Intent dissemination messages received, by type."}, []string{"type"}),
 		stores: prometheus.NewCounter(prometheus.CounterOpts{Name: "murmur_intents_replicated_total",

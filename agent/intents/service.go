@@ -19,9 +19,13 @@ import (
 )
 
 // Gossip is what the service needs of the gossip layer. *gossip.Gossip satisfies it.
+// Fetches driven by a peer's digest and the answers to fetches go by ReplyReliable,
+// so they reach a peer this node still holds dead (the message it answers proves the
+// peer up).
 type Gossip interface {
 	Broadcast(kind gossip.MessageKind, key string, payload []byte) error
 	SendReliable(node string, kind gossip.MessageKind, payload []byte) error
+	ReplyReliable(node string, kind gossip.MessageKind, payload []byte) error
 	Members() []gossip.Member
 	LocalName() string
 }
@@ -147,6 +151,7 @@ type inEvent struct {
 type outEvent struct {
 	to      string
 	payload []byte
+	reply   bool // the answer to a message to just sent: see Service.deliver
 }
 
 // New loads trusted keys and the stored intents. It starts nothing.
@@ -283,7 +288,7 @@ func (s *Service) sendLoop(ctx context.Context) {
 			if s.cfg.Gossip == nil {
 				continue
 			}
-			if err := s.cfg.Gossip.SendReliable(o.to, gossip.KindIntents, o.payload); err != nil {
+			if err := s.deliver(o); err != nil {
 				s.m.sendErrors.Inc()
 				s.log.Debug("send to peer failed; anti-entropy will repair", "to", o.to, "err", err)
 			}

@@ -11,10 +11,11 @@ import (
 // viewOnly is a Gossip whose fleet view the test sets; it sends nothing.
 type viewOnly struct{ members []gossip.Member }
 
-func (v *viewOnly) Broadcast(gossip.MessageKind, string, []byte) error    { return nil }
-func (v *viewOnly) SendReliable(string, gossip.MessageKind, []byte) error { return nil }
-func (v *viewOnly) Members() []gossip.Member                              { return v.members }
-func (v *viewOnly) LocalName() string                                     { return "me" }
+func (v *viewOnly) Broadcast(gossip.MessageKind, string, []byte) error     { return nil }
+func (v *viewOnly) SendReliable(string, gossip.MessageKind, []byte) error  { return nil }
+func (v *viewOnly) ReplyReliable(string, gossip.MessageKind, []byte) error { return nil }
+func (v *viewOnly) Members() []gossip.Member                               { return v.members }
+func (v *viewOnly) LocalName() string                                      { return "me" }
 
 // A suspect member is not dead: ?wait=fleet must keep waiting for it, and name it when
 // the wait times out. Only dead and left members are left out.
