@@ -108,6 +108,7 @@ type chaos struct {
 	logs        map[string]map[uint64]seenEntry // "region/cluster" → index → the entry first seen there
 	acked       map[string]ackedIntent          // burst intents: name → the last acknowledged write
 	ackedWrites int                             // writes (creates, updates, deletes) acknowledged
+	inDoubt     map[string]bool                 // names with a write that got no answer (see markUnacked)
 	counts      map[string]int                  // faults by kind
 	heals       []time.Duration
 	// failovers: host death → the at-least-once instances it ran run elsewhere
@@ -134,7 +135,7 @@ type ackedIntent struct {
 
 func newChaos(t *testing.T, seed uint64) *chaos {
 	c := &chaos{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, 13)), regionOf: map[string]string{},
-		termCoord: map[string]string{}, down: map[string]bool{}, logs: map[string]map[uint64]seenEntry{}, acked: map[string]ackedIntent{}, counts: map[string]int{}}
+		termCoord: map[string]string{}, down: map[string]bool{}, logs: map[string]map[uint64]seenEntry{}, acked: map[string]ackedIntent{}, inDoubt: map[string]bool{}, counts: map[string]int{}}
 	c.lab = newNetLab(t, 7, "c", "hub")
 	c.pk = newPKI(t)
 	for i, nd := range c.lab.nodes {
@@ -564,11 +565,19 @@ func (c *chaos) burst(d time.Duration) {
 	}
 }
 
+// markUnacked notes a write of name that got no answer. It may have been stored, or
+// may still be (a frozen node's handler resumes after the thaw and mints a version
+// then), at any time from now on, so the doubt stays: from here on a node may hold a
+// newer version than the last acknowledged one, or (a delete in doubt) none.
 func (c *chaos) markUnacked(name string) {
-	if a, ok := c.acked[name]; ok {
-		a.unacked = true
-		c.acked[name] = a
-	}
+	c.inDoubt[name] = true
+}
+
+// ackedOf is the last acknowledged write of name, with the doubt of unanswered ones.
+func (c *chaos) ackedOf(name string) ackedIntent {
+	a := c.acked[name]
+	a.unacked = a.unacked || c.inDoubt[name]
+	return a
 }
 
 // holds reports whether a node's copy of an intent (version v, present or not) keeps
@@ -652,9 +661,9 @@ func (c *chaos) intentGap() string {
 		for _, in := range res.Intents {
 			have[in.Name] = in.Version
 		}
-		for name, a := range c.acked {
-			if v, ok := have[name]; !holds(a, v, ok) {
-				return fmt.Sprintf("%s has %s at %q (present %v), acknowledged %+v", nd.name, name, v, ok, a)
+		for name := range c.acked {
+			if v, ok := have[name]; !holds(c.ackedOf(name), v, ok) {
+				return fmt.Sprintf("%s has %s at %q (present %v), acknowledged %+v", nd.name, name, v, ok, c.ackedOf(name))
 			}
 		}
 	}
@@ -739,8 +748,8 @@ func (c *chaos) lostIntents() int {
 		for _, in := range res.Intents {
 			have[in.Name] = in.Version
 		}
-		for name, a := range c.acked {
-			if v, ok := have[name]; !holds(a, v, ok) {
+		for name := range c.acked {
+			if v, ok := have[name]; !holds(c.ackedOf(name), v, ok) {
 				lost[name] = true
 			}
 		}
