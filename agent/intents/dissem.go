@@ -19,14 +19,11 @@ func (s *Service) HandleMessage(from string, payload []byte) {
 	s.enqueue(inEvent{from: from, payload: payload})
 }
 
-// LocalState implements gossip.StateExchange: the digest of every stored name and
-// version, tombstones included.
+// LocalState implements gossip.StateExchange: the digest of the store (names and
+// versions, tombstones included) as bucket summaries (see digest).
 func (s *Service) LocalState() []byte {
 	snap := s.snap.Load()
-	d := digest{Entries: make([]ack, 0, len(snap.names))}
-	for _, n := range snap.names {
-		d.Entries = append(d.Entries, ack{Name: n, Version: snap.byName[n].rec.Version})
-	}
+	d := digest{Count: len(snap.names), Buckets: snap.bucketsOf(digestBucketCount(len(snap.names)))}
 	b, err := encodeDigest(d)
 	if err != nil {
 		s.log.Error("encode digest", "err", err)
@@ -128,7 +125,12 @@ func (s *Service) handle(ev inEvent) {
 			return
 		}
 		s.m.received.WithLabelValues("digest").Inc()
-		s.onDigest(ev.from, d)
+		if len(d.Entries) > 0 {
+			s.onDigest(ev.from, d.Entries) // a node of an older version: every name
+		}
+		if len(d.Buckets) > 0 {
+			s.onBuckets(ev.from, d.Buckets)
+		}
 		return
 	}
 	msg, err := decodeMsg(ev.payload)
@@ -163,7 +165,71 @@ func (s *Service) handle(ev inEvent) {
 		for _, a := range m.Acks {
 			s.noteAck(a.Name, ev.from, a.Version)
 		}
+	case *bucketsReq:
+		s.m.received.WithLabelValues("buckets_req").Inc()
+		s.answerBuckets(ev.from, m)
+	case *bucketEntries:
+		s.m.received.WithLabelValues("buckets").Inc()
+		s.onDigest(ev.from, m.Entries)
 	}
+}
+
+// onBuckets compares a peer's digest summary with this store's in the same number of
+// buckets and asks the peer, as a reply, for the entries of the buckets that differ:
+// there one side holds a name the other lacks, or a different version of it.
+func (s *Service) onBuckets(from string, theirs []uint64) {
+	mine := s.snap.Load().bucketsOf(len(theirs))
+	var differ []uint32
+	for i := range theirs {
+		if theirs[i] != mine[i] {
+			differ = append(differ, uint32(i))
+		}
+	}
+	if len(differ) == 0 {
+		return
+	}
+	b, err := encodeMsg(msgBucketsReq, bucketsReq{N: len(theirs), Buckets: differ})
+	if err != nil {
+		s.log.Error("encode digest bucket request", "err", err)
+		return
+	}
+	s.log.Debug("anti-entropy: digest buckets differ", "from", from, "buckets", len(differ), "of", len(theirs))
+	s.reply(from, b)
+}
+
+// answerBuckets sends, as replies, every name of the asked buckets with its version,
+// batched under maxBatchBytes.
+func (s *Service) answerBuckets(to string, req *bucketsReq) {
+	want := make(map[int]bool, len(req.Buckets))
+	for _, i := range req.Buckets {
+		want[int(i)] = true
+	}
+	snap := s.snap.Load()
+	var batch []ack
+	size := 0
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		if b, err := encodeMsg(msgBuckets, bucketEntries{Entries: batch}); err != nil {
+			s.log.Error("encode digest buckets", "err", err)
+		} else {
+			s.reply(to, b)
+		}
+		batch, size = nil, 0
+	}
+	for _, name := range snap.names {
+		if !want[bucketOf(name, req.N)] {
+			continue
+		}
+		v := snap.byName[name].rec.Version
+		if size += len(name) + len(v.Node) + 32; size > maxBatchBytes {
+			flush()
+			size = len(name) + len(v.Node) + 32
+		}
+		batch = append(batch, ack{Name: name, Version: v})
+	}
+	flush()
 }
 
 // wants reports whether version v of name is newer than what is stored and not
@@ -246,11 +312,13 @@ func (s *Service) answerFetch(to string, names []string) {
 	flush()
 }
 
-// onDigest fetches what the peer has newer and records what it has stored (acks).
-func (s *Service) onDigest(from string, d digest) {
+// onDigest takes names with the versions a peer stores (an older node's whole digest,
+// or the entries of the buckets that differ): it fetches what the peer has newer and
+// records what it has stored (acks).
+func (s *Service) onDigest(from string, entries []ack) {
 	var names []string
 	var versions []policy.Version
-	for _, e := range d.Entries {
+	for _, e := range entries {
 		s.noteAck(e.Name, from, e.Version)
 		if s.wants(e.Name, e.Version) {
 			names = append(names, e.Name)

@@ -19,6 +19,8 @@ func FuzzDecodeMsg(f *testing.F) {
 		{msgFetch, fetch{Names: []string{"a", "b"}}},
 		{msgRecords, records{Records: []policy.Record{{Name: "a", Version: v, Body: []byte(`{}`), Signature: &policy.Signature{KeyID: "k", Value: "v"}}}}},
 		{msgAck, acks{Acks: []ack{{Name: "a", Version: v}}}},
+		{msgBucketsReq, bucketsReq{N: 16, Buckets: []uint32{0, 15}}},
+		{msgBuckets, bucketEntries{Entries: []ack{{Name: "a", Version: v}}}},
 	} {
 		b, err := encodeMsg(m.typ, m.v)
 		if err != nil {
@@ -49,9 +51,14 @@ func FuzzDecodeMsg(f *testing.F) {
 func FuzzDecodeDigest(f *testing.F) {
 	b, _ := encodeDigest(digest{Entries: []ack{{Name: "a", Version: policy.Version{Wall: 1, Node: "n"}}}})
 	f.Add(b)
+	b, _ = encodeDigest(digest{Count: 1, Buckets: make([]uint64, minDigestBuckets)})
+	f.Add(b)
 	f.Add([]byte{0x81, 0xa1, 'e', 0xdd, 0x7f, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		decodeDigest(b)
+		d, err := decodeDigest(b)
+		if err == nil && len(d.Buckets) > 0 && !validBucketCount(len(d.Buckets)) {
+			t.Fatalf("decoded a digest of %d buckets", len(d.Buckets))
+		}
 	})
 }
 

@@ -67,8 +67,8 @@ type Config struct {
 	EagerPushBytes int
 	// EagerPushNodes bounds the members an accepted record is pushed to. Default 64.
 	EagerPushNodes int
-	// MaxIntents bounds the store (live intents plus tombstones). Default 2000, which
-	// keeps the anti-entropy digest under 256 KiB.
+	// MaxIntents bounds the store (live intents plus tombstones). Default 2000. The
+	// push/pull digest does not grow with it beyond 4096 bucket summaries (36 KiB).
 	MaxIntents int
 	// Clock returns the time; default time.Now.
 	Clock func() time.Time
@@ -96,6 +96,28 @@ type entry struct {
 type snapshot struct {
 	byName map[string]*entry
 	names  []string // sorted
+
+	bmu     sync.Mutex       // guards buckets
+	buckets map[int][]uint64 // digest bucket summaries by bucket count, computed once
+}
+
+// bucketsOf returns the digest summary of the snapshot in n buckets (bucketOf,
+// entryHash), computed on first use: a snapshot never changes.
+func (sn *snapshot) bucketsOf(n int) []uint64 {
+	sn.bmu.Lock()
+	defer sn.bmu.Unlock()
+	if b, ok := sn.buckets[n]; ok {
+		return b
+	}
+	b := make([]uint64, n)
+	for _, name := range sn.names {
+		b[bucketOf(name, n)] ^= entryHash(name, sn.byName[name].rec.Version)
+	}
+	if sn.buckets == nil {
+		sn.buckets = map[int][]uint64{}
+	}
+	sn.buckets[n] = b
+	return b
 }
 
 // Service is one node's intent service: the durable store, the HTTP API, and
