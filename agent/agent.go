@@ -23,6 +23,7 @@ import (
 	"github.com/murmur-edge/murmur/agent/region"
 	"github.com/murmur-edge/murmur/agent/secure"
 	"github.com/murmur-edge/murmur/gossip"
+	"github.com/murmur-edge/murmur/policy"
 	"github.com/murmur-edge/murmur/runtime"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/netutil"
@@ -49,6 +50,13 @@ type Deps struct {
 	// Now overrides Clock.Now for the components that only read the time (intents,
 	// status); nil means Clock.Now.
 	Now func() time.Time
+	// Drivers, if set, are the runtime drivers by name, instead of exec plus docker
+	// when its engine answers (the fleet simulator: runtime.SimDriver).
+	Drivers map[string]runtime.Driver
+	// OnIntentStored, if set, is called after each intent version this node stores,
+	// from the API or from a peer (the fleet simulator times dissemination with it).
+	// It must not block.
+	OnIntentStored func(name string, v policy.Version)
 }
 
 // Agent is one murmur node.
@@ -242,7 +250,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	}
 	a.intents, err = intents.New(intents.Config{
 		DataDir: cfg.DataDir, NodeName: cfg.Name, Gossip: a.gossip, TrustKeyFiles: cfg.TrustKeys,
-		Clock: deps.Now, Logger: a.log, Registerer: a.reg,
+		Clock: deps.Now, Logger: a.log, Registerer: a.reg, OnStored: deps.OnIntentStored,
 	})
 	if err != nil {
 		if strings.Contains(err.Error(), "--trust-key") {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"maps"
 	"path/filepath"
 	"slices"
 	"time"
@@ -21,6 +22,16 @@ type supervisor interface {
 // startRuntime detects the working drivers and builds the supervisor. Docker counts
 // only when the engine answers a ping.
 func (a *Agent) startRuntime(ctx context.Context) (supervisor, []string, string, error) {
+	if ds := a.deps.Drivers; ds != nil {
+		sup, err := runtime.New(runtime.Config{
+			Node: a.cfg.Name, DataDir: filepath.Join(a.cfg.DataDir, "runtime"), Drivers: ds,
+			Logger: a.log, Registerer: a.reg, Clock: a.clock, OnChange: a.instancesChanged,
+		})
+		if err != nil {
+			return nil, nil, "", err
+		}
+		return sup, slices.Sorted(maps.Keys(ds)), "", nil
+	}
 	ex, err := runtime.NewExecDriver(runtime.ExecConfig{DataDir: filepath.Join(a.cfg.DataDir, "runtime", "exec"), Node: a.cfg.Name, Logger: a.log})
 	if err != nil {
 		return nil, nil, "", err
@@ -45,17 +56,19 @@ func (a *Agent) startRuntime(ctx context.Context) (supervisor, []string, string,
 	}
 	sup, err := runtime.New(runtime.Config{
 		Node: a.cfg.Name, DataDir: filepath.Join(a.cfg.DataDir, "runtime"), Drivers: drivers,
-		Logger: a.log, Registerer: a.reg, Clock: a.clock,
-		OnChange: func() {
-			if l := a.local.Load(); l != nil {
-				l.NotifyInstances()
-			}
-		},
+		Logger: a.log, Registerer: a.reg, Clock: a.clock, OnChange: a.instancesChanged,
 	})
 	if err != nil {
 		return nil, nil, "", err
 	}
 	return sup, names, note, nil
+}
+
+// instancesChanged is the supervisor's OnChange: the node side reports the change.
+func (a *Agent) instancesChanged() {
+	if l := a.local.Load(); l != nil {
+		l.NotifyInstances()
+	}
 }
 
 // supervisorUsage adapts the supervisor to the load sampler.

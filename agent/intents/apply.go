@@ -87,6 +87,9 @@ func (s *Service) Apply(body []byte) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, r := range stored {
+		s.stored(r.Name, r.Version)
+	}
 	s.announceAll(stored) // after the lock: it calls into gossip
 	return results, nil
 }
@@ -337,6 +340,7 @@ func (s *Service) Delete(name string, sig *policy.Signature) (Result, error) {
 	s.entries[name] = &entry{rec: rec}
 	s.publishLocked()
 	s.mu.Unlock()
+	s.stored(name, v)
 	s.m.applied.WithLabelValues("deleted").Inc()
 	s.announceAll([]policy.Record{rec})
 	return Result{Name: name, Kind: rec.Kind, Version: v, Result: "deleted"}, nil

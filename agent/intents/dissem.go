@@ -375,6 +375,7 @@ func (s *Service) storeRemote(r *policy.Record) {
 	s.clock = policy.Observe(s.clock, rec.Version)
 	s.publishLocked()
 	s.mu.Unlock()
+	s.stored(rec.Name, rec.Version)
 	s.m.stores.Inc()
 	if rec.Origin != "" && rec.Origin != s.node {
 		if b, err := encodeMsg(msgAck, acks{Acks: []ack{{Name: rec.Name, Version: rec.Version}}}); err == nil {
@@ -386,6 +387,13 @@ func (s *Service) storeRemote(r *policy.Record) {
 // rejectRemote counts a rejected record and logs it once per name@version. The version
 // is not fetched again, unless it was only too far ahead of this node's clock:
 // anti-entropy fetches it again, and it is stored once the clock is close enough.
+// stored tells Config.OnStored, if set, of a version just stored.
+func (s *Service) stored(name string, v policy.Version) {
+	if s.cfg.OnStored != nil {
+		s.cfg.OnStored(name, v)
+	}
+}
+
 // errStoreFull: a peer's record for a new name does not fit under MaxIntents. Not
 // final: once intents are deleted and their tombstones expire it is fetched again.
 var errStoreFull = errors.New("the intent store is full")

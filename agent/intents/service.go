@@ -70,6 +70,9 @@ type Config struct {
 	// MaxIntents bounds the store (live intents plus tombstones). Default 2000. The
 	// push/pull digest does not grow with it beyond 4096 bucket summaries (36 KiB).
 	MaxIntents int
+	// OnStored, if set, is called after each version stored (from the API or a peer,
+	// tombstones included), outside the store's lock. It must not block.
+	OnStored func(name string, v policy.Version)
 	// Clock returns the time; default time.Now.
 	Clock func() time.Time
 	// Logger; default slog.Default().

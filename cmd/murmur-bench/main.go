@@ -51,6 +51,7 @@ measures, prints the figures and a markdown table, and kills every process it st
 		root.AddCommand(newSubCmd(name, log, out))
 	}
 	root.AddCommand(newWorkloadsCmd(log, out))
+	root.AddCommand(newSimCmd(log, out))
 	return root
 }
 

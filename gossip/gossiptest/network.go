@@ -133,6 +133,10 @@ type Transport struct {
 	packetCh chan *memberlist.Packet
 	streamCh chan net.Conn
 	closed   atomic.Bool
+
+	// Sent and Received count the bytes of packets and streams this node sent and
+	// received (a lost packet counts as sent only).
+	Sent, Received atomic.Int64
 }
 
 var _ memberlist.NodeAwareTransport = (*Transport)(nil)
@@ -160,6 +164,7 @@ func (t *Transport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, e
 		t.net.Lost.Add(1) // UDP: the sender never learns
 		return now, nil
 	}
+	t.Sent.Add(int64(len(b)))
 	p := &memberlist.Packet{Buf: append([]byte(nil), b...), From: &addr{t.addr}, Timestamp: now}
 	deliver := func() {
 		if dst.closed.Load() {
@@ -167,6 +172,7 @@ func (t *Transport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, e
 		}
 		select {
 		case dst.packetCh <- p:
+			dst.Received.Add(int64(len(b)))
 		default:
 			t.net.Lost.Add(1)
 		}
@@ -195,8 +201,8 @@ func (t *Transport) DialAddressTimeout(a memberlist.Address, timeout time.Durati
 	}
 	p1, p2 := net.Pipe()
 	select {
-	case dst.streamCh <- &pipeConn{Conn: p1, local: dst.addr, remote: t.addr}:
-		return &pipeConn{Conn: p2, local: t.addr, remote: dst.addr}, nil
+	case dst.streamCh <- &pipeConn{Conn: p1, local: dst.addr, remote: t.addr, out: &dst.Sent, in: &dst.Received}:
+		return &pipeConn{Conn: p2, local: t.addr, remote: dst.addr, out: &t.Sent, in: &t.Received}, nil
 	default:
 		p1.Close()
 		p2.Close()
@@ -216,10 +222,24 @@ type addr struct{ s string }
 func (a *addr) Network() string { return "mem" }
 func (a *addr) String() string  { return a.s }
 
-// pipeConn gives net.Pipe ends the addresses memberlist logs and checks.
+// pipeConn gives net.Pipe ends the addresses memberlist logs and checks, and counts
+// the bytes its owner writes and reads.
 type pipeConn struct {
 	net.Conn
 	local, remote string
+	out, in       *atomic.Int64
+}
+
+func (c *pipeConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.out.Add(int64(n))
+	return n, err
+}
+
+func (c *pipeConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.in.Add(int64(n))
+	return n, err
 }
 
 func (c *pipeConn) LocalAddr() net.Addr  { return &addr{c.local} }

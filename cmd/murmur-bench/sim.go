@@ -1,0 +1,635 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/murmur-edge/murmur/agent"
+	"github.com/murmur-edge/murmur/agent/events"
+	"github.com/murmur-edge/murmur/agent/region"
+	"github.com/murmur-edge/murmur/gossip/gossiptest"
+	"github.com/murmur-edge/murmur/policy"
+	"github.com/murmur-edge/murmur/runtime"
+)
+
+// simOptions are the flags of murmur-bench sim.
+type simOptions struct {
+	Nodes, Regions int
+	Duration       time.Duration // idle window for the gossip bytes and CPU figures
+	Loss           float64
+	Latency        time.Duration
+	Kills          int
+	Pushes         int
+	Replicas       int
+	Converge       time.Duration
+	Event          time.Duration
+	AgentLog       string
+}
+
+func (o simOptions) validate() error {
+	switch {
+	case o.Nodes < 3 || o.Nodes > 50000:
+		return fmt.Errorf("--nodes %d: give 3 to 50000", o.Nodes)
+	case o.Regions < 1 || o.Regions > o.Nodes:
+		return fmt.Errorf("--regions %d: give 1 to --nodes (%d)", o.Regions, o.Nodes)
+	case o.Nodes/o.Regions < 3:
+		return fmt.Errorf("--regions %d for %d nodes: each region needs 3 nodes or more for its voters", o.Regions, o.Nodes)
+	case o.Loss < 0 || o.Loss >= 1:
+		return fmt.Errorf("--loss %v: give a probability in [0, 1)", o.Loss)
+	case o.Latency < 0:
+		return fmt.Errorf("--latency %v: must not be negative", o.Latency)
+	case o.Kills < 0 || o.Kills >= o.Nodes/2:
+		return fmt.Errorf("--kills %d: give 0 to %d (fewer than half the nodes)", o.Kills, o.Nodes/2-1)
+	case o.Pushes < 1:
+		return fmt.Errorf("--pushes %d: give 1 or more", o.Pushes)
+	case o.Duration < time.Second:
+		return fmt.Errorf("--duration %v: give 1s or more", o.Duration)
+	case o.Replicas < 1 || o.Replicas*o.Regions > o.Nodes/2:
+		return fmt.Errorf("--replicas %d: give 1 to %d (instances per region; half the nodes at most)", o.Replicas, max(1, o.Nodes/2/o.Regions))
+	}
+	return nil
+}
+
+func newSimCmd(log *slog.Logger, out io.Writer) *cobra.Command {
+	var o simOptions
+	c := &cobra.Command{
+		Use:   "sim",
+		Short: "Run N full agents in this process over an in-memory network; measure detection, intents, gossip bytes and failover",
+		Long: `sim runs --nodes full murmur agents in one process: gossip, intents, region Raft
+groups, coordinators and assignments, over an in-memory network (gossiptest, with
+--latency and --loss) and an in-memory Raft network, with a simulated runtime driver
+that "runs" instances at once. Nodes are spread round-robin over --regions regions.
+
+It waits for the fleet to converge, then measures:
+  - gossip bytes per node per second (in and out) and CPU and heap per agent, idle
+    for --duration;
+  - intent dissemination: --pushes small intents and one of 64 KiB through random
+    nodes; time until 99 %, 99.9 % and 100 % of the nodes stored each;
+  - host death, --kills times, of a node running instances of a workload placed
+    --replicas per region: its packets are dropped and its agent stopped; time until
+    each other node declares it dead (node_dead events) and until its instances run
+    elsewhere.
+
+Time runs at the real rate (dilation 1): on 2 cores a few hundred agents keep up;
+larger fleets need timer dilation, which is not built yet (the figures would measure
+the machine's overload, and the tool says so when the fleet does not converge).
+
+The last line is for scripts:
+  sim: nodes=N regions=R dilation=K detect_p99_ms=N intent_p999_ms=N gossip_bytes_per_node_s=N failover_p99_ms=N`,
+		Example:       "  murmur-bench sim --nodes 100 --regions 2\n  murmur-bench sim --nodes 200 --regions 4 --loss 0.01 --kills 5",
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	fs := c.Flags()
+	fs.IntVar(&o.Nodes, "nodes", 100, "agents to run")
+	fs.IntVar(&o.Regions, "regions", 2, "regions (nodes are spread round-robin)")
+	fs.DurationVar(&o.Duration, "duration", 20*time.Second, "idle window for the gossip bytes and CPU figures")
+	fs.Float64Var(&o.Loss, "loss", 0, "probability that a gossip packet is lost")
+	fs.DurationVar(&o.Latency, "latency", 0, "one-way latency of every packet and stream")
+	fs.IntVar(&o.Kills, "kills", 5, "host deaths to measure (one at a time)")
+	fs.IntVar(&o.Pushes, "pushes", 10, "small intents to push (plus one of 64 KiB)")
+	fs.IntVar(&o.Replicas, "replicas", 2, "instances per region of the workload the host deaths move")
+	fs.DurationVar(&o.Converge, "converge-timeout", 3*time.Minute, "bound on the fleet converging")
+	fs.DurationVar(&o.Event, "event-timeout", 60*time.Second, "bound on one measured event")
+	fs.StringVar(&o.AgentLog, "agent-log-level", "error", "level of the agents' logs on stderr (debug, info, warn, error)")
+	c.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := o.validate(); err != nil {
+			return usageError{err}
+		}
+		return runSim(cmd.Context(), o, log, out)
+	}
+	return c
+}
+
+// simNode is one simulated agent.
+type simNode struct {
+	name, region string
+	raftAddr     string
+	a            *agent.Agent
+	tr           *gossiptest.Transport
+	drv          *runtime.SimDriver
+	cancel       context.CancelFunc
+	done         chan error
+	dead         bool
+}
+
+type simFleet struct {
+	o        simOptions
+	log      *slog.Logger
+	agentLog *slog.Logger // errors only: hundreds of agents share stderr
+	gnet     *gossiptest.Network
+	rnet     *region.InmemNetwork
+	dir      string
+	nodes    []*simNode
+
+	mu     sync.Mutex                      // guards stored
+	stored map[string]map[string]time.Time // intent → node → when it stored the first version
+}
+
+func runSim(ctx context.Context, o simOptions, log *slog.Logger, out io.Writer) error {
+	dir, err := os.MkdirTemp("", "murmur-sim-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	lvl := new(slog.LevelVar)
+	if err := lvl.UnmarshalText([]byte(o.AgentLog)); err != nil {
+		return usageError{fmt.Errorf("--agent-log-level %q: give debug, info, warn or error", o.AgentLog)}
+	}
+	f := &simFleet{o: o, log: log, agentLog: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})), gnet: gossiptest.NewNetwork(), rnet: region.NewInmemNetwork(), dir: dir,
+		stored: map[string]map[string]time.Time{}}
+	f.gnet.SetLatency(o.Latency)
+	f.gnet.SetLoss(o.Loss)
+	defer func() {
+		lvl.Set(slog.LevelError + 4) // the teardown's RPC failures are not findings
+		f.stop()
+	}()
+	fmt.Fprintf(out, "murmur-bench sim: nodes=%d regions=%d cores=%d latency=%v loss=%v dilation=1\n", o.Nodes, o.Regions, goruntime.NumCPU(), o.Latency, o.Loss)
+
+	start := time.Now()
+	if err := f.start(ctx); err != nil {
+		return err
+	}
+	if err := f.converge(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "converged in %v\n", time.Since(start).Round(time.Millisecond))
+
+	idle, err := f.idle(ctx)
+	if err != nil {
+		return err
+	}
+	intents, err := f.pushIntents(ctx)
+	if err != nil {
+		return err
+	}
+	detect, failover, err := f.hostDeaths(ctx)
+	if err != nil {
+		return err
+	}
+
+	fmt.Fprintf(out, "\n| figure | value |\n|---|---|\n")
+	fmt.Fprintf(out, "| gossip bytes per node per second, out / in (mean) | %.0f / %.0f |\n", idle.outPerNode, idle.inPerNode)
+	fmt.Fprintf(out, "| gossip bytes per node per second, out (max node) | %.0f |\n", idle.outMax)
+	fmt.Fprintf(out, "| CPU per agent, idle | %.2f %% of a core |\n", idle.cpuPerAgent*100)
+	fmt.Fprintf(out, "| heap per agent | %.1f MiB |\n", idle.heapPerAgent/(1<<20))
+	for _, r := range intents {
+		fmt.Fprintf(out, "| intent %s to 99 / 99.9 / 100 %% of nodes (worst of %d) | %s / %s / %s |\n", r.label, r.n, ms(r.p99), ms(r.p999), ms(r.all))
+	}
+	ds, fs := summarize(detect.all), summarize(failover)
+	fmt.Fprintf(out, "| detection, first node (p50 / p99 of %d deaths) | %s / %s |\n", len(detect.first), ms(percentile(detect.first, 50)), ms(percentile(detect.first, 99)))
+	fmt.Fprintf(out, "| detection, every node (p50 / p99 of %d observations) | %s / %s |\n", ds.N, ms(ds.P50), ms(ds.P99))
+	fmt.Fprintf(out, "| host death → instances running elsewhere (p50 / p99 of %d) | %s / %s |\n", fs.N, ms(fs.P50), ms(fs.P99))
+	worst := time.Duration(0)
+	for _, r := range intents {
+		worst = max(worst, r.p999)
+	}
+	fmt.Fprintf(out, "\nsim: nodes=%d regions=%d dilation=1 detect_p99_ms=%d intent_p999_ms=%d gossip_bytes_per_node_s=%.0f failover_p99_ms=%d\n",
+		o.Nodes, o.Regions, ds.P99.Milliseconds(), worst.Milliseconds(), idle.outPerNode, fs.P99.Milliseconds())
+	return nil
+}
+
+// start builds and runs every agent; the first three of region 0 are the seeds.
+func (f *simFleet) start(ctx context.Context) error {
+	var seeds []string
+	for i := range f.o.Nodes {
+		name := fmt.Sprintf("n%05d", i)
+		reg := fmt.Sprintf("r%02d", i%f.o.Regions)
+		tr := f.gnet.NewTransport(name)
+		nd := &simNode{name: name, region: reg, raftAddr: "127.0.0.1:" + strconv.Itoa(10000+i), tr: tr, drv: runtime.NewSimDriver(runtime.DriverExec), done: make(chan error, 1)}
+		cfg := agent.Config{
+			Name: name, Region: reg, Bind: tr.Addr(), RaftBind: nd.raftAddr, // an address on the in-memory Raft network, never bound
+			HTTP: "127.0.0.1:0", DataDir: filepath.Join(f.dir, name), CoordinatorEligible: true,
+			Capacity: agent.Resources{MilliCPU: 4000, MemoryBytes: 8 << 30},
+			Join:     slices.Clone(seeds),
+		}
+		if len(seeds) < 3 {
+			seeds = append(seeds, tr.Addr())
+		}
+		deps := agent.Deps{
+			Logger: f.agentLog.With("node", name), GossipTransport: tr, RaftNetwork: f.rnet,
+			Drivers:        map[string]runtime.Driver{runtime.DriverExec: nd.drv},
+			OnIntentStored: func(intent string, _ policy.Version) { f.noteStored(intent, name) },
+		}
+		a, err := agent.New(cfg, deps)
+		if err != nil {
+			return fmt.Errorf("agent %s: %w", name, err)
+		}
+		nd.a = a
+		actx, cancel := context.WithCancel(ctx)
+		nd.cancel = cancel
+		go func() { nd.done <- a.Run(actx) }()
+		f.nodes = append(f.nodes, nd)
+	}
+	for _, nd := range f.nodes {
+		select {
+		case <-nd.a.Ready():
+		case err := <-nd.done:
+			return fmt.Errorf("agent %s stopped: %v", nd.name, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+func (f *simFleet) stop() {
+	for _, nd := range f.nodes {
+		if nd.cancel != nil {
+			nd.cancel()
+		}
+	}
+	for _, nd := range f.nodes {
+		if nd.cancel != nil && !nd.dead {
+			<-nd.done
+		}
+	}
+}
+
+func (f *simFleet) noteStored(intent, node string) {
+	now := time.Now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m := f.stored[intent]
+	if m == nil {
+		m = map[string]time.Time{}
+		f.stored[intent] = m
+	}
+	if _, ok := m[node]; !ok {
+		m[node] = now
+	}
+}
+
+func (f *simFleet) live() []*simNode {
+	var out []*simNode
+	for _, nd := range f.nodes {
+		if !nd.dead {
+			out = append(out, nd)
+		}
+	}
+	return out
+}
+
+func simGet(addr, path string, v any) error {
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + addr + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, strings.TrimSpace(string(b)))
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// converge waits until sampled nodes see every node alive and every region has a
+// coordinator with 3 voters.
+func (f *simFleet) converge(ctx context.Context) error {
+	deadline := time.Now().Add(f.o.Converge)
+	rng := rand.New(rand.NewPCG(1, 2))
+	var why string
+	for time.Now().Before(deadline) {
+		why = f.convergedWhy(rng)
+		if why == "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond): // poll period, bounded by the deadline
+		}
+	}
+	return fmt.Errorf("the fleet did not converge within %v (%s): at this size the machine may not keep up in real time", f.o.Converge, why)
+}
+
+func (f *simFleet) convergedWhy(rng *rand.Rand) string {
+	live := f.live()
+	for range 5 {
+		nd := live[rng.IntN(len(live))]
+		var ms struct {
+			Members []struct {
+				Name, Status string
+			} `json:"members"`
+		}
+		if err := simGet(nd.a.HTTPAddr(), "/v1/members", &ms); err != nil {
+			return err.Error()
+		}
+		alive := 0
+		for _, m := range ms.Members {
+			if m.Status == "alive" {
+				alive++
+			}
+		}
+		if alive != len(live) {
+			return fmt.Sprintf("%s sees %d of %d alive", nd.name, alive, len(live))
+		}
+	}
+	var rs struct {
+		Regions []struct {
+			Name, Coordinator string
+			Voters            []string
+		} `json:"regions"`
+	}
+	if err := simGet(live[0].a.HTTPAddr(), "/v1/regions", &rs); err != nil {
+		return err.Error()
+	}
+	ok := 0
+	for _, r := range rs.Regions {
+		if r.Coordinator != "" && len(r.Voters) >= 3 {
+			ok++
+		}
+	}
+	if ok != f.o.Regions {
+		return fmt.Sprintf("%d of %d regions have a coordinator and 3 voters or more", ok, f.o.Regions)
+	}
+	return ""
+}
+
+type idleFigures struct {
+	outPerNode, inPerNode, outMax float64
+	cpuPerAgent, heapPerAgent     float64
+}
+
+// idle measures gossip bytes, CPU and heap over the idle window.
+func (f *simFleet) idle(ctx context.Context) (idleFigures, error) {
+	type cnt struct{ out, in int64 }
+	snap := func() []cnt {
+		c := make([]cnt, len(f.nodes))
+		for i, nd := range f.nodes {
+			c[i] = cnt{nd.tr.Sent.Load(), nd.tr.Received.Load()}
+		}
+		return c
+	}
+	var ru0, ru1 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	before, t0 := snap(), time.Now()
+	select {
+	case <-ctx.Done():
+		return idleFigures{}, ctx.Err()
+	case <-time.After(f.o.Duration):
+	}
+	after, el := snap(), time.Since(t0).Seconds()
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	var fig idleFigures
+	for i := range f.nodes {
+		o := float64(after[i].out-before[i].out) / el
+		fig.outPerNode += o
+		fig.inPerNode += float64(after[i].in-before[i].in) / el
+		fig.outMax = max(fig.outMax, o)
+	}
+	n := float64(len(f.nodes))
+	fig.outPerNode /= n
+	fig.inPerNode /= n
+	cpu := time.Duration(ru1.Utime.Nano()+ru1.Stime.Nano()-ru0.Utime.Nano()-ru0.Stime.Nano()).Seconds() / el
+	fig.cpuPerAgent = cpu / n
+	var m goruntime.MemStats
+	goruntime.ReadMemStats(&m)
+	fig.heapPerAgent = float64(m.HeapInuse) / n
+	return fig, nil
+}
+
+type intentFigure struct {
+	label          string
+	n              int
+	p99, p999, all time.Duration
+}
+
+// pushIntents posts small intents and one 64 KiB one through random live nodes and
+// times how long each takes to reach 99 %, 99.9 % and 100 % of the live nodes.
+func (f *simFleet) pushIntents(ctx context.Context) ([]intentFigure, error) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	var small, big intentFigure
+	small.label, big.label = "small", "64 KiB"
+	for i := range f.o.Pushes + 1 {
+		size, fig := 0, &small
+		if i == f.o.Pushes {
+			size, fig = 64<<10, &big
+		}
+		name := fmt.Sprintf("sim-intent-%d", i)
+		body := simWorkload(name, 1, []string{"nowhere"}, size)
+		live := f.live()
+		at := time.Now()
+		if err := simPost(live[rng.IntN(len(live))].a.HTTPAddr(), body); err != nil {
+			return nil, err
+		}
+		times, err := f.waitStored(ctx, name, len(live))
+		if err != nil {
+			return nil, err
+		}
+		lat := make([]time.Duration, len(times))
+		for j, t := range times {
+			lat[j] = t.Sub(at)
+		}
+		fig.n++
+		fig.p99 = max(fig.p99, percentile(lat, 99))
+		fig.p999 = max(fig.p999, percentile(lat, 99.9))
+		fig.all = max(fig.all, slices.Max(lat))
+	}
+	return []intentFigure{small, big}, nil
+}
+
+func (f *simFleet) waitStored(ctx context.Context, name string, want int) ([]time.Time, error) {
+	deadline := time.Now().Add(f.o.Event)
+	for {
+		f.mu.Lock()
+		m := f.stored[name]
+		n := len(m)
+		var times []time.Time
+		if n >= want {
+			for _, t := range m {
+				times = append(times, t)
+			}
+		}
+		f.mu.Unlock()
+		if times != nil {
+			return times, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("intent %s reached %d of %d nodes within %v", name, n, want, f.o.Event)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(5 * time.Millisecond): // poll period, bounded by the deadline
+		}
+	}
+}
+
+func simWorkload(name string, replicas int, regions []string, pad int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "apiVersion: murmur/v1\nkind: Workload\nmetadata: {name: %s}\nspec:\n  replicas: %d\n", name, replicas)
+	if len(regions) > 0 {
+		fmt.Fprintf(&b, "  regions: [%s]\n", strings.Join(regions, ", "))
+	}
+	b.WriteString("  driver: exec\n  command: [\"/bin/true\"]\n  resources: {cpu: 10m, memory: 8Mi}\n")
+	if pad > 0 {
+		fmt.Fprintf(&b, "  env: {PAD: %q}\n", strings.Repeat("x", pad))
+	}
+	return b.String()
+}
+
+func simPost(addr, body string) error {
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Post("http://"+addr+"/v1/intents", "application/yaml", strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("POST /v1/intents: %s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	return nil
+}
+
+type detection struct{ first, all []time.Duration }
+
+// hostDeaths places a workload with --replicas instances per region, then kills, one
+// at a time, a node that runs one: detection from every live node's node_dead event,
+// failover from the simulated drivers.
+func (f *simFleet) hostDeaths(ctx context.Context) (detection, []time.Duration, error) {
+	var det detection
+	var moved []time.Duration
+	if f.o.Kills == 0 {
+		return det, nil, nil
+	}
+	want := f.o.Replicas * f.o.Regions
+	if err := simPost(f.live()[0].a.HTTPAddr(), simWorkload("sim-app", f.o.Replicas, nil, 0)); err != nil {
+		return det, nil, err
+	}
+	if err := f.waitRunning(ctx, want, nil); err != nil {
+		return det, nil, fmt.Errorf("placing sim-app: %w", err)
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	for k := range f.o.Kills {
+		var hosts []*simNode
+		for _, nd := range f.live() {
+			if nd.drv.Running() > 0 {
+				hosts = append(hosts, nd)
+			}
+		}
+		victim := hosts[rng.IntN(len(hosts))]
+		at := time.Now()
+		f.gnet.SetDown(victim.name, true) // its packets are lost from now on, as with a power cut
+		f.rnet.Down(victim.raftAddr)
+		victim.dead = true
+		victim.cancel()
+		<-victim.done
+		if err := f.waitRunning(ctx, want, victim); err != nil {
+			return det, nil, fmt.Errorf("host death %d (%s): %w", k, victim.name, err)
+		}
+		moved = append(moved, time.Since(at))
+		first, all, err := f.detected(ctx, victim.name, at)
+		if err != nil {
+			return det, nil, fmt.Errorf("host death %d (%s): %w", k, victim.name, err)
+		}
+		det.first = append(det.first, first)
+		det.all = append(det.all, all...)
+	}
+	return det, moved, nil
+}
+
+// waitRunning waits until the live nodes' simulated drivers run want instances, none
+// of them on gone.
+func (f *simFleet) waitRunning(ctx context.Context, want int, gone *simNode) error {
+	deadline := time.Now().Add(f.o.Event)
+	for {
+		n := 0
+		for _, nd := range f.live() {
+			n += nd.drv.Running()
+		}
+		if n == want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d instances running after %v", n, want, f.o.Event)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond): // poll period, bounded by the deadline
+		}
+	}
+}
+
+// detected waits until every live node has recorded node_dead for name since at and
+// returns the first and every node's delay.
+func (f *simFleet) detected(ctx context.Context, name string, at time.Time) (time.Duration, []time.Duration, error) {
+	deadline := time.Now().Add(f.o.Event)
+	since := at.Add(-time.Millisecond).UTC().Format(time.RFC3339Nano)
+	seen := map[string]time.Duration{}
+	for {
+		for _, nd := range f.live() {
+			if _, ok := seen[nd.name]; ok {
+				continue
+			}
+			evs, err := simEvents(nd.a.HTTPAddr(), since)
+			if err != nil {
+				return 0, nil, err
+			}
+			for _, e := range evs {
+				if e.Type == events.TypeNodeDead && e.Node == name {
+					seen[nd.name] = e.Time.Sub(at)
+					break
+				}
+			}
+		}
+		if len(seen) == len(f.live()) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return 0, nil, fmt.Errorf("%d of %d nodes declared it dead within %v", len(seen), len(f.live()), f.o.Event)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond): // poll period, bounded by the deadline
+		}
+	}
+	all := make([]time.Duration, 0, len(seen))
+	for _, d := range seen {
+		all = append(all, d)
+	}
+	return slices.Min(all), all, nil
+}
+
+func simEvents(addr, since string) ([]events.Event, error) {
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + addr + "/v1/events?type=" + events.TypeNodeDead + "&since=" + since)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, errors.New("GET /v1/events: " + resp.Status)
+	}
+	var out []events.Event
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var e events.Event
+		if err := dec.Decode(&e); err != nil {
+			if errors.Is(err, io.EOF) {
+				return out, nil
+			}
+			return out, err
+		}
+		out = append(out, e)
+	}
+}
