@@ -116,6 +116,7 @@ type chaos struct {
 	failovers []time.Duration
 	failMiss  int
 	falseDed  int
+	stuck     int // faults in a row that did not converge
 	wiped     int
 }
 
@@ -356,8 +357,15 @@ func (c *chaos) fault(i int) {
 	c.heals = append(c.heals, took)
 	if !ok {
 		c.violate("fault %d (%s %s): not converged within %v: %s", i, kind, victim.name, convergenceBound, c.describe())
+		c.checkLogs(fmt.Sprintf("after fault %d (%s %s)", i, kind, victim.name))
+		if c.stuck++; c.stuck >= 3 {
+			// Three faults in a row without converging: the fleet is not coming back
+			// by itself, and every further fault would only wait out the bound.
+			t.Fatalf("fault %d: the fleet has not converged after 3 faults in a row; stopping the campaign (replay with MURMUR_CHAOS_SEED=%d, logs with MURMUR_E2E_LOGDIR)", i, c.seed)
+		}
 		return
 	}
+	c.stuck = 0
 	if kind == "freeze" {
 		c.checkNotDead(victim.name, frozenAt)
 	}
@@ -369,6 +377,14 @@ func (c *chaos) fault(i int) {
 // checkLogs (invariant 7): the applied entries every node lists for each region agree
 // with each other and with every entry seen before at the same index.
 func (c *chaos) checkLogs(when string) {
+	clusters := map[string]map[string][]string{} // region → cluster id → nodes
+	defer func() {
+		for r, ids := range clusters {
+			if len(ids) > 1 {
+				c.violate("%s: region %s is split into %d Raft clusters: %v", when, r, len(ids), ids)
+			}
+		}
+	}()
 	for _, nd := range c.lab.nodes {
 		for _, r := range []string{"hub", "site"} {
 			var res struct {
@@ -382,6 +398,10 @@ func (c *chaos) checkLogs(when string) {
 			if getJSON(nd.http, "/v1/regions/"+r+"/log", &res) != nil || res.Cluster == "" {
 				continue // no group for r here (404), or not started yet
 			}
+			if clusters[r] == nil {
+				clusters[r] = map[string][]string{}
+			}
+			clusters[r][res.Cluster] = append(clusters[r][res.Cluster], nd.name)
 			key := r + "/" + res.Cluster
 			seen := c.logs[key]
 			if seen == nil {
