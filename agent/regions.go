@@ -41,7 +41,7 @@ func peersOf(ms []gossip.Member) []region.Peer {
 	for _, m := range ms {
 		out = append(out, region.Peer{
 			ID: m.ID, Name: m.Name, Region: m.Region, RaftAddr: m.RaftAddr, Eligible: m.Eligible,
-			Alive: m.Up(), State: m.State,
+			Alive: m.Up(), Left: m.Status == gossip.StatusLeft, State: m.State,
 		})
 	}
 	return out

@@ -40,7 +40,7 @@ func (n *Node) autopilot(ctx context.Context, r *raft.Raft, ctl Control, ls *loo
 		name: n.cfg.Region, now: now, leaderID: n.cfg.NodeID, servers: servers, region: region, others: others, names: names,
 		badSince: ls.badSince, nvSince: ls.nvSince,
 		lastIndex: r.LastIndex(), maxVoters: n.cfg.Voters, standbys: n.cfg.Standbys,
-		deadGrace: n.cfg.DeadGrace, stable: n.cfg.PromoteAfter, maxLag: 1024,
+		deadGrace: n.cfg.DeadGrace, stable: n.cfg.PromoteAfter, maxLag: PromoteMaxLag,
 	}
 	// Witness candidates, minus those that were wanted and never answered for the
 	// region within witnessAnswer (a node that refuses the duty, or cannot reach us):

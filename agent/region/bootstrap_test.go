@@ -129,3 +129,70 @@ func TestSplitBrainIsReportedNotAbsorbed(t *testing.T) {
 		t.Errorf("foreign node absorbed: voters %v nonvoters %v", v, nv)
 	}
 }
+
+// What keeps a node from bootstrapping a second cluster of its region: a node of the
+// region in a cluster, alive or dead (the chaos campaign's case: a wiped node whose
+// only regional peer was unreachable for a moment bootstrapped alone and split its
+// region for good), or a live witness of the region in another region. A node that
+// left does not count, nor does a witness that is dead.
+func TestClusterEvidence(t *testing.T) {
+	in := map[string]string{KeyState: StateBootstrapped, KeyCluster: "r-1"}
+	tests := []struct {
+		name   string
+		region []Peer
+		others []Peer
+		want   string // "" or a substring of the reason
+	}{
+		{"nothing", []Peer{{ID: "a", Alive: true, State: map[string]string{KeyState: StateNone}}}, nil, ""},
+		{"alive in a cluster", []Peer{{ID: "a", Name: "c6", Alive: true, State: in}}, nil, "c6 is already in a cluster"},
+		{"dead in a cluster", []Peer{{ID: "a", Name: "c6", State: in}}, nil, "c6 is in a cluster (unreachable now"},
+		{"cluster id only", []Peer{{ID: "a", Alive: true, State: map[string]string{KeyCluster: "r-1"}}}, nil, "in a cluster"},
+		{"left", []Peer{{ID: "a", Left: true, State: in}}, nil, ""},
+		{"self", []Peer{{ID: "me", Alive: true, State: in}}, nil, ""},
+		{"live witness", nil, []Peer{{ID: "w", Name: "c3", Region: "hub", Alive: true, State: map[string]string{KeyWitnessing: "other,r"}}}, "c3 of region hub is a witness of this region"},
+		{"dead witness", nil, []Peer{{ID: "w", Region: "hub", State: map[string]string{KeyWitnessing: "r"}}}, ""},
+		{"witness of another region", nil, []Peer{{ID: "w", Region: "hub", Alive: true, State: map[string]string{KeyWitnessing: "r2"}}}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rm, om := map[string]Peer{}, map[string]Peer{}
+			for _, p := range tt.region {
+				rm[p.ID] = p
+			}
+			for _, p := range tt.others {
+				om[p.ID] = p
+			}
+			got := clusterEvidence("me", "r", rm, om)
+			if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
+				t.Errorf("clusterEvidence = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// A node that sees a dead clustered peer of its region refuses a bootstrap promise,
+// and its own bootstrap attempt waits and restarts the settle period.
+func TestNoBootstrapWhileARegionPeerIsInACluster(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(100, 0)}
+	n, err := New(Config{NodeID: "b", Name: "b", Region: "r", Eligible: true, inmemStores: true, RaftBind: "127.0.0.1:1", Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.UpdatePeers([]Peer{
+		{ID: "b", Name: "b", Region: "r", Eligible: true, Alive: true, RaftAddr: "127.0.0.1:1"},
+		{ID: "a", Name: "c6", Region: "r", Eligible: true, RaftAddr: "127.0.0.1:2", State: map[string]string{KeyState: StateBootstrapped, KeyCluster: "r-1"}},
+	})
+	n.setMyList([]string{"b"})
+	if got := n.promiseTo("b", []string{"b"}); got.OK || !strings.Contains(got.Reason, "c6 is in a cluster") {
+		t.Errorf("promise with a dead clustered peer: %+v, want a refusal naming c6", got)
+	}
+	region, others, _ := n.regionView()
+	ls := &loopState{candKey: "b", candSince: clk.t.Add(-time.Hour)} // a settled view of itself
+	n.tryBootstrap(t.Context(), nil, nil, ls, region, others, clk.t)
+	if ls.candKey != "" || !strings.Contains(ls.waitReason, "c6 is in a cluster") {
+		t.Errorf("tryBootstrap left candKey %q, reason %q; want the settle period restarted and a wait naming c6", ls.candKey, ls.waitReason)
+	}
+	if slices.Contains(n.myList, "b") {
+		t.Errorf("list %v computed while the region has a cluster", n.myList)
+	}
+}

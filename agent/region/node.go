@@ -868,7 +868,7 @@ func (n *Node) step(ctx context.Context, r *raft.Raft, ctl Control, ls *loopStat
 	case !in && n.hadLog(ls):
 		// Never bootstrap over a log this node had (integrity.go).
 	case !in:
-		n.tryBootstrap(ctx, r, ctl, ls, region, now)
+		n.tryBootstrap(ctx, r, ctl, ls, region, others, now)
 	case isLeader:
 		n.setMyList(nil)
 		if n.fsm.ClusterID() == "" {
@@ -1080,10 +1080,16 @@ func (n *Node) promiseTo(proposer string, list []string) ControlResponse {
 	if !slices.Equal(n.myList, list) {
 		return ControlResponse{Reason: fmt.Sprintf("disagree: my list is %v", n.myList)}
 	}
+	mine, others := map[string]Peer{}, map[string]Peer{}
 	for _, p := range n.peers {
-		if p.Region == n.cfg.Region && p.Alive && p.ID != n.cfg.NodeID && (p.State[KeyState] == StateBootstrapped || p.State[KeyCluster] != "") {
-			return ControlResponse{Reason: "node " + cmp.Or(p.Name, p.ID) + " is already in a cluster"}
+		if p.Region == n.cfg.Region {
+			mine[p.ID] = p
+		} else {
+			others[p.ID] = p
 		}
+	}
+	if why := clusterEvidence(n.cfg.NodeID, n.cfg.Region, mine, others); why != "" {
+		return ControlResponse{Reason: why}
 	}
 	if p := n.promise; p != nil && now.Before(p.expires) && (p.proposer != proposer || !slices.Equal(p.list, list)) {
 		return ControlResponse{Reason: "promised to " + p.proposer}
@@ -1095,8 +1101,12 @@ func (n *Node) promiseTo(proposer string, list []string) ControlResponse {
 // tryBootstrap is the safe bootstrap rule (docs/regions.md):
 //
 //  1. only an eligible node with an empty log (no term, no entries, no snapshot);
-//  2. if any alive node of the region publishes Raft state or a cluster id, wait to be
-//     added by that cluster's leader;
+//  2. if any node of the region publishes Raft state or a cluster id, wait to be added
+//     by that cluster's leader. Alive or dead: a dead node may only be cut off or
+//     restarting, and its cluster goes on (a region of two, where the other node and a
+//     witness still form a majority, is the common case); only a node that left on
+//     purpose does not count. Nor does the region bootstrap while a node of another
+//     region is its witness (raft.witnessing): the witness holds its log;
 //  3. wait until the view of alive eligible nodes of the region has been unchanged for
 //     SettlePeriod (or, with BootstrapExpect N, until N of them are seen);
 //  4. candidates = those whose Raft port answers the region handshake; the list = the
@@ -1104,12 +1114,20 @@ func (n *Node) promiseTo(proposer string, list []string) ControlResponse {
 //  5. only the lowest id of the list acts: it collects a promise from every other
 //     member (each promises one proposal at a time, only if it computed the same list
 //     and has no Raft state), then calls BootstrapCluster with the full list.
-func (n *Node) tryBootstrap(ctx context.Context, r *raft.Raft, ctl Control, ls *loopState, region map[string]Peer, now time.Time) {
+func (n *Node) tryBootstrap(ctx context.Context, r *raft.Raft, ctl Control, ls *loopState, region, others map[string]Peer, now time.Time) {
 	wait := func(reason string) {
 		if reason != ls.waitReason {
 			n.log.Info("waiting to bootstrap", "reason", reason)
 			ls.waitReason = reason
 		}
+	}
+	// Evidence that the region has a cluster already. The settle period restarts from
+	// the moment none is left: a view is settled only while it shows no cluster.
+	if why := clusterEvidence(n.cfg.NodeID, n.cfg.Region, region, others); why != "" {
+		n.setMyList(nil)
+		ls.candKey = ""
+		wait(why)
+		return
 	}
 	if !n.cfg.Eligible {
 		n.setMyList(nil)
@@ -1120,11 +1138,6 @@ func (n *Node) tryBootstrap(ctx context.Context, r *raft.Raft, ctl Control, ls *
 	for _, p := range sortedPeers(region) {
 		if !p.Alive {
 			continue
-		}
-		if p.ID != n.cfg.NodeID && (p.State[KeyState] == StateBootstrapped || p.State[KeyCluster] != "") {
-			n.setMyList(nil)
-			wait("node " + cmp.Or(p.Name, p.ID) + " is already in a cluster: waiting to be added by its leader")
-			return
 		}
 		if p.Eligible && p.RaftAddr != "" {
 			cands = append(cands, p.ID)

@@ -21,7 +21,10 @@ type Peer struct {
 	RaftAddr string // host:port of the node's Raft transport (the Raft ServerAddress)
 	Eligible bool   // --coordinator-eligible
 	Alive    bool
-	State    map[string]string // gossiped key/values; this package's keys start with "raft."
+	// Left: the node left the fleet on purpose (gossip status left), as opposed to
+	// dead (unreachable, may come back).
+	Left  bool
+	State map[string]string // gossiped key/values; this package's keys start with "raft."
 }
 
 // Keys of the gossiped per-node state this package publishes (PublishedState).
@@ -30,9 +33,18 @@ const (
 	KeyCluster   = "raft.cluster"    // the cluster id of the group the node belongs to
 	KeyLeader    = "raft.leader"     // the leader's term, only on the leader
 	KeyVoters    = "raft.voters"     // comma-separated voter ids, only on the leader
-	KeyLastIndex = "raft.last_index" // the node's last Raft log index
+	KeyLastIndex = "raft.last_index" // the node's last Raft log index (gossiped as it moves by LastIndexStep)
 	KeyHeadless  = "raft.headless"   // "1" while the node sees its group headless
 )
+
+// PromoteMaxLag is how far, in log entries, a nonvoter's gossiped last index may be
+// behind the leader's for autopilot to promote it (the caught-up test).
+const PromoteMaxLag = 1024
+
+// LastIndexStep is how far a node's last index moves before it is gossiped again:
+// a quarter of PromoteMaxLag keeps a caught-up nonvoter promotable, and a busy group
+// does not republish its index with every commit (see agent.indexDue).
+const LastIndexStep = PromoteMaxLag / 4
 
 // Values of KeyState.
 const (
@@ -515,4 +527,30 @@ func sortedPeers(m map[string]Peer) []Peer {
 	}
 	slices.SortFunc(out, func(a, b Peer) int { return byRank(a.ID, b.ID) })
 	return out
+}
+
+// clusterEvidence says why region already has a Raft cluster, as far as the fleet view
+// shows ("" when it shows none): a node of the region other than self that publishes
+// Raft state or a cluster id, alive or dead (not one that left), or a live node of
+// another region that is its witness. A node that sees any of this must wait to be
+// added, never bootstrap: a second cluster would split the region for good.
+func clusterEvidence(self, region string, regionPeers, others map[string]Peer) string {
+	for _, p := range sortedPeers(regionPeers) {
+		if p.ID == self || p.Left {
+			continue
+		}
+		if p.State[KeyState] == StateBootstrapped || p.State[KeyCluster] != "" {
+			how := "is already in a cluster"
+			if !p.Alive {
+				how = "is in a cluster (unreachable now, so it may be cut off or restarting)"
+			}
+			return "node " + cmp.Or(p.Name, p.ID) + " " + how + ": waiting to be added by its leader"
+		}
+	}
+	for _, p := range sortedPeers(others) {
+		if p.Alive && slices.Contains(splitList(p.State[KeyWitnessing]), region) {
+			return "node " + cmp.Or(p.Name, p.ID) + " of region " + p.Region + " is a witness of this region, so the region has a cluster: waiting to be added by its leader"
+		}
+	}
+	return ""
 }
