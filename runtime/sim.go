@@ -23,8 +23,9 @@ type SimDriver struct {
 }
 
 type simInstance struct {
-	h    Handle
-	done chan struct{}
+	h       Handle
+	done    chan struct{}
+	stopped bool // kept until Wait has seen the stop, so a late Wait still gets it
 }
 
 // NewSimDriver returns an empty simulated driver named name.
@@ -57,6 +58,9 @@ func (d *SimDriver) Wait(ctx context.Context, h Handle) (ExitStatus, error) {
 	}
 	select {
 	case <-in.done:
+		d.mu.Lock()
+		delete(d.live, h.Ref)
+		d.mu.Unlock()
 		return ExitStatus{Code: 0}, nil
 	case <-ctx.Done():
 		return ExitStatus{}, ctx.Err()
@@ -67,9 +71,9 @@ func (d *SimDriver) Wait(ctx context.Context, h Handle) (ExitStatus, error) {
 func (d *SimDriver) Stop(_ context.Context, h Handle, _ time.Duration) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if in := d.live[h.Ref]; in != nil {
+	if in := d.live[h.Ref]; in != nil && !in.stopped {
 		close(in.done)
-		delete(d.live, h.Ref)
+		in.stopped = true
 	}
 	return nil
 }
@@ -80,6 +84,9 @@ func (d *SimDriver) List(context.Context) ([]Handle, error) {
 	defer d.mu.Unlock()
 	out := make([]Handle, 0, len(d.live))
 	for _, in := range d.live {
+		if in.stopped {
+			continue
+		}
 		h := in.h
 		h.Running = true
 		out = append(out, h)
@@ -95,5 +102,11 @@ func (d *SimDriver) Usage(context.Context, Handle) (Usage, error) { return Usage
 func (d *SimDriver) Running() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return len(d.live)
+	n := 0
+	for _, in := range d.live {
+		if !in.stopped {
+			n++
+		}
+	}
+	return n
 }
