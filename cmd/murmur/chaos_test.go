@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/murmur-edge/murmur/agent/agenttest"
+	"github.com/murmur-edge/murmur/agent/coordinator"
 	"github.com/murmur-edge/murmur/agent/events"
 	"github.com/murmur-edge/murmur/policy"
 )
@@ -697,9 +698,17 @@ func (c *chaos) checkAssigned(when string) {
 	nd := c.anyLive()
 	assigned := map[string]string{} // instance → node
 	for _, r := range []string{"hub", "site"} {
-		v, ok := workloadsOf(nd.http, "?region="+r)
+		// The view is asked of the region's coordinator; right after a heal that may
+		// be changing hands (503 for a moment): ask again, bounded.
+		var v coordinator.View
+		ok := false
+		for deadline := time.Now().Add(10 * time.Second); !ok && time.Now().Before(deadline); {
+			if v, ok = workloadsOf(nd.http, "?region="+r); !ok {
+				time.Sleep(200 * time.Millisecond) // retry period, bounded by the deadline
+			}
+		}
 		if !ok {
-			c.violate("%s: no workloads view of %s from %s", when, r, nd.name)
+			c.violate("%s: no workloads view of %s from %s for 10 s", when, r, nd.name)
 			return
 		}
 		for _, w := range v.Workloads {
