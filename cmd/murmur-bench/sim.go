@@ -33,6 +33,7 @@ import (
 type simOptions struct {
 	Nodes, Regions int
 	Duration       time.Duration // idle window for the gossip bytes and CPU figures
+	Settle         time.Duration // pause between convergence and the idle window
 	Loss           float64
 	Latency        time.Duration
 	Kills          int
@@ -59,6 +60,8 @@ func (o simOptions) validate() error {
 		return fmt.Errorf("--kills %d: give 0 to %d (fewer than half the nodes)", o.Kills, o.Nodes/2-1)
 	case o.Pushes < 1:
 		return fmt.Errorf("--pushes %d: give 1 or more", o.Pushes)
+	case o.Settle < 0:
+		return fmt.Errorf("--settle %v: must not be negative", o.Settle)
 	case o.Duration < time.Second:
 		return fmt.Errorf("--duration %v: give 1s or more", o.Duration)
 	case o.Replicas < 1 || o.Replicas*o.Regions > o.Nodes/2:
@@ -102,6 +105,7 @@ The last line is for scripts:
 	fs.IntVar(&o.Nodes, "nodes", 100, "agents to run")
 	fs.IntVar(&o.Regions, "regions", 2, "regions (nodes are spread round-robin)")
 	fs.DurationVar(&o.Duration, "duration", 20*time.Second, "idle window for the gossip bytes and CPU figures")
+	fs.DurationVar(&o.Settle, "settle", 15*time.Second, "pause after convergence before the idle window (the join's broadcasts drain)")
 	fs.Float64Var(&o.Loss, "loss", 0, "probability that a gossip packet is lost")
 	fs.DurationVar(&o.Latency, "latency", 0, "one-way latency of every packet and stream")
 	fs.IntVar(&o.Kills, "kills", 5, "host deaths to measure (one at a time)")
@@ -172,6 +176,11 @@ func runSim(ctx context.Context, o simOptions, log *slog.Logger, out io.Writer) 
 		return err
 	}
 	fmt.Fprintf(out, "converged in %v\n", time.Since(start).Round(time.Millisecond))
+	select { // the joins' broadcasts drain: not what an idle fleet costs
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(f.o.Settle):
+	}
 
 	idle, err := f.idle(ctx)
 	if err != nil {
