@@ -7,13 +7,9 @@
 // load as fractions of capacity, running instances, health, drivers, and small
 // key/value State other subsystems publish). Records are versioned by (Epoch, Seq):
 // newest replaces older for the same node. A node broadcasts its own record when it
-// changes in a way the fleet must hear of at once (instances, health, drivers, state),
-// or when its load moved by LoadStep, at most every LoadInterval; never merely because
-// time passed. Receivers that learn a newer record re-broadcast it (epidemic spread, as
-// Serf does for user events). Every change gets a new Seq, and push/pull exchanges
-// every record, so small load moves and anything missed arrive that way (record.go says
-// what a broadcast costs). Push/pull runs less often as the fleet grows, so its bytes
-// per node stay flat (pushpull.go).
+// changes noticeably and at least every heartbeat; receivers that learn a newer record
+// re-broadcast it (epidemic spread, as Serf does for user events), and memberlist's
+// push/pull exchanges every record so anything missed is repaired.
 //
 // Extensions (intents, regions) register a MessageKind with a Handler and an optional
 // StateExchange. Broadcast spreads small messages (<= MaxBroadcastPayload) to every

@@ -128,12 +128,8 @@ type Config struct {
 	// Epoch orders this run's records after every earlier run's. The agent passes a
 	// boot counter kept in its data dir; zero means the start time in nanoseconds.
 	Epoch uint64
-	// LoadStep is how far CPU or memory load (a fraction of capacity) must move from
-	// the last broadcast value before the move alone is broadcast; smaller moves reach
-	// the fleet by push/pull. See recordDue for why load is not broadcast freely.
-	LoadStep float64 // default 0.05
-	// LoadInterval is the shortest time between two broadcasts caused by load alone.
-	LoadInterval time.Duration // default 10 s
+	// Heartbeat is the longest time between two broadcasts of the local record.
+	Heartbeat time.Duration // default 5 s
 	// ReconnectInterval is how often a node tries to reach a failed member or, when it
 	// is alone, its seeds again, so split fleets merge after a partition heals.
 	ReconnectInterval time.Duration // default 10 s
@@ -182,16 +178,15 @@ type Gossip struct {
 	snap    atomic.Pointer[[]Member]
 
 	mu         sync.Mutex // guards the fields below
-	local      Record     // Seq grows with every change, broadcast or not (push/pull carries it)
-	lastSent   Record     // the local record last broadcast
-	lastLoadAt time.Time  // when load alone last caused a broadcast
+	local      Record
+	lastSent   Record
+	lastSentAt time.Time
 	nodes      map[string]*nodeEntry
 	records    map[string]Record
 	seen       map[uint64]time.Time // extension broadcasts already delivered
 	running    bool
 
 	suspicionUnit time.Duration // set by Run before any goroutine starts; see suspicionMax
-	pushPullBase  time.Duration // set by Run: the profile's push/pull interval (pushpull.go)
 	reclaimAfter  time.Duration // set by Run: when memberlist lets a dead name move address
 
 	subMu sync.Mutex // guards subs; a leaf lock (taken under mu)
@@ -260,11 +255,8 @@ func New(cfg Config) (*Gossip, error) {
 	if cfg.Epoch == 0 {
 		cfg.Epoch = uint64(time.Now().UnixNano())
 	}
-	if cfg.LoadStep <= 0 {
-		cfg.LoadStep = 0.05
-	}
-	if cfg.LoadInterval <= 0 {
-		cfg.LoadInterval = 10 * time.Second
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = 5 * time.Second
 	}
 	if cfg.RejoinInterval <= 0 {
 		cfg.RejoinInterval = time.Second
@@ -383,23 +375,12 @@ func (g *Gossip) LocalAddr() string {
 	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 }
 
-// SetLoad updates the local load record. A change of instances or health is
-// broadcast at once; load as recordDue decides. Setting the same values again costs
-// nothing: the agent samples every second.
+// SetLoad updates the local load record; a noticeable change is broadcast at the next
+// tick, anything else with the heartbeat.
 func (g *Gossip) SetLoad(l Load, instances int, health string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.local.CPU == l.CPU && g.local.Memory == l.Memory && g.local.Instances == instances && g.local.Health == health {
-		return
-	}
 	g.local.CPU, g.local.Memory, g.local.Instances, g.local.Health = l.CPU, l.Memory, instances, health
-	g.localChangedLocked()
-}
-
-// localChangedLocked gives the changed local record a new Seq, so a push/pull carries
-// it even when it is not broadcast, and lets the tick loop decide on a broadcast.
-func (g *Gossip) localChangedLocked() {
-	g.local.Seq++
 	g.changed()
 	g.wake()
 }
@@ -416,20 +397,15 @@ func (g *Gossip) wake() {
 func (g *Gossip) SetDrivers(drivers []string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if slices.Equal(g.local.Drivers, drivers) {
-		return
-	}
 	g.local.Drivers = slices.Clone(drivers)
-	g.localChangedLocked()
+	g.changed()
+	g.wake()
 }
 
 // SetState sets a small key/value gossiped with this node's record; "" deletes it.
 func (g *Gossip) SetState(key, value string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if old, ok := g.local.State[key]; old == value && (ok || value == "") {
-		return // unchanged: no new Seq, no broadcast
-	}
 	st := make(map[string]string, len(g.local.State)+1)
 	for k, v := range g.local.State {
 		st[k] = v
@@ -440,7 +416,8 @@ func (g *Gossip) SetState(key, value string) {
 		st[key] = value
 	}
 	g.local.State = st
-	g.localChangedLocked()
+	g.changed()
+	g.wake()
 }
 
 // Members returns the fleet view, sorted by name, including this node. The slice and
@@ -598,10 +575,9 @@ func (g *Gossip) Run(ctx context.Context) error {
 	g.mu.Unlock()
 	ml, err := memberlist.Create(mlc)
 	if err != nil {
-		// memberlistConfig wrapped the transport, and memberlist does not shut down a
-		// transport it was given: stop the wrappers' goroutines (and a NetTransport's
-		// sockets) here.
-		_ = mlc.Transport.Shutdown()
+		if at, ok := mlc.Transport.(*authTransport); ok {
+			_ = at.Shutdown() // ours: memberlist does not shut down a transport it was given
+		}
 		return fmt.Errorf("start gossip on %s:%d: %w", mlc.BindAddr, mlc.BindPort, err)
 	}
 	g.ml.Store(ml)
@@ -611,10 +587,6 @@ func (g *Gossip) Run(ctx context.Context) error {
 	loopCtx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(5)
-	if g.pushPullBase > 0 {
-		wg.Add(1)
-		go func() { defer wg.Done(); g.pushPullLoop(loopCtx, g.pushPullBase) }()
-	}
 	go func() { defer wg.Done(); g.keys.run(loopCtx) }()
 	go func() { defer wg.Done(); g.dispatchLoop(loopCtx) }()
 	go func() { defer wg.Done(); g.tickLoop(loopCtx) }()
@@ -687,22 +659,21 @@ func (g *Gossip) memberlistConfig() (*memberlist.Config, error) {
 	if mlc.AdvertisePort == 0 {
 		mlc.AdvertisePort = g.cfg.BindPort
 	}
-	inner := g.cfg.Transport
-	if inner == nil {
-		// What memberlist would build; New never leaves BindPort 0 without a Transport,
-		// so memberlist's retries for a kernel-chosen port are not needed here.
-		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-			BindAddrs: []string{mlc.BindAddr}, BindPort: mlc.BindPort, Logger: mlc.Logger})
-		if err != nil {
-			return nil, fmt.Errorf("start gossip on %s:%d: %w", mlc.BindAddr, mlc.BindPort, err)
-		}
-		inner = nt
+	if g.cfg.Transport != nil {
+		mlc.Transport = g.cfg.Transport
 	}
-	var tr memberlist.NodeAwareTransport = newCountingTransport(inner, g.metrics.wireOut.WithLabelValues("packet"), g.metrics.wireOut.WithLabelValues("stream"))
 	if g.cfg.StreamAuth != nil {
-		tr = newAuthTransport(tr, g.cfg.StreamAuth, g.metrics.dropped.WithLabelValues("handshakes_pending").Inc)
+		inner := g.cfg.Transport
+		if inner == nil {
+			nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+				BindAddrs: []string{mlc.BindAddr}, BindPort: mlc.BindPort, Logger: mlc.Logger})
+			if err != nil {
+				return nil, fmt.Errorf("start gossip on %s:%d: %w", mlc.BindAddr, mlc.BindPort, err)
+			}
+			inner = nt
+		}
+		mlc.Transport = newAuthTransport(inner, g.cfg.StreamAuth, g.metrics.dropped.WithLabelValues("handshakes_pending").Inc)
 	}
-	mlc.Transport = tr
 	// The ring, never SecretKey: memberlist would add SecretKey to the ring and make
 	// it the primary, undoing a rotation the ring was loaded with.
 	mlc.Keyring = g.keyring
@@ -718,10 +689,6 @@ func (g *Gossip) memberlistConfig() (*memberlist.Config, error) {
 	// dead node: twice memberlist's budget keeps a leadership change from missing a
 	// live node (seen: 3 in 40 coordinator kills waited for push/pull, 4-6 s).
 	g.queue.RetransmitMult = 2 * mlc.RetransmitMult
-	// pushPullLoop runs the periodic push/pull, stretched further than memberlist
-	// stretches it as the fleet grows (pushpull.go); 0 turns it off, as in memberlist.
-	g.pushPullBase = mlc.PushPullInterval
-	mlc.PushPullInterval = 0
 	g.suspicionUnit = time.Duration(mlc.SuspicionMaxTimeoutMult*mlc.SuspicionMult) * mlc.ProbeInterval
 	// A dead member's entry accepts a new address after DeadNodeReclaimTime or, when
 	// that is off, once memberlist drops the entry after GossipToTheDeadTime.
@@ -907,10 +874,9 @@ func joinHint(err error, encrypted bool) string {
 	return s
 }
 
-// tickLoop broadcasts the local record when recordDue says so (woken at once by the
-// setters; the tick brings a load move held back by LoadInterval), expires suspicions
-// and reconnects to failed members. It wakes once a second otherwise: every wake-up
-// costs CPU on small devices.
+// tickLoop broadcasts the local record when it changed noticeably (woken at once by
+// the setters) or the heartbeat is due, expires suspicions and reconnects to failed
+// members. It wakes once a second otherwise: every wake-up costs CPU on small devices.
 func (g *Gossip) tickLoop(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -1114,6 +1080,47 @@ func (g *Gossip) rejoinConflicts(ctx context.Context) {
 	}
 }
 
+func (g *Gossip) maybeBroadcastLocal(now time.Time) {
+	g.mu.Lock()
+	r := g.local
+	due := now.Sub(g.lastSentAt) >= g.cfg.Heartbeat || significant(g.lastSent, r)
+	if due {
+		g.local.Seq++
+		r = g.local
+		g.lastSent, g.lastSentAt = r, now
+	}
+	g.mu.Unlock()
+	if !due {
+		return
+	}
+	b, err := encode(r)
+	if err != nil {
+		g.log.Error("encode local record", "err", err)
+		return
+	}
+	g.queue.QueueBroadcast(&broadcast{name: "r/" + r.Node, msg: append([]byte{frameRecord}, b...)})
+}
+
+// significant reports whether the change from a to b is worth a broadcast before the
+// heartbeat: load moved by a percent point or more, or anything else changed.
+func significant(a, b Record) bool {
+	return math.Abs(a.CPU-b.CPU) >= 0.01 || math.Abs(a.Memory-b.Memory) >= 0.01 ||
+		a.Instances != b.Instances || a.Health != b.Health ||
+		!slices.Equal(a.Drivers, b.Drivers) || !mapsEqual(a.State, b.State)
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
 // refreshFromMemberlist adds members memberlist knows and the view does not (after a
 // dropped event), clears suspicions that outlived memberlist's longest suspicion
 // timeout without a death (the node refuted), and on resync marks members memberlist
@@ -1293,9 +1300,8 @@ func (g *Gossip) handleMessage(b []byte) {
 			g.metrics.decodeErrors.WithLabelValues(typ).Inc()
 			return
 		}
-		if _, ok := g.mergeRecord(rec); ok {
-			// Newer than what we had: pass it on, as Serf does with user events. Each
-			// version of a record costs every node one retransmit budget, once.
+		if g.mergeRecord(rec) {
+			// Newer than what we had: pass it on, as Serf does with user events.
 			g.queue.QueueBroadcast(&broadcast{name: "r/" + rec.Node, msg: slices.Clone(b)})
 		}
 	case frameBroadcast:
@@ -1320,34 +1326,29 @@ func (g *Gossip) deliver(kind MessageKind, env envelope) {
 	reg.handler(env.From, env.Body)
 }
 
-// mergeRecord stores rec if it is newer than the stored one and reports whether it
-// was, with the record it replaced (zero when there was none). Records are ordered by
-// (Epoch, Seq) within one node identity. A node that came back with a wiped data dir
-// has a new id and starts its boot counter again: its records replace those of the old
-// identity, and records of an identity other than the one in the node's current meta
-// are ignored.
-func (g *Gossip) mergeRecord(rec Record) (prev Record, stored bool) {
+// mergeRecord stores rec if it is newer than the stored one and reports whether it was.
+// Records are ordered by (Epoch, Seq) within one node identity. A node that came back
+// with a wiped data dir has a new id and starts its boot counter again: its records
+// replace those of the old identity, and records of an identity other than the one in
+// the node's current meta are ignored.
+func (g *Gossip) mergeRecord(rec Record) bool {
 	if rec.Node == g.cfg.Name {
-		return prev, false
+		return false
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if e, ok := g.nodes[rec.Node]; ok && e.meta.ID != "" && rec.ID != "" && rec.ID != e.meta.ID {
-		return prev, false
+		return false
 	}
-	old, had := g.records[rec.Node]
-	if had && old.ID == rec.ID && !rec.newer(old) {
-		return prev, false
-	}
-	if had && old.ID == rec.ID {
-		prev = old
+	if old, ok := g.records[rec.Node]; ok && old.ID == rec.ID && !rec.newer(old) {
+		return false
 	}
 	g.records[rec.Node] = rec
 	if e, ok := g.nodes[rec.Node]; ok && rec.Left && e.status == StatusDead {
 		e.status = StatusLeft // the leave record came after memberlist's leave event
 	}
 	g.changed()
-	return prev, true
+	return true
 }
 
 func (g *Gossip) localPushPull() []byte {
@@ -1392,9 +1393,7 @@ func (g *Gossip) handlePushPull(b []byte) {
 			g.metrics.decodeErrors.WithLabelValues("record").Inc()
 			continue
 		}
-		if prev, ok := g.mergeRecord(r); ok && prev.Node != "" && changedBeyondLoad(prev, r) {
-			g.relayRepaired(r)
-		}
+		g.mergeRecord(r)
 	}
 	for kind, data := range p.Ext {
 		g.mu.Lock()

@@ -9,7 +9,6 @@ type metrics struct {
 	bytesIn, bytesOut *prometheus.CounterVec
 	decodeErrors      *prometheus.CounterVec
 	dropped           *prometheus.CounterVec
-	wireOut           *prometheus.CounterVec // by channel; see countingTransport
 	joinFailures      prometheus.Counter
 	nameConflicts     prometheus.Counter
 }
@@ -51,10 +50,6 @@ func newMetrics(reg prometheus.Registerer, g *Gossip) (*metrics, error) {
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "murmur_gossip_dropped_total", Help: "Gossip messages dropped without being decoded, by reason.",
 		}, []string{"reason"}),
-		wireOut: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "murmur_gossip_wire_sent_bytes_total",
-			Help: "Bytes this node sent on the network for gossip, memberlist's own traffic included (probes, alive/suspect/dead, push/pull, reliable messages), after compression and encryption, by channel (packet: UDP, stream: TCP).",
-		}, []string{"channel"}),
 		joinFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "murmur_gossip_join_failures_total", Help: "Failed attempts to join the fleet through the seeds.",
 		}),
@@ -63,16 +58,13 @@ func newMetrics(reg prometheus.Registerer, g *Gossip) (*metrics, error) {
 		}),
 	}
 	members := &membersCollector{g: g, desc: prometheus.NewDesc("murmur_gossip_members", "Members of the fleet view, by status.", []string{"status"}, nil)}
-	for _, c := range []prometheus.Collector{m.msgsIn, m.msgsOut, m.bytesIn, m.bytesOut, m.decodeErrors, m.dropped, m.wireOut, m.joinFailures, m.nameConflicts, members} {
+	for _, c := range []prometheus.Collector{m.msgsIn, m.msgsOut, m.bytesIn, m.bytesOut, m.decodeErrors, m.dropped, m.joinFailures, m.nameConflicts, members} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	for _, t := range []string{"record", "broadcast", "direct", "pushpull", "meta", "unknown"} {
 		m.decodeErrors.WithLabelValues(t)
-	}
-	for _, c := range []string{"packet", "stream"} {
-		m.wireOut.WithLabelValues(c)
 	}
 	return m, nil
 }

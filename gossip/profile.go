@@ -42,8 +42,8 @@ func MemberlistConfig(profile string) (*memberlist.Config, error) {
 		c.GossipInterval = 200 * time.Millisecond
 		c.GossipNodes = 3
 		c.RetransmitMult = 4
-		c.PushPullInterval = 10 * time.Second // up to 32 nodes; stretched beyond (pushPullInterval)
-		c.TCPTimeout = 5 * time.Second        // joins, push/pull, reliable sends (1 MiB is ~0.1 s on a LAN)
+		c.PushPullInterval = 10 * time.Second
+		c.TCPTimeout = 5 * time.Second // joins, push/pull, reliable sends (1 MiB is ~0.1 s on a LAN)
 		c.GossipToTheDeadTime = 15 * time.Second
 		c.DeadNodeReclaimTime = 10 * time.Second
 		c.AwarenessMaxMultiplier = 8

@@ -198,18 +198,17 @@ func TestRecordsOfANewIdentityWin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	merge := func(r Record) bool { _, ok := g.mergeRecord(r); return ok }
 	oldMeta, _ := encodeMeta(Meta{ID: "old", Region: "r"})
 	newMeta, _ := encodeMeta(Meta{ID: "new", Region: "r"})
 	g.applyEvent(nodeEvent{name: "n1", status: StatusAlive, meta: oldMeta})
-	if !merge(Record{Node: "n1", ID: "old", Epoch: 57, Seq: 9, CPU: 0.9}) {
+	if !g.mergeRecord(Record{Node: "n1", ID: "old", Epoch: 57, Seq: 9, CPU: 0.9}) {
 		t.Fatal("first record of the old identity not stored")
 	}
 	g.applyEvent(nodeEvent{name: "n1", status: StatusAlive, meta: newMeta})
-	if !merge(Record{Node: "n1", ID: "new", Epoch: 1, Seq: 1, CPU: 0.1}) {
+	if !g.mergeRecord(Record{Node: "n1", ID: "new", Epoch: 1, Seq: 1, CPU: 0.1}) {
 		t.Fatal("a record of the new identity (boot counter 1) was refused")
 	}
-	if merge(Record{Node: "n1", ID: "old", Epoch: 57, Seq: 10, CPU: 0.9}) {
+	if g.mergeRecord(Record{Node: "n1", ID: "old", Epoch: 57, Seq: 10, CPU: 0.9}) {
 		t.Error("a late record of the old identity replaced the new one")
 	}
 	for _, m := range g.Members() {

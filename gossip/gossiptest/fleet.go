@@ -43,6 +43,7 @@ func StartWithSetup(t testing.TB, n *Network, name string, mutate func(*gossip.C
 		Seeds:             seeds,
 		Transport:         tr,
 		Registerer:        reg,
+		Heartbeat:         time.Second,
 		ReconnectInterval: time.Second,
 		JoinBackoffMax:    500 * time.Millisecond,
 	}
