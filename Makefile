@@ -23,25 +23,24 @@ test-image: workload ## FROM scratch image of the test workload (no registry nee
 	  rm -f testdata/workload/workload.bin; \
 	else echo "test-image: no Docker engine answers; skipping image build"; fi
 
-# With MURMUR_REQUIRE_DOCKER=1 (CI) make test also runs a short fault campaign
-# (CHAOS_SHORT faults, a random seed it prints) beside the unit and e2e tests, as a
-# second go test process whose output goes to bin/chaos-short.log.
+# With MURMUR_REQUIRE_DOCKER=1 (CI) make test then runs a short fault campaign
+# (CHAOS_SHORT faults, a random seed it prints; SEED=S replays one) after the package
+# tests, not beside them: on 2 cores its 7 agents would starve the timing-sensitive
+# tests. Its log goes to bin/chaos-short.log.
 CHAOS_SHORT ?= 50
 FAULTS      ?= 500
 SEED        ?=
 test: build workload test-image ## every test, with the race detector (and a short fault campaign in CI)
-	@chaos=; if [ "$$MURMUR_REQUIRE_DOCKER" = 1 ]; then \
-	  echo "test: a $(CHAOS_SHORT)-fault campaign runs beside the tests (log: $(BIN)/chaos-short.log)"; \
-	  MURMUR_BIN=$(CURDIR)/$(BIN)/murmur MURMUR_WORKLOAD_BIN=$(CURDIR)/$(BIN)/workload MURMUR_REQUIRE_NETNS=1 \
-	    MURMUR_CHAOS_FAULTS=$(CHAOS_SHORT) MURMUR_CHAOS_SEED=$(SEED) \
-	    $(GO) test -count=1 -timeout 13m -run '^TestChaosCampaign$$' -v ./cmd/murmur/ >$(BIN)/chaos-short.log 2>&1 & chaos=$$!; \
-	fi; \
 	MURMUR_BIN=$(CURDIR)/$(BIN)/murmur MURMUR_WORKLOAD_BIN=$(CURDIR)/$(BIN)/workload MURMUR_TEST_IMAGE=$(TEST_IMAGE) \
-	  $(GO) test -race -count=1 -timeout 12m $(PKGS); rc=$$?; \
-	if [ -n "$$chaos" ]; then \
-	  if wait $$chaos; then grep -E '^(chaos:|ok|PASS)' $(BIN)/chaos-short.log; \
-	  else echo "--- the short fault campaign failed; the end of $(BIN)/chaos-short.log:"; grep -v '^\s*time=' $(BIN)/chaos-short.log | tail -n 80; rc=1; fi; \
-	fi; exit $$rc
+	  $(GO) test -race -count=1 -timeout 12m $(PKGS)
+	@if [ "$$MURMUR_REQUIRE_DOCKER" = 1 ]; then \
+	  echo "test: a $(CHAOS_SHORT)-fault campaign (log: $(BIN)/chaos-short.log)"; \
+	  if MURMUR_BIN=$(CURDIR)/$(BIN)/murmur MURMUR_WORKLOAD_BIN=$(CURDIR)/$(BIN)/workload MURMUR_REQUIRE_NETNS=1 \
+	    MURMUR_CHAOS_FAULTS=$(CHAOS_SHORT) MURMUR_CHAOS_SEED=$(SEED) \
+	    $(GO) test -count=1 -timeout 10m -run '^TestChaosCampaign$$' -v ./cmd/murmur/ >$(BIN)/chaos-short.log 2>&1; \
+	  then grep -E '^(chaos:|ok|PASS)' $(BIN)/chaos-short.log; \
+	  else echo "--- the short fault campaign failed; the end of $(BIN)/chaos-short.log:"; grep -v '^\s*time=' $(BIN)/chaos-short.log | tail -n 80; exit 1; fi; \
+	fi
 
 chaos: build workload ## the fault campaign on real network stacks (root; docs in cmd/murmur/chaos_test.go): make chaos FAULTS=N SEED=S
 	MURMUR_BIN=$(CURDIR)/$(BIN)/murmur MURMUR_WORKLOAD_BIN=$(CURDIR)/$(BIN)/workload MURMUR_REQUIRE_NETNS=1 \
