@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -316,4 +317,54 @@ func TestReplyReachesAMemberHeldDead(t *testing.T) {
 		t.Fatalf("ReplyReliable to a member held dead but reachable: %v", err)
 	}
 	gossiptest.Eventually(t, 10*time.Second, "a got the answer", func() bool { return ra.get(ra.msgs, "b") == "answer" })
+}
+
+// aliveCounter counts the alive messages about one node that a memberlist receives.
+type aliveCounter struct {
+	name string
+	n    *atomic.Int64
+}
+
+func (a aliveCounter) NotifyAlive(peer *memberlist.Node) error {
+	if peer.Name == a.name {
+		a.n.Add(1)
+	}
+	return nil
+}
+
+// A node thawed after a freeze announces itself alive on its own: it does not wait to
+// hear, by gossip, that its peers suspect it. Here n01 cannot hear n00 at all (a
+// one-way cut), so the only alive message about n01 that n00 can get is the stall
+// refutation.
+func TestStalledNodeRefutesWithoutHearingTheSuspicion(t *testing.T) {
+	net := gossiptest.NewNetwork()
+	var alive atomic.Int64 // alive messages about n01 received by n00
+	tune := func(c *gossip.Config) {
+		name := c.Name
+		c.Tune = func(mc *memberlist.Config) {
+			mc.PushPullInterval = 0 // push/pull would carry n01's state too
+			mc.SuspicionMult = 1000 // a suspicion outlasts the test: suspect, never dead
+			if name == "n00" {
+				mc.Alive = aliveCounter{name: "n01", n: &alive}
+			}
+		}
+	}
+	nodes := startFleet(t, net, 2, tune)
+	net.SetDown("n01", true)
+	gossiptest.Eventually(t, wait, "n00 suspects n01", func() bool {
+		return gossiptest.StatusOf(nodes[0].Gossip, "n01") == gossip.StatusSuspect
+	})
+	net.SetDown("n01", false)
+	net.Cut("n00", "n01")
+	before := alive.Load()
+	if st := gossiptest.StatusOf(nodes[0].Gossip, "n01"); st != gossip.StatusSuspect {
+		t.Fatalf("n00 holds n01 %s before the refutation, want suspect", st)
+	}
+	nodes[1].Gossip.SimulateStall(400 * time.Millisecond)
+	gossiptest.Eventually(t, wait, "n00 receives n01's alive refutation", func() bool {
+		return alive.Load() > before
+	})
+	if got := metricValue(t, nodes[1], "murmur_gossip_stalls_total"); got < 1 {
+		t.Fatalf("murmur_gossip_stalls_total = %v on n01, want at least 1", got)
+	}
 }

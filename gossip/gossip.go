@@ -586,12 +586,16 @@ func (g *Gossip) Run(ctx context.Context) error {
 
 	loopCtx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(5)
+	wg.Add(6)
 	go func() { defer wg.Done(); g.keys.run(loopCtx) }()
 	go func() { defer wg.Done(); g.dispatchLoop(loopCtx) }()
 	go func() { defer wg.Done(); g.tickLoop(loopCtx) }()
 	go func() { defer wg.Done(); g.joinLoop(loopCtx) }()
 	go func() { defer wg.Done(); g.reconnectLoop(loopCtx) }()
+	go func() {
+		defer wg.Done()
+		g.stallLoop(loopCtx, stallEvery(mlc), mlc.ProbeTimeout, func(gap time.Duration) { g.refuteStall(ml, gap, mlc.ProbeInterval) })
+	}()
 
 	<-ctx.Done()
 	g.announceLeave(ml)

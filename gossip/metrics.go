@@ -11,6 +11,7 @@ type metrics struct {
 	dropped           *prometheus.CounterVec
 	joinFailures      prometheus.Counter
 	nameConflicts     prometheus.Counter
+	stalls            prometheus.Counter
 }
 
 // membersCollector reports the fleet view's member count by status at scrape time.
@@ -56,9 +57,12 @@ func newMetrics(reg prometheus.Registerer, g *Gossip) (*metrics, error) {
 		nameConflicts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "murmur_gossip_name_conflicts_total", Help: "Alive messages refused because another address holds the node's name (a rebooted node with a new address, or two nodes sharing a name).",
 		}),
+		stalls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "murmur_gossip_stalls_total", Help: "Times this process did not run for longer than a probe timeout (frozen, paused, starved of CPU) and re-announced itself alive.",
+		}),
 	}
 	members := &membersCollector{g: g, desc: prometheus.NewDesc("murmur_gossip_members", "Members of the fleet view, by status.", []string{"status"}, nil)}
-	for _, c := range []prometheus.Collector{m.msgsIn, m.msgsOut, m.bytesIn, m.bytesOut, m.decodeErrors, m.dropped, m.joinFailures, m.nameConflicts, members} {
+	for _, c := range []prometheus.Collector{m.msgsIn, m.msgsOut, m.bytesIn, m.bytesOut, m.decodeErrors, m.dropped, m.joinFailures, m.nameConflicts, m.stalls, members} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -28,7 +28,8 @@ const (
 // starved of CPU for a few hundred ms (BENCHMARKS.md); 4 costs ~0.2 s of detection. Lifeguard stays on:
 // a node that notices it is slow itself (missed acks, refutations) stretches its own
 // probe timeouts up to AwarenessMaxMultiplier times, which is what keeps a busy node
-// from accusing healthy peers. The cost is more probe traffic (5 probes/s/node,
+// from accusing healthy peers, and the stall watch (stall.go) makes a node that was
+// frozen refute its suspicion as soon as it runs again. The cost is more probe traffic (5 probes/s/node,
 // ~100 bytes each) and less slack for links with RTTs above ~50 ms: use ProfileWAN
 // for those.
 func MemberlistConfig(profile string) (*memberlist.Config, error) {

@@ -79,7 +79,16 @@ func (n *Network) Partition(a, b []string) {
 	}
 }
 
-// Heal removes every partition.
+// Cut drops everything from one node to another, in that direction only: to is
+// deaf to from, while from still hears to (an asymmetric link, or a node that sends
+// but does not receive).
+func (n *Network) Cut(from, to string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.cut[[2]string{from, to}] = true
+}
+
+// Heal removes every partition and cut.
 func (n *Network) Heal() {
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -1,0 +1,81 @@
+package gossip
+
+import (
+	"context"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// A node that does not run for a while — SIGSTOP, a paused VM, a host starved of
+// CPU, a long page-in on a small device — misses its peers' probes, and they suspect
+// it. memberlist refutes a suspicion only when the suspicion message reaches the node
+// itself, by gossip, after it wakes: on a 7-node fleet with 200 ms gossip rounds that
+// costs a few rounds, out of the 800 ms a confirmed suspicion lasts (profile.go), and
+// on a loaded machine it sometimes did not make it (issue 13: 2 of 75 thawed nodes
+// were declared dead after a 400 ms freeze).
+//
+// The stall watch closes that gap from the node's side: a goroutine wakes every
+// stallEvery and compares the monotonic clock with its last wake-up. A gap that
+// exceeds the period by more than the probe timeout means peers may have probed this
+// node and got no answer, so it re-announces itself alive with a new incarnation at
+// once (memberlist's UpdateNode): the refutation starts spreading the moment the
+// node runs again, without waiting to hear that it is suspected. A node that was not
+// suspected pays one alive broadcast (~100 bytes to a few peers).
+
+// stallWatch decides, from successive wake-ups, whether the process stalled.
+type stallWatch struct {
+	every     time.Duration // the wake-up period
+	tolerance time.Duration // a longer gap than every+tolerance is a stall
+	last      time.Time     // the previous wake-up (monotonic)
+}
+
+// observe records a wake-up at now and reports the gap since the previous one when it
+// is a stall.
+func (s *stallWatch) observe(now time.Time) (time.Duration, bool) {
+	prev := s.last
+	s.last = now
+	if prev.IsZero() {
+		return 0, false
+	}
+	gap := now.Sub(prev)
+	return gap, gap > s.every+s.tolerance
+}
+
+// stallEvery is the stall watch's period: short beside the probe interval, so a stall
+// is noticed within a fraction of a gossip round after the node runs again.
+func stallEvery(mlc *memberlist.Config) time.Duration {
+	return max(mlc.ProbeInterval/4, 20*time.Millisecond)
+}
+
+// stallLoop runs the stall watch until ctx ends. refute is called on the loop's own
+// goroutine, so two refutations never overlap.
+func (g *Gossip) stallLoop(ctx context.Context, every, tolerance time.Duration, refute func(gap time.Duration)) {
+	w := stallWatch{every: every, tolerance: tolerance}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	w.observe(time.Now())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			// time.Now, not the tick's value: that is when the tick was due, which
+			// after a stall is long past.
+			if gap, stalled := w.observe(time.Now()); stalled {
+				refute(gap)
+				w.observe(time.Now()) // the refutation's own time is not a stall
+			}
+		}
+	}
+}
+
+// refuteStall re-announces this node alive with a new incarnation after a stall of
+// gap. It waits at most one probe interval for the broadcast to leave.
+func (g *Gossip) refuteStall(ml *memberlist.Memberlist, gap, wait time.Duration) {
+	g.metrics.stalls.Inc()
+	g.log.Info("this node stalled; announcing itself alive", "stalled_for", gap.Round(time.Millisecond))
+	if err := ml.UpdateNode(wait); err != nil {
+		g.log.Debug("stall refutation not yet sent", "err", err)
+	}
+}
