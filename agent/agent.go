@@ -53,6 +53,11 @@ type Deps struct {
 	// Drivers, if set, are the runtime drivers by name, instead of exec plus docker
 	// when its engine answers (the fleet simulator: runtime.SimDriver).
 	Drivers map[string]runtime.Driver
+	// Dilation, above 1, runs the agent's real-time timers (memberlist, Raft, the
+	// region's control loop) that many times slower; Clock must then be a
+	// runtime.DilatedClock of the same factor, which slows the rest. The fleet
+	// simulator uses it to run more agents than the machine keeps in real time.
+	Dilation float64
 	// OnIntentStored, if set, is called after each intent version this node stores,
 	// from the API or from a peer (the fleet simulator times dissemination with it).
 	// It must not block.
@@ -229,6 +234,8 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		BindPort:   bp,
 		Seeds:      cfg.Join,
 		Profile:    cfg.Profile,
+		Dilation:   deps.Dilation,
+		Now:        deps.Now,
 		Epoch:      id.Boot,
 		Transport:  deps.GossipTransport,
 		StreamAuth: a.gossipAuth(),
@@ -261,11 +268,14 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	a.gossip.Register(gossip.KindIntents, a.intents.HandleMessage, a.intents)
 	a.deps, a.raftAdvertise, a.raftChan = deps, raftAdvertise, a.raftAuth()
 	rcfg := region.Config{
-		Timing: a.regionTiming(),
+		Timing: a.regionTiming().Dilated(deps.Dilation),
 		NodeID: id.ID, Name: cfg.Name, Region: cfg.Region, RaftBind: cfg.RaftBind, RaftAdvertise: raftAdvertise,
 		DataDir: cfg.DataDir, Voters: cfg.Voters, Eligible: cfg.CoordinatorEligible, BootstrapExpect: cfg.BootstrapExpect,
 		Logger: a.log, Registerer: a.reg, Clock: deps.Clock, ConnAuth: a.raftChan, OnApply: a.onApplied,
 		WitnessOff: cfg.NoWitness, WitnessFor: cfg.WitnessFor,
+	}
+	if deps.Dilation > 1 {
+		rcfg.Tick = time.Duration(float64(region.DefaultTick) * deps.Dilation) // a real-time ticker
 	}
 	switch {
 	case deps.RaftNetwork != nil:

@@ -148,6 +148,15 @@ type Config struct {
 	StreamAuth StreamAuth
 	// Tune, if set, adjusts the memberlist configuration after the profile is applied.
 	Tune func(*memberlist.Config)
+	// Now is the clock of Member.StatusSince (the agent's clock; default time.Now).
+	// The node's own timers always run on the wall clock.
+	Now func() time.Time
+	// Dilation, above 1, runs every timer of this node — memberlist's and this
+	// package's — that many times slower: the fleet simulator (cmd/murmur-bench sim)
+	// runs more agents than the machine keeps in real time with timers K times longer
+	// and divides what it measures by K. The durations above are given undilated.
+	// 0 or 1: real time.
+	Dilation float64
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -219,7 +228,13 @@ type nodeEntry struct {
 	addr   string
 	meta   Meta
 	status string
-	since  time.Time
+	since  time.Time // when status changed, by the wall clock (the timers' time)
+	at     time.Time // the same moment by Config.Now (Member.StatusSince)
+}
+
+// setStatus records a status change at now (the wall clock).
+func (g *Gossip) setStatus(e *nodeEntry, status string, now time.Time) {
+	e.status, e.since, e.at = status, now, g.cfg.Now()
 }
 
 type inbound struct {
@@ -272,6 +287,13 @@ func New(cfg Config) (*Gossip, error) {
 	}
 	if cfg.KeyringTimeout <= 0 {
 		cfg.KeyringTimeout = 5 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	cfg.Dilation = max(cfg.Dilation, 1)
+	for _, d := range []*time.Duration{&cfg.Heartbeat, &cfg.RejoinInterval, &cfg.RejoinRecentFor, &cfg.ReconnectInterval, &cfg.JoinBackoffMax, &cfg.KeyringTimeout} {
+		*d = dilate(*d, cfg.Dilation)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -435,7 +457,7 @@ func (g *Gossip) Members() []Member {
 	for _, n := range g.nodes {
 		m := Member{
 			Name: n.name, ID: n.meta.ID, Region: n.meta.Region, Addr: n.addr,
-			Status: n.status, StatusSince: n.since, Labels: n.meta.Labels,
+			Status: n.status, StatusSince: n.at, Labels: n.meta.Labels,
 			HTTPAddr: n.meta.HTTPAddr, RaftAddr: n.meta.RaftAddr, Version: n.meta.Version,
 			Eligible: n.meta.Eligible, Local: n.name == g.cfg.Name,
 			MilliCPU: n.meta.MilliCPU, MemoryBytes: n.meta.MemoryBytes,
@@ -594,12 +616,12 @@ func (g *Gossip) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); g.reconnectLoop(loopCtx) }()
 	go func() {
 		defer wg.Done()
-		g.stallLoop(loopCtx, stallEvery(mlc), mlc.ProbeTimeout, func(gap time.Duration) { g.refuteStall(ml, gap, mlc.ProbeInterval) })
+		g.stallLoop(loopCtx, stallEvery(mlc), mlc.ProbeTimeout, func(gap time.Duration) { g.refuteStall(ml, gap) })
 	}()
 
 	<-ctx.Done()
 	g.announceLeave(ml)
-	if err := ml.Leave(3 * time.Second); err != nil {
+	if err := ml.Leave(g.scaled(3 * time.Second)); err != nil {
 		g.log.Warn("leave fleet", "err", err)
 	}
 	stop()
@@ -688,6 +710,10 @@ func (g *Gossip) memberlistConfig() (*memberlist.Config, error) {
 	if g.cfg.Tune != nil {
 		g.cfg.Tune(mlc)
 	}
+	for _, d := range []*time.Duration{&mlc.ProbeInterval, &mlc.ProbeTimeout, &mlc.GossipInterval, &mlc.PushPullInterval,
+		&mlc.TCPTimeout, &mlc.GossipToTheDeadTime, &mlc.DeadNodeReclaimTime, &mlc.QueueCheckInterval} {
+		*d = dilate(*d, g.cfg.Dilation)
+	}
 	// Our broadcasts (records, extension announcements) are small, and for
 	// GossipToTheDeadTime after a death part of every node's transmissions go to the
 	// dead node: twice memberlist's budget keeps a leadership change from missing a
@@ -728,7 +754,7 @@ func (g *Gossip) joinLoop(ctx context.Context) {
 		close(g.joined)
 		return
 	}
-	backoff := 250 * time.Millisecond
+	backoff := g.scaled(250 * time.Millisecond)
 	lastErr := ""
 	for attempt := 1; ; attempt++ {
 		ml := g.ml.Load()
@@ -775,10 +801,10 @@ func (g *Gossip) joinLoop(ctx context.Context) {
 // settle rule). A seed that never comes up is retried every JoinBackoffMax.
 func (g *Gossip) reachSeeds(ctx context.Context, seeds []string) {
 	seeds = slices.Clone(seeds)
-	backoff := 250 * time.Millisecond
+	backoff := g.scaled(250 * time.Millisecond)
 	// For the first minute at most a second apart: the pools must merge well within
 	// the region's settle period (3 s) of the seeds coming up.
-	fastUntil := time.Now().Add(time.Minute)
+	fastUntil := time.Now().Add(g.scaled(time.Minute))
 	for {
 		missing := g.seedsNotMembers(ctx, seeds)
 		if len(missing) == 0 {
@@ -809,7 +835,7 @@ func (g *Gossip) reachSeeds(ctx context.Context, seeds []string) {
 		}
 		limit := g.cfg.JoinBackoffMax
 		if time.Now().Before(fastUntil) {
-			limit = min(limit, time.Second)
+			limit = min(limit, g.scaled(time.Second))
 		}
 		backoff = min(backoff*2, limit)
 	}
@@ -882,7 +908,7 @@ func joinHint(err error, encrypted bool) string {
 // the setters) or the heartbeat is due, expires suspicions and reconnects to failed
 // members. It wakes once a second otherwise: every wake-up costs CPU on small devices.
 func (g *Gossip) tickLoop(ctx context.Context) {
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(g.scaled(time.Second))
 	defer tick.Stop()
 	for {
 		select {
@@ -1059,7 +1085,7 @@ func (g *Gossip) markRejoined(now time.Time, due []conflictTarget) {
 			continue
 		}
 		c.tries++
-		c.next = now.Add(min(time.Second<<c.tries, 30*time.Second))
+		c.next = now.Add(g.scaled(min(time.Second<<c.tries, 30*time.Second)))
 		g.conflicts[t.name] = c
 	}
 }
@@ -1141,7 +1167,7 @@ func (g *Gossip) refreshFromMemberlist(now time.Time) {
 	defer g.mu.Unlock()
 	// The longest memberlist keeps a node suspect before declaring it dead (its
 	// suspicion timeout scales with log10 of the fleet size), plus a second of slack.
-	suspicionMax := time.Duration(float64(g.suspicionUnit)*math.Max(1, math.Log10(float64(len(live))))) + time.Second
+	suspicionMax := time.Duration(float64(g.suspicionUnit)*math.Max(1, math.Log10(float64(len(live))))) + g.scaled(time.Second)
 	present := make(map[string]bool, len(live))
 	for _, n := range live {
 		present[n.Name] = true
@@ -1152,24 +1178,25 @@ func (g *Gossip) refreshFromMemberlist(now time.Time) {
 				g.metrics.decodeErrors.WithLabelValues("meta").Inc()
 			}
 			if !ok {
-				e = &nodeEntry{name: n.Name, since: now, status: StatusAlive}
+				e = &nodeEntry{name: n.Name}
+				g.setStatus(e, StatusAlive, now)
 				g.nodes[n.Name] = e
 			}
 			e.meta, e.addr = meta, n.Address()
 			if e.status == StatusDead || e.status == StatusLeft {
-				e.status, e.since = StatusAlive, now // its rejoin event was dropped
+				g.setStatus(e, StatusAlive, now) // its rejoin event was dropped
 			}
 			g.changed()
 		}
 		if e.status == StatusSuspect && now.Sub(e.since) > suspicionMax {
-			e.status, e.since = StatusAlive, now
+			g.setStatus(e, StatusAlive, now)
 			g.changed()
 		}
 	}
 	if resync {
 		for name, e := range g.nodes {
 			if !present[name] && (e.status == StatusAlive || e.status == StatusSuspect) {
-				e.status, e.since = StatusDead, now
+				g.setStatus(e, StatusDead, now)
 			}
 		}
 		g.changed()
@@ -1193,7 +1220,7 @@ func (g *Gossip) markSuspect(name string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if e, ok := g.nodes[name]; ok && e.status == StatusAlive {
-		e.status, e.since = StatusSuspect, time.Now()
+		g.setStatus(e, StatusSuspect, time.Now())
 		g.changed()
 	}
 }
@@ -1280,7 +1307,7 @@ func (g *Gossip) applyEvent(ev nodeEvent) {
 		ev.status = StatusLeft
 	}
 	if e.status != ev.status {
-		e.status, e.since = ev.status, now
+		g.setStatus(e, ev.status, now)
 		if ev.status != StatusAlive && ev.name != g.cfg.Name {
 			g.log.Info("member "+ev.status, "node", ev.name, "addr", ev.addr)
 		}
@@ -1436,10 +1463,20 @@ func (g *Gossip) expireSeen(now time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for k, t := range g.seen {
-		if now.Sub(t) > 5*time.Minute {
+		if now.Sub(t) > g.scaled(5*time.Minute) {
 			delete(g.seen, k)
 		}
 	}
+}
+
+// scaled is d under the node's dilation (Config.Dilation).
+func (g *Gossip) scaled(d time.Duration) time.Duration { return dilate(d, g.cfg.Dilation) }
+
+func dilate(d time.Duration, k float64) time.Duration {
+	if k <= 1 {
+		return d
+	}
+	return time.Duration(float64(d) * k)
 }
 
 func frameName(f byte) string {

@@ -69,6 +69,18 @@ func DefaultTiming() Timing {
 	}
 }
 
+// Dilated is t with every timer k times longer (the fleet simulator's dilation, see
+// runtime.DilatedClock); k <= 1 leaves it unchanged.
+func (t Timing) Dilated(k float64) Timing {
+	if k <= 1 {
+		return t
+	}
+	for _, d := range []*time.Duration{&t.HeartbeatTimeout, &t.ElectionTimeout, &t.LeaderLeaseTimeout, &t.CommitTimeout, &t.HeartbeatInterval} {
+		*d = time.Duration(float64(*d) * k)
+	}
+	return t
+}
+
 // WANTiming is hashicorp/raft's stock timing, for high-latency links (--profile wan):
 // failover takes about 1-3 s, and the leader sends heartbeats every ~100 ms instead of
 // every ~30 ms (raft sends them every HeartbeatTimeout/10), so idle CPU is lower.
@@ -80,6 +92,9 @@ func WANTiming() Timing {
 		CommitTimeout:      50 * time.Millisecond,
 	}
 }
+
+// DefaultTick is the period of a node's control loop (Config.Tick).
+const DefaultTick = 250 * time.Millisecond
 
 // Config configures a Node. Zero values take the documented defaults.
 type Config struct {
@@ -187,7 +202,7 @@ func (c *Config) setDefaults() error {
 	c.SettlePeriod = cmp.Or(c.SettlePeriod, 3*time.Second)
 	c.PromoteAfter = cmp.Or(c.PromoteAfter, 2*time.Second)
 	c.HeadlessAfter = cmp.Or(c.HeadlessAfter, 5*time.Second)
-	c.Tick = cmp.Or(c.Tick, 250*time.Millisecond)
+	c.Tick = cmp.Or(c.Tick, DefaultTick)
 	d := DefaultTiming()
 	if c.Timing == (Timing{}) {
 		c.Timing = d

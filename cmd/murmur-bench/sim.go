@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -42,6 +43,14 @@ type simOptions struct {
 	Converge       time.Duration
 	Event          time.Duration
 	AgentLog       string
+	Dilation       float64 // K: 0 picks one from --nodes
+}
+
+// autoDilation is the dilation sim picks for n agents on this machine: an idle agent
+// costs about 1 % of a core in real time (BENCHMARKS.md, issue 14), so about 75 agents
+// per core keep up with room for the measured bursts.
+func autoDilation(n, cores int) float64 {
+	return max(1, math.Ceil(float64(n)/float64(75*max(cores, 1))))
 }
 
 func (o simOptions) validate() error {
@@ -64,6 +73,8 @@ func (o simOptions) validate() error {
 		return fmt.Errorf("--settle %v: must not be negative", o.Settle)
 	case o.Duration < time.Second:
 		return fmt.Errorf("--duration %v: give 1s or more", o.Duration)
+	case o.Dilation != 0 && (o.Dilation < 1 || o.Dilation > 1000):
+		return fmt.Errorf("--dilation %v: give 1 to 1000, or 0 to pick one from --nodes", o.Dilation)
 	case o.Replicas < 1 || o.Replicas*o.Regions > o.Nodes/2:
 		return fmt.Errorf("--replicas %d: give 1 to %d (instances per region; half the nodes at most)", o.Replicas, max(1, o.Nodes/2/o.Regions))
 	}
@@ -90,9 +101,15 @@ It waits for the fleet to converge, then measures:
     each other node declares it dead (node_dead events) and until its instances run
     elsewhere.
 
-Time runs at the real rate (dilation 1): on 2 cores a few hundred agents keep up;
-larger fleets need timer dilation, which is not built yet (the figures would measure
-the machine's overload, and the tool says so when the fleet does not converge).
+Time is dilated by --dilation K: every protocol timer (memberlist's probes, gossip and
+push/pull, Raft's heartbeats and elections, the region and coordinator loops, the
+supervisor, network latency) runs K times slower, all agents share one clock that runs
+K times slower than the wall clock, and every figure is in that clock's time: what the
+fleet would do on a machine K times faster. The default picks K from --nodes and the
+cores (about 75 agents per core in real time). Durations given as flags are in the
+dilated time too; a run lasts about K times longer. --dilation 1 runs in real time: at a
+size that keeps up, runs at K=1 and K>1 should agree (BENCHMARKS.md compares them).
+CPU per agent is CPU seconds per dilated second: what one agent costs in real time.
 
 The last line is for scripts:
   sim: nodes=N regions=R dilation=K detect_p99_ms=N intent_p999_ms=N gossip_bytes_per_node_s=N failover_p99_ms=N`,
@@ -114,6 +131,7 @@ The last line is for scripts:
 	fs.DurationVar(&o.Converge, "converge-timeout", 3*time.Minute, "bound on the fleet converging")
 	fs.DurationVar(&o.Event, "event-timeout", 60*time.Second, "bound on one measured event")
 	fs.StringVar(&o.AgentLog, "agent-log-level", "error", "level of the agents' logs on stderr (debug, info, warn, error)")
+	fs.Float64Var(&o.Dilation, "dilation", 0, "run every timer K times slower and report in the dilated time (0: pick K from --nodes)")
 	c.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := o.validate(); err != nil {
 			return usageError{err}
@@ -137,6 +155,7 @@ type simNode struct {
 
 type simFleet struct {
 	o        simOptions
+	clock    *runtime.DilatedClock // every agent's clock, and the measurements'
 	log      *slog.Logger
 	agentLog *slog.Logger // errors only: hundreds of agents share stderr
 	gnet     *gossiptest.Network
@@ -158,28 +177,29 @@ func runSim(ctx context.Context, o simOptions, log *slog.Logger, out io.Writer) 
 	if err := lvl.UnmarshalText([]byte(o.AgentLog)); err != nil {
 		return usageError{fmt.Errorf("--agent-log-level %q: give debug, info, warn or error", o.AgentLog)}
 	}
-	f := &simFleet{o: o, log: log, agentLog: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})), gnet: gossiptest.NewNetwork(), rnet: region.NewInmemNetwork(), dir: dir,
+	if o.Dilation == 0 {
+		o.Dilation = autoDilation(o.Nodes, goruntime.NumCPU())
+	}
+	f := &simFleet{o: o, clock: runtime.NewDilatedClock(o.Dilation), log: log, agentLog: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})), gnet: gossiptest.NewNetwork(), rnet: region.NewInmemNetwork(), dir: dir,
 		stored: map[string]map[string]time.Time{}}
-	f.gnet.SetLatency(o.Latency)
+	f.gnet.SetLatency(f.real(o.Latency))
 	f.gnet.SetLoss(o.Loss)
 	defer func() {
 		lvl.Set(slog.LevelError + 4) // the teardown's RPC failures are not findings
 		f.stop()
 	}()
-	fmt.Fprintf(out, "murmur-bench sim: nodes=%d regions=%d cores=%d latency=%v loss=%v dilation=1\n", o.Nodes, o.Regions, goruntime.NumCPU(), o.Latency, o.Loss)
+	fmt.Fprintf(out, "murmur-bench sim: nodes=%d regions=%d cores=%d latency=%v loss=%v dilation=%g (figures in dilated time)\n", o.Nodes, o.Regions, goruntime.NumCPU(), o.Latency, o.Loss, o.Dilation)
 
-	start := time.Now()
+	start := f.clock.Now()
 	if err := f.start(ctx); err != nil {
 		return err
 	}
 	if err := f.converge(ctx); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "converged in %v\n", time.Since(start).Round(time.Millisecond))
-	select { // the joins' broadcasts drain: not what an idle fleet costs
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(f.o.Settle):
+	fmt.Fprintf(out, "converged in %v\n", f.clock.Now().Sub(start).Round(time.Millisecond))
+	if err := f.sleep(ctx, f.o.Settle); err != nil { // the joins' broadcasts drain: not what an idle fleet costs
+		return err
 	}
 
 	idle, err := f.idle(ctx)
@@ -198,7 +218,8 @@ func runSim(ctx context.Context, o simOptions, log *slog.Logger, out io.Writer) 
 	fmt.Fprintf(out, "\n| figure | value |\n|---|---|\n")
 	fmt.Fprintf(out, "| gossip bytes per node per second, out / in (mean) | %.0f / %.0f |\n", idle.outPerNode, idle.inPerNode)
 	fmt.Fprintf(out, "| gossip bytes per node per second, out (max node) | %.0f |\n", idle.outMax)
-	fmt.Fprintf(out, "| CPU per agent, idle | %.2f %% of a core |\n", idle.cpuPerAgent*100)
+	fmt.Fprintf(out, "| CPU per agent, idle (CPU seconds per dilated second) | %.2f %% of a core |\n", idle.cpuPerAgent*100)
+	fmt.Fprintf(out, "| machine load while idle (real CPU seconds per real second, %d cores) | %.2f |\n", goruntime.NumCPU(), idle.machineLoad)
 	fmt.Fprintf(out, "| heap per agent | %.1f MiB |\n", idle.heapPerAgent/(1<<20))
 	for _, r := range intents {
 		fmt.Fprintf(out, "| intent %s to 99 / 99.9 / 100 %% of nodes (worst of %d) | %s / %s / %s |\n", r.label, r.n, ms(r.p99), ms(r.p999), ms(r.all))
@@ -211,8 +232,8 @@ func runSim(ctx context.Context, o simOptions, log *slog.Logger, out io.Writer) 
 	for _, r := range intents {
 		worst = max(worst, r.p999)
 	}
-	fmt.Fprintf(out, "\nsim: nodes=%d regions=%d dilation=1 detect_p99_ms=%d intent_p999_ms=%d gossip_bytes_per_node_s=%.0f failover_p99_ms=%d\n",
-		o.Nodes, o.Regions, ds.P99.Milliseconds(), worst.Milliseconds(), idle.outPerNode, fs.P99.Milliseconds())
+	fmt.Fprintf(out, "\nsim: nodes=%d regions=%d dilation=%g detect_p99_ms=%d intent_p999_ms=%d gossip_bytes_per_node_s=%.0f failover_p99_ms=%d\n",
+		o.Nodes, o.Regions, o.Dilation, ds.P99.Milliseconds(), worst.Milliseconds(), idle.outPerNode, fs.P99.Milliseconds())
 	return nil
 }
 
@@ -235,7 +256,8 @@ func (f *simFleet) start(ctx context.Context) error {
 		}
 		deps := agent.Deps{
 			Logger: f.agentLog.With("node", name), GossipTransport: tr, RaftNetwork: f.rnet,
-			Drivers:        map[string]runtime.Driver{runtime.DriverExec: nd.drv},
+			Drivers: map[string]runtime.Driver{runtime.DriverExec: nd.drv},
+			Clock:   f.clock, Dilation: f.o.Dilation,
 			OnIntentStored: func(intent string, _ policy.Version) { f.noteStored(intent, name) },
 		}
 		a, err := agent.New(cfg, deps)
@@ -273,8 +295,24 @@ func (f *simFleet) stop() {
 	}
 }
 
+// real is the wall-clock length of a dilated duration.
+func (f *simFleet) real(d time.Duration) time.Duration { return f.clock.Real(d) }
+
+// sleep waits d of dilated time.
+func (f *simFleet) sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(f.real(d)):
+		return nil
+	}
+}
+
+// deadline is d of dilated time from now, on the dilated clock.
+func (f *simFleet) deadline(d time.Duration) time.Time { return f.clock.Now().Add(d) }
+
 func (f *simFleet) noteStored(intent, node string) {
-	now := time.Now()
+	now := f.clock.Now()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	m := f.stored[intent]
@@ -313,10 +351,10 @@ func simGet(addr, path string, v any) error {
 // converge waits until sampled nodes see every node alive and every region has a
 // coordinator with 3 voters.
 func (f *simFleet) converge(ctx context.Context) error {
-	deadline := time.Now().Add(f.o.Converge)
+	deadline := f.deadline(f.o.Converge)
 	rng := rand.New(rand.NewPCG(1, 2))
 	var why string
-	for time.Now().Before(deadline) {
+	for f.clock.Now().Before(deadline) {
 		why = f.convergedWhy(rng)
 		if why == "" {
 			return nil
@@ -327,7 +365,7 @@ func (f *simFleet) converge(ctx context.Context) error {
 		case <-time.After(500 * time.Millisecond): // poll period, bounded by the deadline
 		}
 	}
-	return fmt.Errorf("the fleet did not converge within %v (%s): at this size the machine may not keep up in real time", f.o.Converge, why)
+	return fmt.Errorf("the fleet did not converge within %v (%s): at this size the machine may not keep up at dilation %g (try a larger --dilation)", f.o.Converge, why, f.o.Dilation)
 }
 
 func (f *simFleet) convergedWhy(rng *rand.Rand) string {
@@ -376,6 +414,7 @@ func (f *simFleet) convergedWhy(rng *rand.Rand) string {
 type idleFigures struct {
 	outPerNode, inPerNode, outMax float64
 	cpuPerAgent, heapPerAgent     float64
+	machineLoad                   float64
 }
 
 // idle measures gossip bytes, CPU and heap over the idle window.
@@ -390,13 +429,11 @@ func (f *simFleet) idle(ctx context.Context) (idleFigures, error) {
 	}
 	var ru0, ru1 syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
-	before, t0 := snap(), time.Now()
-	select {
-	case <-ctx.Done():
-		return idleFigures{}, ctx.Err()
-	case <-time.After(f.o.Duration):
+	before, t0, r0 := snap(), f.clock.Now(), time.Now()
+	if err := f.sleep(ctx, f.o.Duration); err != nil {
+		return idleFigures{}, err
 	}
-	after, el := snap(), time.Since(t0).Seconds()
+	after, el, realEl := snap(), f.clock.Now().Sub(t0).Seconds(), time.Since(r0).Seconds()
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
 	var fig idleFigures
 	for i := range f.nodes {
@@ -408,8 +445,9 @@ func (f *simFleet) idle(ctx context.Context) (idleFigures, error) {
 	n := float64(len(f.nodes))
 	fig.outPerNode /= n
 	fig.inPerNode /= n
-	cpu := time.Duration(ru1.Utime.Nano()+ru1.Stime.Nano()-ru0.Utime.Nano()-ru0.Stime.Nano()).Seconds() / el
-	fig.cpuPerAgent = cpu / n
+	cpuSec := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano()).Seconds()
+	fig.cpuPerAgent = cpuSec / el / n
+	fig.machineLoad = cpuSec / realEl
 	var m goruntime.MemStats
 	goruntime.ReadMemStats(&m)
 	fig.heapPerAgent = float64(m.HeapInuse) / n
@@ -436,7 +474,7 @@ func (f *simFleet) pushIntents(ctx context.Context) ([]intentFigure, error) {
 		name := fmt.Sprintf("sim-intent-%d", i)
 		body := simWorkload(name, 1, []string{"nowhere"}, size)
 		live := f.live()
-		at := time.Now()
+		at := f.clock.Now()
 		if err := simPost(live[rng.IntN(len(live))].a.HTTPAddr(), body); err != nil {
 			return nil, err
 		}
@@ -457,7 +495,7 @@ func (f *simFleet) pushIntents(ctx context.Context) ([]intentFigure, error) {
 }
 
 func (f *simFleet) waitStored(ctx context.Context, name string, want int) ([]time.Time, error) {
-	deadline := time.Now().Add(f.o.Event)
+	deadline := f.deadline(f.o.Event)
 	for {
 		f.mu.Lock()
 		m := f.stored[name]
@@ -472,7 +510,7 @@ func (f *simFleet) waitStored(ctx context.Context, name string, want int) ([]tim
 		if times != nil {
 			return times, nil
 		}
-		if time.Now().After(deadline) {
+		if f.clock.Now().After(deadline) {
 			return nil, fmt.Errorf("intent %s reached %d of %d nodes within %v", name, n, want, f.o.Event)
 		}
 		select {
@@ -536,7 +574,7 @@ func (f *simFleet) hostDeaths(ctx context.Context) (detection, []time.Duration, 
 			}
 		}
 		victim := hosts[rng.IntN(len(hosts))]
-		at := time.Now()
+		at := f.clock.Now()
 		f.gnet.SetDown(victim.name, true) // its packets are lost from now on, as with a power cut
 		f.rnet.Down(victim.raftAddr)
 		victim.dead = true
@@ -545,7 +583,7 @@ func (f *simFleet) hostDeaths(ctx context.Context) (detection, []time.Duration, 
 		if err := f.waitRunning(ctx, want, victim); err != nil {
 			return det, nil, fmt.Errorf("host death %d (%s): %w", k, victim.name, err)
 		}
-		moved = append(moved, time.Since(at))
+		moved = append(moved, f.clock.Now().Sub(at))
 		first, all, err := f.detected(ctx, victim.name, at)
 		if err != nil {
 			return det, nil, fmt.Errorf("host death %d (%s): %w", k, victim.name, err)
@@ -559,7 +597,7 @@ func (f *simFleet) hostDeaths(ctx context.Context) (detection, []time.Duration, 
 // waitRunning waits until the live nodes' simulated drivers run want instances, none
 // of them on gone.
 func (f *simFleet) waitRunning(ctx context.Context, want int, gone *simNode) error {
-	deadline := time.Now().Add(f.o.Event)
+	deadline := f.deadline(f.o.Event)
 	for {
 		n := 0
 		for _, nd := range f.live() {
@@ -568,7 +606,7 @@ func (f *simFleet) waitRunning(ctx context.Context, want int, gone *simNode) err
 		if n == want {
 			return nil
 		}
-		if time.Now().After(deadline) {
+		if f.clock.Now().After(deadline) {
 			return fmt.Errorf("%d of %d instances running after %v", n, want, f.o.Event)
 		}
 		select {
@@ -582,7 +620,7 @@ func (f *simFleet) waitRunning(ctx context.Context, want int, gone *simNode) err
 // detected waits until every live node has recorded node_dead for name since at and
 // returns the first and every node's delay.
 func (f *simFleet) detected(ctx context.Context, name string, at time.Time) (time.Duration, []time.Duration, error) {
-	deadline := time.Now().Add(f.o.Event)
+	deadline := f.deadline(f.o.Event)
 	since := at.Add(-time.Millisecond).UTC().Format(time.RFC3339Nano)
 	seen := map[string]time.Duration{}
 	for {
@@ -604,7 +642,7 @@ func (f *simFleet) detected(ctx context.Context, name string, at time.Time) (tim
 		if len(seen) == len(f.live()) {
 			break
 		}
-		if time.Now().After(deadline) {
+		if f.clock.Now().After(deadline) {
 			return 0, nil, fmt.Errorf("%d of %d nodes declared it dead within %v", len(seen), len(f.live()), f.o.Event)
 		}
 		select {
