@@ -12,5 +12,6 @@
 // Content-Security-Policy that allows scripts, styles and connections to this agent
 // only.
 //
-// Imports: agent/api (the error envelope). Only agent imports it.
+// Imports: agent/api (the error envelope). Only agent imports it (and the browser
+// tests of cmd/murmur, which serve it with a fake API).
 package ui
