@@ -247,9 +247,13 @@
     state.events.push(e);
     if (state.events.length > MAX_EVENTS) state.events.splice(0, state.events.length - MAX_EVENTS);
     switch (e.type) {
-      case 'node_dead': case 'node_alive': case 'node_left':
-        pollers.members.kick(); // the members list is the truth; the event says: look now
+      case 'node_dead': case 'node_alive': case 'node_left': {
+        // The members list is the truth; an event that contradicts it says: look now.
+        // (The backlog replays old events too: those that agree cost nothing.)
+        const m = state.members.find((x) => x.name === e.node);
+        if (state.loaded && (!m || m.status !== e.type.slice(5))) pollers.members.kick();
         break;
+      }
       case 'coordinator_changed': case 'headless':
         kickSoon('regions');
         break;
