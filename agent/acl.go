@@ -30,7 +30,9 @@ import (
 //   - tokens configured (always when --http is beyond loopback): every request needs
 //     one. GET and HEAD need read, every other method needs write, and anything under
 //     /v1/audit or /v1/keyring needs admin whatever the method. /healthz and /metrics
-//     are open only with --http-open-metrics.
+//     are open only with --http-open-metrics. GET and HEAD of the dashboard's static
+//     files (/ui/...) and of / (a redirect to /ui/) are open: they hold no data, and
+//     every API call the page makes needs a token.
 //
 // 401 answers a missing or unknown token, 403 a token whose role is too small.
 
@@ -321,6 +323,8 @@ func requiredRole(method, p string, openMetrics bool) role {
 	read := method == http.MethodGet || method == http.MethodHead
 	switch {
 	case read && openMetrics && (p == "/healthz" || p == "/metrics"):
+		return roleNone
+	case read && (p == "/" || underPath(p, "/ui") && underPath(path.Clean("/"+p), "/ui")):
 		return roleNone
 	case read:
 		return roleRead

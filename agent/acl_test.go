@@ -223,6 +223,15 @@ func TestRequiredRole(t *testing.T) {
 		{"POST", "/metrics", true, roleWrite},
 		{"GET", "/v1/status", true, roleRead},
 		{"GET", "/v1/audit", true, roleAdmin},
+		{"GET", "/ui/", false, roleNone},
+		{"HEAD", "/ui/app.js", false, roleNone},
+		{"GET", "/ui", false, roleNone},
+		{"GET", "/", false, roleNone},
+		{"POST", "/ui/", false, roleWrite},
+		{"GET", "/ui/../v1/members", false, roleRead},
+		{"GET", "/ui/../v1/audit", false, roleAdmin},
+		{"GET", "/uix", false, roleRead},
+		{"GET", "//v1/members", false, roleRead},
 	}
 	for _, tc := range cases {
 		if got := requiredRole(tc.method, tc.path, tc.open); got != tc.want {

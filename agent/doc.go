@@ -10,7 +10,8 @@
 // API access (acl.go): tokens with roles read < write < admin from --acl-file and
 // --api-token-file; with any token every request needs one, without tokens the API must
 // be loopback and is open. Every write request is appended to <data-dir>/audit.log
-// (audit.go), served at GET /v1/audit to admin tokens.
+// (audit.go), served at GET /v1/audit to admin tokens. The dashboard's static files
+// (agent/ui, at /ui/) are served without a token: the page sends one with each API call.
 //
 // Node load means the same thing when several agents share one host: the usage of
 // this node's own workloads plus a fixed reserve, over the node's capacity (given, or

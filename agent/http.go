@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/murmur-edge/murmur/agent/api"
+	"github.com/murmur-edge/murmur/agent/ui"
 	"github.com/murmur-edge/murmur/gossip"
 	"github.com/murmur-edge/murmur/runtime"
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,8 +79,12 @@ func (a *Agent) routes() http.Handler {
 	mux.Handle("GET /v1/events", a.eventsAPI) // eventsrc.go feeds it
 	a.intents.Register(mux)
 	a.registerKeyring(mux) // GET /v1/keyring, POST /v1/keyring/{install,use,remove}: keyring.go
+	// The dashboard: static files, served without a token (acl.go); its API calls
+	// need one like any client's. "/" leads a browser there.
+	mux.Handle(ui.Prefix, ui.New())
+	mux.Handle("GET /{$}", http.RedirectHandler(ui.Prefix, http.StatusFound))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		api.WriteError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path+" (see GET /v1/status, /v1/members, /v1/intents, /v1/regions, /v1/workloads, /v1/events, /v1/audit, /metrics, /healthz)")
+		api.WriteError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path+" (see /ui/ for the dashboard, GET /v1/status, /v1/members, /v1/intents, /v1/regions, /v1/workloads, /v1/events, /v1/audit, /metrics, /healthz)")
 	})
 	// Tokens, roles and the audit of writes: acl.go.
 	return a.access.wrap(mux)
