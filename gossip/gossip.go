@@ -1190,6 +1190,7 @@ func (g *Gossip) markSuspect(name string) {
 	defer g.mu.Unlock()
 	if e, ok := g.nodes[name]; ok && e.status == StatusAlive {
 		e.status, e.since = StatusSuspect, time.Now()
+		g.metrics.suspicions.Inc()
 		g.changed()
 	}
 }
