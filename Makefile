@@ -6,7 +6,7 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X github.com/murmur-edge/murmur/agent.Version=$(VERSION)
 TEST_IMAGE ?= murmur-workload:test
 
-.PHONY: all build test test-short lint demo test-image workload bench fuzz clean chaos
+.PHONY: all build test test-short lint demo test-image workload bench fuzz clean chaos check-deploy
 
 all: build
 
@@ -30,7 +30,7 @@ test-image: workload ## FROM scratch image of the test workload (no registry nee
 CHAOS_SHORT ?= 50
 FAULTS      ?= 500
 SEED        ?=
-test: build workload test-image ## every test, with the race detector (and a short fault campaign in CI)
+test: build workload test-image check-deploy ## every test, with the race detector (and a short fault campaign in CI)
 	MURMUR_BIN=$(CURDIR)/$(BIN)/murmur MURMUR_WORKLOAD_BIN=$(CURDIR)/$(BIN)/workload MURMUR_TEST_IMAGE=$(TEST_IMAGE) \
 	  $(GO) test -race -count=1 -timeout 12m $(PKGS)
 	@if [ "$$MURMUR_REQUIRE_DOCKER" = 1 ]; then \
@@ -41,6 +41,20 @@ test: build workload test-image ## every test, with the race detector (and a sho
 	  then grep -E '^(chaos:|ok|PASS)' $(BIN)/chaos-short.log; \
 	  else echo "--- the short fault campaign failed; the end of $(BIN)/chaos-short.log:"; grep -v '^\s*time=' $(BIN)/chaos-short.log | tail -n 80; exit 1; fi; \
 	fi
+
+# The Prometheus rules in deploy/prometheus: promtool checks them and runs their unit
+# tests (alerts_test.yml). Without promtool the check is skipped with a note, unless
+# MURMUR_REQUIRE_PROMTOOL=1 (CI, which installs it: Debian's prometheus package).
+# That the rules and deploy/grafana/murmur.json name only metrics an agent exports is
+# checked by a Go test (cmd/murmur, TestRealDeployMetricsExist).
+PROMTOOL ?= promtool
+check-deploy: ## promtool check rules and promtool test rules on deploy/prometheus
+	@if ! command -v $(PROMTOOL) >/dev/null 2>&1; then \
+	  if [ "$$MURMUR_REQUIRE_PROMTOOL" = 1 ]; then echo "check-deploy: $(PROMTOOL) not found (apt-get install prometheus ships it)"; exit 1; fi; \
+	  echo "check-deploy: $(PROMTOOL) not found; skipping the rule checks (apt-get install prometheus ships it)"; exit 0; \
+	fi; \
+	$(PROMTOOL) check rules deploy/prometheus/alerts.yml && \
+	cd deploy/prometheus && $(PROMTOOL) test rules alerts_test.yml
 
 chaos: build workload ## the fault campaign on real network stacks (root; docs in cmd/murmur/chaos_test.go): make chaos FAULTS=N SEED=S
 	MURMUR_BIN=$(CURDIR)/$(BIN)/murmur MURMUR_WORKLOAD_BIN=$(CURDIR)/$(BIN)/workload MURMUR_REQUIRE_NETNS=1 \

@@ -108,6 +108,17 @@ func TestKilledNodeBecomesDeadAndLeavingNodeLeft(t *testing.T) {
 				gossiptest.StatusOf(nd.Gossip, "n07") == gossip.StatusLeft
 		})
 	}
+	// A death is declared after a failed probe made some node suspect n04: that node
+	// counts the suspicion (murmur_gossip_suspicions_total).
+	suspicions := 0.0
+	for i, nd := range nodes {
+		if i != 4 && i != 7 {
+			suspicions += metricValue(t, nd, "murmur_gossip_suspicions_total")
+		}
+	}
+	if suspicions < 1 {
+		t.Errorf("murmur_gossip_suspicions_total summed over the survivors = %v, want at least 1", suspicions)
+	}
 	// A killed node that comes back with the same name at a new address is alive
 	// again everywhere once memberlist lets the name move.
 	net.SetDown("n04", false)

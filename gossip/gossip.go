@@ -1221,6 +1221,7 @@ func (g *Gossip) markSuspect(name string) {
 	defer g.mu.Unlock()
 	if e, ok := g.nodes[name]; ok && e.status == StatusAlive {
 		g.setStatus(e, StatusSuspect, time.Now())
+		g.metrics.suspicions.Inc()
 		g.changed()
 	}
 }

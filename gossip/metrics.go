@@ -12,6 +12,7 @@ type metrics struct {
 	joinFailures      prometheus.Counter
 	nameConflicts     prometheus.Counter
 	stalls            prometheus.Counter
+	suspicions        prometheus.Counter
 }
 
 // membersCollector reports the fleet view's member count by status at scrape time.
@@ -60,15 +61,27 @@ func newMetrics(reg prometheus.Registerer, g *Gossip) (*metrics, error) {
 		stalls: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "murmur_gossip_stalls_total", Help: "Times this process did not run for longer than a probe timeout (frozen, paused, starved of CPU) and re-announced itself alive.",
 		}),
+		suspicions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "murmur_gossip_suspicions_total", Help: "Members this node marked suspect because its probe of them failed (before memberlist declares them dead, or they refute).",
+		}),
 	}
 	members := &membersCollector{g: g, desc: prometheus.NewDesc("murmur_gossip_members", "Members of the fleet view, by status.", []string{"status"}, nil)}
-	for _, c := range []prometheus.Collector{m.msgsIn, m.msgsOut, m.bytesIn, m.bytesOut, m.decodeErrors, m.dropped, m.joinFailures, m.nameConflicts, m.stalls, members} {
+	for _, c := range []prometheus.Collector{m.msgsIn, m.msgsOut, m.bytesIn, m.bytesOut, m.decodeErrors, m.dropped, m.joinFailures, m.nameConflicts, m.stalls, m.suspicions, members} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
+	// Every known type is exported from the start, at 0: rate() over a series that
+	// appears only with its first message misses that message, and alerts on it see
+	// nothing until then.
 	for _, t := range []string{"record", "broadcast", "direct", "pushpull", "meta", "unknown"} {
 		m.decodeErrors.WithLabelValues(t)
+	}
+	for _, t := range []string{"record", "broadcast", "direct", "pushpull"} {
+		m.msgsIn.WithLabelValues(t)
+		m.msgsOut.WithLabelValues(t)
+		m.bytesIn.WithLabelValues(t)
+		m.bytesOut.WithLabelValues(t)
 	}
 	return m, nil
 }

@@ -133,14 +133,15 @@ func New(cfg Config) (*Coordinator, error) {
 	cfg.ResendAfter = cmp.Or(cfg.ResendAfter, 500*time.Millisecond)
 	cfg.ViewGrace = cmp.Or(cfg.ViewGrace, 30*time.Second)
 	cfg.Lease = cmp.Or(cfg.Lease, DefaultLease)
-	m, err := newMetrics(cfg.Registerer)
-	if err != nil {
+	c := &Coordinator{
+		cfg: cfg, log: cfg.Logger.With("component", "coordinator", "region", cfg.Region),
+		inbox: map[string]Report{}, reportCh: make(chan struct{}, 1), leases: newLeaseBook(cfg.Lease),
+	}
+	var err error
+	if c.m, err = newMetrics(cfg.Registerer, c); err != nil {
 		return nil, err
 	}
-	return &Coordinator{
-		cfg: cfg, log: cfg.Logger.With("component", "coordinator", "region", cfg.Region), m: m,
-		inbox: map[string]Report{}, reportCh: make(chan struct{}, 1), leases: newLeaseBook(cfg.Lease),
-	}, nil
+	return c, nil
 }
 
 // HandleReport takes a node's report. It never blocks: the newest report per node is
@@ -533,6 +534,11 @@ func (c *Coordinator) planOnce(ctx context.Context, ls *loopState, fleetOnly boo
 	c.m.plans.WithLabelValues("committed").Inc()
 	for _, a := range res.Actions {
 		c.m.actions.WithLabelValues(string(a.Kind), string(a.Cause)).Inc()
+		if a.Cause == scheduler.CauseReplace && a.Supersedes != "" {
+			if d, ok := replacedAfter(st, members, a.Supersedes, ls.committedAt); ok {
+				c.m.replaceSeconds.Observe(d.Seconds())
+			}
+		}
 		c.log.Info("placement", "action", a.Kind, "cause", a.Cause, "intent", a.Workload, "instance", a.Instance,
 			"node", a.Node, "replaces", a.Replaces, "from", a.From, "reason", a.Reason, "generation", res.Generation)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/murmur-edge/murmur/gossip"
 	"github.com/murmur-edge/murmur/policy"
 	"github.com/murmur-edge/murmur/runtime"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // fakeClock is a manual clock: timers fire when Advance passes their deadline.
@@ -321,6 +322,7 @@ type harness struct {
 	fleet   *fakeFleet
 	intents *fakeIntents
 	c       *Coordinator
+	reg     *prometheus.Registry
 	ls      *loopState
 	version int64
 	ready   atomic.Bool // ViewReady
@@ -332,10 +334,10 @@ type harness struct {
 }
 
 func newHarness(t *testing.T) *harness {
-	h := &harness{t: t, clock: newFakeClock(), raft: newFakeRaft(), fleet: &fakeFleet{}, intents: newFakeIntents()}
+	h := &harness{t: t, clock: newFakeClock(), raft: newFakeRaft(), fleet: &fakeFleet{}, intents: newFakeIntents(), reg: prometheus.NewRegistry()}
 	h.ready.Store(true)
 	c, err := New(Config{Region: "r1", Node: "n1", Raft: h.raft, Fleet: h.fleet, Intents: h.intents, Send: h.send,
-		ViewReady: h.ready.Load, Clock: h.clock, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		ViewReady: h.ready.Load, Clock: h.clock, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: h.reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -489,6 +491,54 @@ func labels(d *datadriven.TestData) map[string]string {
 	return out
 }
 
+func (h *harness) metrics(d *datadriven.TestData) string {
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	want := map[string]bool{}
+	for _, a := range d.CmdArgs {
+		if len(a.Vals) == 0 {
+			want[a.Key] = true
+		}
+	}
+	all := arg(d, "all", "false") == "true"
+	var b strings.Builder
+	for _, mf := range mfs {
+		if !want[mf.GetName()] {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var ls []string
+			for _, l := range m.GetLabel() {
+				ls = append(ls, l.GetName()+"="+strconv.Quote(l.GetValue()))
+			}
+			name := mf.GetName()
+			if len(ls) > 0 {
+				name += "{" + strings.Join(ls, ",") + "}"
+			}
+			switch {
+			case m.Histogram != nil:
+				if all || m.Histogram.GetSampleCount() > 0 {
+					fmt.Fprintf(&b, "%s count %d sum %g\n", name, m.Histogram.GetSampleCount(), m.Histogram.GetSampleSum())
+				}
+			case m.Counter != nil:
+				if all || m.Counter.GetValue() != 0 {
+					fmt.Fprintf(&b, "%s %g\n", name, m.Counter.GetValue())
+				}
+			case m.Gauge != nil:
+				if all || m.Gauge.GetValue() != 0 {
+					fmt.Fprintf(&b, "%s %g\n", name, m.Gauge.GetValue())
+				}
+			}
+		}
+	}
+	if b.Len() == 0 {
+		return "(none)\n"
+	}
+	return b.String()
+}
+
 func (h *harness) handle(t *testing.T, d *datadriven.TestData) string {
 	name := ""
 	if len(d.CmdArgs) > 0 && len(d.CmdArgs[0].Vals) == 0 {
@@ -599,6 +649,10 @@ func (h *harness) handle(t *testing.T, d *datadriven.TestData) string {
 		return ""
 	case "view":
 		return h.view()
+	case "metrics":
+		// The metrics named in the arguments, as /metrics would show them (histograms:
+		// count and sum), without the ones at 0 unless the argument says all=true.
+		return h.metrics(d)
 	case "table":
 		st := h.raft.State()
 		ids := make([]string, 0, len(st.Placements))

@@ -377,6 +377,7 @@ func (s *Service) storeRemote(r *policy.Record) {
 	s.mu.Unlock()
 	s.stored(rec.Name, rec.Version)
 	s.m.stores.Inc()
+	s.m.lag.Observe(max(s.cfg.Clock().Sub(time.UnixMilli(rec.Version.Wall)).Seconds(), 0))
 	if rec.Origin != "" && rec.Origin != s.node {
 		if b, err := encodeMsg(msgAck, acks{Acks: []ack{{Name: rec.Name, Version: rec.Version}}}); err == nil {
 			s.send(rec.Origin, b)

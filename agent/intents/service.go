@@ -232,10 +232,6 @@ func New(cfg Config) (*Service, error) {
 		}
 		keys = append(keys, k)
 	}
-	m, err := newMetrics(cfg.Registerer)
-	if err != nil {
-		return nil, err
-	}
 	disk, err := openStore(filepath.Join(cfg.DataDir, "intents"))
 	if err != nil {
 		return nil, err
@@ -246,7 +242,6 @@ func New(cfg Config) (*Service, error) {
 		trusted:  policy.NewTrustedKeys(keys...),
 		disk:     disk,
 		log:      cfg.Logger.With("component", "intents"),
-		m:        m,
 		inbox:    make(chan inEvent, 1024),
 		outbox:   make(chan outEvent, 4096),
 		entries:  map[string]*entry{},
@@ -255,6 +250,9 @@ func New(cfg Config) (*Service, error) {
 		acks:     map[string]map[string]policy.Version{},
 		ackCh:    make(chan struct{}),
 		changeCh: make(chan struct{}),
+	}
+	if s.m, err = newMetrics(cfg.Registerer, s); err != nil {
+		return nil, err
 	}
 	recs, bad, err := disk.load()
 	if err != nil {

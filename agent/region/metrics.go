@@ -13,6 +13,7 @@ type metrics struct {
 	voters        prometheus.Gauge
 	headless      prometheus.Gauge
 	lastIndex     prometheus.Gauge
+	term          prometheus.Gauge
 	leaderChanges prometheus.Counter
 	bootstraps    prometheus.Counter
 	rejected      prometheus.Counter
@@ -32,6 +33,8 @@ func newMetrics(reg prometheus.Registerer, region string) (*metrics, error) {
 			Help: "1 while this voter sees no leader and a majority of voters gone (loss of quorum)."}),
 		lastIndex: prometheus.NewGauge(prometheus.GaugeOpts{Name: "murmur_region_last_index", ConstLabels: cl,
 			Help: "Last Raft log index on this node."}),
+		term: prometheus.NewGauge(prometheus.GaugeOpts{Name: "murmur_region_term", ConstLabels: cl,
+			Help: "Current Raft term on this node (each election raises it)."}),
 		leaderChanges: prometheus.NewCounter(prometheus.CounterOpts{Name: "murmur_region_leadership_changes_total", ConstLabels: cl,
 			Help: "Times this node gained or lost the coordinator role."}),
 		bootstraps: prometheus.NewCounter(prometheus.CounterOpts{Name: "murmur_region_bootstraps_total", ConstLabels: cl,
@@ -48,7 +51,7 @@ func newMetrics(reg prometheus.Registerer, region string) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.isLeader, m.voters, m.headless, m.lastIndex, m.leaderChanges, m.bootstraps, m.rejected, m.autopilot, m.transfers, m.foreign} {
+	for _, c := range []prometheus.Collector{m.isLeader, m.voters, m.headless, m.lastIndex, m.term, m.leaderChanges, m.bootstraps, m.rejected, m.autopilot, m.transfers, m.foreign} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

@@ -933,6 +933,7 @@ func (n *Node) step(ctx context.Context, r *raft.Raft, ctl Control, ls *loopStat
 	if !n.cfg.Witness {
 		n.m.voters.Set(float64(voters))
 		n.m.lastIndex.Set(float64(r.LastIndex()))
+		n.m.term.Set(float64(r.CurrentTerm()))
 		if headless {
 			n.m.headless.Set(1)
 		} else {

@@ -89,6 +89,13 @@ func TestKillLeaderKeepsCommittedPlacements(t *testing.T) {
 	leader := f.waitStable("r1", 3, 15*time.Second)
 	applyPlacements(t, leader, "web", 50)
 	want := leader.n.State().Placements
+	// murmur_region_term follows raft's term: the election after the kill raises it.
+	var oldTerm float64
+	waitFor(t, 5*time.Second, "murmur_region_term on the leader", func() (bool, string) {
+		v, _ := leader.n.LocalView()
+		oldTerm = metricValue(leader.n.m.term)
+		return v.Term > 0 && oldTerm == float64(v.Term), fmt.Sprintf("gauge %v, raft term %d", oldTerm, v.Term)
+	})
 	f.kill(leader)
 	var next *tnode
 	waitFor(t, 10*time.Second, "a new leader", func() (bool, string) {
@@ -106,6 +113,10 @@ func TestKillLeaderKeepsCommittedPlacements(t *testing.T) {
 	waitFor(t, 5*time.Second, "placements on the new leader", func() (bool, string) {
 		got := next.n.State().Placements
 		return len(got) == len(want), fmt.Sprintf("%d placements", len(got))
+	})
+	waitFor(t, 5*time.Second, "murmur_region_term above the old leader's", func() (bool, string) {
+		got := metricValue(next.n.m.term)
+		return got > oldTerm, fmt.Sprintf("term %v, old leader's %v", got, oldTerm)
 	})
 	got := next.n.State().Placements
 	for k, p := range want {
