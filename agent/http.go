@@ -74,12 +74,13 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("GET /v1/regions", a.handleRegions)
 	mux.HandleFunc("GET /v1/regions/{name}/log", a.handleRegionLog)
 	mux.HandleFunc("GET /v1/workloads", a.handleWorkloads)
+	mux.HandleFunc("GET /v1/instances/{id}/logs", a.handleInstanceLogs) // instancelogs.go
 	mux.HandleFunc("GET /v1/audit", a.handleAudit)
 	mux.Handle("GET /v1/events", a.eventsAPI) // eventsrc.go feeds it
 	a.intents.Register(mux)
 	a.registerKeyring(mux) // GET /v1/keyring, POST /v1/keyring/{install,use,remove}: keyring.go
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		api.WriteError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path+" (see GET /v1/status, /v1/members, /v1/intents, /v1/regions, /v1/workloads, /v1/events, /v1/audit, /metrics, /healthz)")
+		api.WriteError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path+" (see GET /v1/status, /v1/members, /v1/intents, /v1/regions, /v1/workloads, /v1/instances/{id}/logs, /v1/events, /v1/audit, /metrics, /healthz)")
 	})
 	// Tokens, roles and the audit of writes: acl.go.
 	return a.access.wrap(mux)
