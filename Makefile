@@ -25,7 +25,7 @@ image: ## the agent image FROM scratch (deploy/Dockerfile): the static binary on
 	rm -rf $(BIN)/image && mkdir -p $(BIN)/image
 	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(if $(filter arm,$(IMAGE_ARCH)),GOARM=7) \
 	  $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/image/murmur ./cmd/murmur
-	docker build -q --platform linux/$(IMAGE_ARCH)$(if $(filter arm,$(IMAGE_ARCH)),/v7) \
+	docker build -q --no-cache --platform linux/$(IMAGE_ARCH)$(if $(filter arm,$(IMAGE_ARCH)),/v7) \
 	  --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) -f deploy/Dockerfile $(BIN)/image
 	@docker image inspect -f '{{.RepoTags}} {{.Os}}/{{.Architecture}} {{.Size}} bytes' $(IMAGE)
 
