@@ -12,6 +12,11 @@
 // be loopback and is open. Every write request is appended to <data-dir>/audit.log
 // (audit.go), served at GET /v1/audit to admin tokens.
 //
+// Instances' output (instancelogs.go): GET /v1/instances/{id}/logs, from any node. The
+// local supervisor serves its own instances; another node's are found in the regions'
+// workloads views and fetched over gossip's reliable channel (agent/logs). It needs
+// role write: workloads print secrets.
+//
 // Node load means the same thing when several agents share one host: the usage of
 // this node's own workloads plus a fixed reserve, over the node's capacity (given, or
 // detected from the host).
