@@ -96,6 +96,10 @@ type Agent struct {
 	coord         *coordinator.Coordinator
 	local         atomic.Pointer[coordinator.Local] // set in Run once the supervisor exists
 	logs          *logs.Service                     // instances' output for other nodes' APIs (instancelogs.go)
+	// logsDone ends every GET /v1/instances/{id}/logs when the HTTP server shuts
+	// down: a follower would otherwise hold Shutdown for its whole timeout.
+	logsDone   context.Context
+	cancelLogs context.CancelFunc
 
 	// Set in Run before ready is closed, read-only afterwards.
 	sup        supervisor
@@ -303,6 +307,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		Reply: func(node string, b []byte) error { return a.gossip.ReplyReliable(node, gossip.KindLogs, b) },
 	})
 	a.gossip.Register(gossip.KindLogs, a.logs.HandleMessage, nil)
+	a.logsDone, a.cancelLogs = context.WithCancel(context.Background())
 	a.witnessGroups = prometheus.NewGauge(prometheus.GaugeOpts{Name: "murmur_witness_groups",
 		Help: "Raft groups this node runs as a witness for other regions (regions of two eligible nodes)."})
 	if err := a.reg.Register(a.witnessGroups); err != nil {
@@ -376,6 +381,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		MaxHeaderBytes: maxHeaderBytes, IdleTimeout: 2 * time.Minute,
 	}
 	srv.RegisterOnShutdown(a.eventsAPI.Close) // followers of /v1/events end with the server
+	srv.RegisterOnShutdown(a.cancelLogs)      // and those of /v1/instances/{id}/logs
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 8)

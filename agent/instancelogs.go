@@ -33,8 +33,9 @@ import (
 // authenticated like all agent-to-agent traffic: the nodes' HTTP APIs need not be
 // reachable from each other. Errors before the first byte of output are the usual
 // JSON envelope: 400 bad query, 404 unknown instance or no output kept, 502 the node
-// that runs it is dead or does not answer, 503 it serves too many streams. After the
-// first byte, an error ends the stream with a frame of type 3 carrying the message.
+// that runs it (or the coordinator of a region that might list it) is dead or does not
+// answer, 503 it serves too many streams (or such a region has no coordinator). After
+// the first byte, an error ends the stream with a frame of type 3 carrying the message.
 //
 // Access: a token of role write, not read (acl.go): workloads print secrets.
 
@@ -175,7 +176,9 @@ func (a *Agent) handleInstanceLogs(w http.ResponseWriter, r *http.Request) {
 	}
 	defer func() { _ = http.NewResponseController(w).SetWriteDeadline(time.Time{}) }()
 	lw := &logWriter{w: w, rc: http.NewResponseController(w), node: a.cfg.Name, follow: opts.Follow}
-	ctx := r.Context()
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(a.logsDone, cancel)() // the server shuts down
 	err := a.sup.Logs(ctx, id, opts.LogOptions(), lw.sink)
 	switch {
 	case err == nil || ctx.Err() != nil:
@@ -212,8 +215,9 @@ func (a *Agent) handleInstanceLogs(w http.ResponseWriter, r *http.Request) {
 
 // locateInstance finds the node that runs instance id in the workloads views: this
 // node's region first, then every other region of the fleet view. It fails with 404
-// when no view lists it (naming the regions that could not be asked), 502 when its
-// node is dead or gone.
+// when no view lists it, 502 when its node is dead or gone, and, when it is in no
+// view that answered while some region could not be asked, with that region's
+// failure: 502 its coordinator did not answer (named), 503 it has none.
 func (a *Agent) locateInstance(ctx context.Context, id string) (string, int, error) {
 	regions := []string{a.cfg.Region}
 	for _, m := range a.gossip.Members() {
@@ -223,13 +227,17 @@ func (a *Agent) locateInstance(ctx context.Context, id string) (string, int, err
 	}
 	sort.Strings(regions[1:])
 	var unasked []string
+	unaskedStatus := 0
 	for _, reg := range regions {
-		v, _, err := a.regionView(ctx, reg, "")
+		v, status, err := a.regionView(ctx, reg, "")
 		if err != nil {
 			if ctx.Err() != nil {
 				return "", http.StatusServiceUnavailable, ctx.Err()
 			}
 			unasked = append(unasked, err.Error())
+			if status == http.StatusBadGateway || unaskedStatus == 0 {
+				unaskedStatus = status
+			}
 			continue
 		}
 		for _, w := range v.Workloads {
@@ -247,9 +255,9 @@ func (a *Agent) locateInstance(ctx context.Context, id string) (string, int, err
 			return w.Node, http.StatusOK, nil
 		}
 	}
-	msg := fmt.Sprintf("no instance %q in the fleet: see GET /v1/workloads?region=R (murmur get workloads -o wide) for instance ids", id)
 	if len(unasked) > 0 {
-		msg += "; not every region could be asked: " + strings.Join(unasked, "; ")
+		// It may be in a region that did not answer: not a 404.
+		return "", unaskedStatus, fmt.Errorf("instance %q is in no region that answered, and not every region could be asked: %s", id, strings.Join(unasked, "; "))
 	}
-	return "", http.StatusNotFound, errors.New(msg)
+	return "", http.StatusNotFound, fmt.Errorf("no instance %q in the fleet: see GET /v1/workloads?region=R (murmur get workloads -o wide) for instance ids", id)
 }

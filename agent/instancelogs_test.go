@@ -231,12 +231,50 @@ spec:
 		t.Errorf("bad tail: HTTP %d %+v, want 400 naming tail", a.status, a.apiErr)
 	}
 
-	// The node that runs it is cut off: 502 naming it.
+	// The node that runs it is cut off: 502 naming it (as the node that runs the
+	// instance, or as the region's coordinator that the lookup could not ask).
 	f.partition(f.node(runner))
 	a = getLogs(t, via.http, id, "")
-	if a.status != http.StatusBadGateway || a.node != runner || !strings.Contains(a.apiErr.Error, runner) {
+	if a.status != http.StatusBadGateway || (a.node != runner && a.node != "") || !strings.Contains(a.apiErr.Error, runner) {
 		t.Errorf("cut-off node: HTTP %d from %q: %q, want 502 naming %s", a.status, a.node, a.apiErr.Error, runner)
 	}
 	t.Logf("cut-off node: %s", a.apiErr.Error)
 	f.heal()
+
+	// A follower on the node itself ends when that agent stops (it would otherwise
+	// hold the HTTP server's shutdown).
+	rn := f.node(runner)
+	resp, err = http.Get("http://" + rn.http + "/v1/instances/" + id + "/logs?stream=stdout&tail=0&follow=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	fr = logs.NewFrameReader(resp.Body)
+	if _, _, err := fr.Next(); err != nil { // following: a tick came
+		t.Fatalf("follow on %s: %v", runner, err)
+	}
+	rn.cancel()
+	ended := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := fr.Next(); err != nil {
+				ended <- err
+				return
+			}
+		}
+	}()
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the follower on %s still streams 10 s after its agent was told to stop", runner)
+	}
+	select {
+	case err := <-rn.done:
+		rn.done <- err // for the fleet's cleanup
+		if err != nil {
+			t.Errorf("agent %s: Run = %v", runner, err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("agent %s did not stop within 20 s", runner)
+	}
 }
