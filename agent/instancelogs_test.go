@@ -278,3 +278,27 @@ spec:
 		t.Fatalf("agent %s did not stop within 20 s", runner)
 	}
 }
+
+// FuzzParseLogsQuery: the query of GET /v1/instances/{id}/logs comes from users; its
+// parser must never panic, and what it accepts must be options the wire accepts.
+func FuzzParseLogsQuery(f *testing.F) {
+	for _, q := range []string{"", "stream=stdout&tail=10", "follow=1&max_bytes=4096", "tail=all&stream=both", "tail=-1", "x=%zz", "tail=99999999999999999999"} {
+		f.Add(q)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		v, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		opts, bad := parseLogsQuery(v)
+		if len(bad) > 0 {
+			return
+		}
+		if err := opts.Check(); err != nil {
+			t.Fatalf("query %q accepted as %+v, which the wire refuses: %v", raw, opts, err)
+		}
+		if opts.MaxBytes < 1 {
+			t.Fatalf("query %q accepted without a cap: %+v", raw, opts)
+		}
+	})
+}
