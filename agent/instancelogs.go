@@ -157,7 +157,9 @@ func (l *logWriter) sink(s runtime.LogStream, p []byte) error {
 // error frame.
 func (l *logWriter) fail(status int, msg string) {
 	if !l.wrote {
-		l.w.Header().Set("X-Murmur-Node", l.node)
+		if l.node != "" {
+			l.w.Header().Set("X-Murmur-Node", l.node)
+		}
 		api.WriteError(l.w, status, msg)
 		return
 	}
@@ -168,7 +170,7 @@ func (a *Agent) handleInstanceLogs(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	opts, bad := parseLogsQuery(r.URL.Query())
 	if !runtime.ValidInstanceID(id) {
-		bad = append([]api.FieldError{{Field: "instance", Message: fmt.Sprintf("%.80q is not an instance id (letters, digits, '.', '_' and '-', at most 128): see GET /v1/workloads -o wide", id)}}, bad...)
+		bad = append([]api.FieldError{{Field: "instance", Message: fmt.Sprintf("%.80q is not an instance id (letters, digits, '.', '_' and '-', at most 128): 'murmur get workloads -o wide' lists them", id)}}, bad...)
 	}
 	if len(bad) > 0 {
 		api.WriteError(w, http.StatusBadRequest, "bad logs request", bad...)
