@@ -43,14 +43,11 @@ func (d *ExecDriver) Logs(ctx context.Context, h Handle, opts LogOptions, sink L
 	}
 	offsets := make([]int64, len(streams))
 	for i, s := range streams {
-		b, off, err := readBacklog(filepath.Join(dir, logFile(s)), opts.Tail, opts.MaxBytes)
+		off, err := sendBacklog(filepath.Join(dir, logFile(s)), s, opts.Tail, opts.MaxBytes, sink)
 		if err != nil {
 			return fmt.Errorf("logs of %q: %w", h.InstanceID, err)
 		}
 		offsets[i] = off
-		if err := sendChunks(sink, s, b); err != nil {
-			return err
-		}
 	}
 	if !opts.Follow {
 		return nil
@@ -97,53 +94,163 @@ func (d *ExecDriver) Logs(ctx context.Context, h Handle, opts LogOptions, sink L
 	}
 }
 
-// readBacklog returns the backlog of one stream's log at path (path.1, then
-// path): its last tail lines (tail < 0: all) within its last maxBytes (<= 0:
-// no cap), and the size of path it read up to, where following goes on.
-func readBacklog(path string, tail int, maxBytes int64) ([]byte, int64, error) {
+// sendBacklog sends the backlog of one stream's log at path (path.1, then path): its
+// last tail lines (tail < 0: all) within its last maxBytes (<= 0: no cap), read in
+// pieces of LogChunkBytes, so a request holds no more than that in memory. It
+// returns the size of path it read up to, where following goes on.
+func sendBacklog(path string, s LogStream, tail int, maxBytes int64, sink LogSink) (int64, error) {
 	cur, curSize, err := openSized(path)
 	if err != nil {
-		return nil, 0, err
+		return 0, err
 	}
 	if cur != nil {
 		defer cur.Close()
 	}
 	old, oldSize, err := openSized(path + ".1")
 	if err != nil {
-		return nil, 0, err
+		return 0, err
 	}
 	if old != nil {
 		defer old.Close()
 	}
-	total := oldSize + curSize
-	window := total
-	cut := maxBytes > 0 && maxBytes < total
-	if cut {
-		// One byte more: the one before the window says whether its first line
-		// is whole.
-		window = maxBytes + 1
+	v := &logView{old: old, cur: cur, oldSize: oldSize, curSize: curSize}
+	start, err := v.backlogStart(tail, maxBytes)
+	if err != nil {
+		return 0, err
 	}
-	fromCur := min(window, curSize)
-	fromOld := window - fromCur
-	buf := make([]byte, window)
-	if fromOld > 0 {
-		if _, err := old.ReadAt(buf[:fromOld], oldSize-fromOld); err != nil {
-			return nil, 0, fmt.Errorf("read %s.1: %w", path, err)
+	buf := make([]byte, min(v.size()-start, LogChunkBytes))
+	for off := start; off < v.size(); {
+		n, err := v.ReadAt(buf[:min(v.size()-off, int64(len(buf)))], off)
+		if n > 0 {
+			if err := sink(s, buf[:n]); err != nil {
+				return 0, err
+			}
+			off += int64(n)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("read %s: %w", path, err)
 		}
 	}
-	if fromCur > 0 {
-		if _, err := cur.ReadAt(buf[fromOld:], curSize-fromCur); err != nil {
-			return nil, 0, fmt.Errorf("read %s: %w", path, err)
+	return curSize, nil
+}
+
+// logView reads a stream's log as one sequence of bytes: the previous file, then the
+// current one, at the sizes they had when opened.
+type logView struct {
+	old, cur         *os.File // nil when missing
+	oldSize, curSize int64
+}
+
+func (v *logView) size() int64 { return v.oldSize + v.curSize }
+
+// ReadAt reads len(p) bytes at off (off+len(p) <= size), across the two files.
+func (v *logView) ReadAt(p []byte, off int64) (int, error) {
+	n := 0
+	if off < v.oldSize {
+		k := min(int64(len(p)), v.oldSize-off)
+		m, err := v.old.ReadAt(p[:k], off)
+		n += m
+		if err != nil {
+			return n, err
+		}
+		p, off = p[k:], v.oldSize
+	}
+	if len(p) > 0 {
+		m, err := v.cur.ReadAt(p, off-v.oldSize)
+		n += m
+		if err != nil {
+			return n, err
 		}
 	}
-	if cut {
-		if buf[0] == '\n' {
-			buf = buf[1:]
+	return n, nil
+}
+
+func (v *logView) byteAt(off int64) (byte, error) {
+	var b [1]byte
+	_, err := v.ReadAt(b[:], off)
+	return b[0], err
+}
+
+// backlogStart is where the backlog begins: the last maxBytes, without a partial
+// first line unless the window holds no line break but its last byte (one long line
+// keeps its end), then the last tail lines of that (a last line without a break
+// counts as a line).
+func (v *logView) backlogStart(tail int, maxBytes int64) (int64, error) {
+	total := v.size()
+	start := int64(0)
+	if maxBytes > 0 && maxBytes < total {
+		start = total - maxBytes
+		before, err := v.byteAt(start - 1)
+		if err != nil {
+			return 0, err
+		}
+		if before != '\n' {
+			i, err := v.scan(start, total, false, 1)
+			if err != nil {
+				return 0, err
+			}
+			if i >= 0 && i+1 < total {
+				start = i + 1
+			}
+		}
+	}
+	switch {
+	case tail < 0:
+		return start, nil
+	case tail == 0:
+		return total, nil
+	}
+	end := total
+	if end > start {
+		last, err := v.byteAt(end - 1)
+		if err != nil {
+			return 0, err
+		}
+		if last == '\n' {
+			end-- // the last line's own break
+		}
+	}
+	i, err := v.scan(start, end, true, tail)
+	if err != nil {
+		return 0, err
+	}
+	if i >= 0 {
+		start = i + 1
+	}
+	return start, nil
+}
+
+// scan finds the nth line break in [from, to), forward from from or backward from
+// to; -1 when there are fewer.
+func (v *logView) scan(from, to int64, backward bool, nth int) (int64, error) {
+	buf := make([]byte, min(to-from, LogChunkBytes))
+	for lo, hi := from, to; lo < hi; {
+		k := min(hi-lo, int64(len(buf)))
+		off := lo
+		if backward {
+			off = hi - k
+		}
+		if _, err := v.ReadAt(buf[:k], off); err != nil {
+			return -1, err
+		}
+		for j := range k {
+			idx := j
+			if backward {
+				idx = k - 1 - j
+			}
+			if buf[idx] == '\n' {
+				if nth--; nth == 0 {
+					return off + idx, nil
+				}
+			}
+		}
+		if backward {
+			hi -= k
 		} else {
-			buf = afterFirstBreak(buf[1:])
+			lo += k
 		}
 	}
-	return lastLines(buf, tail), curSize, nil
+	return -1, nil
 }
 
 // openSized opens path for reading with its size; a missing file is (nil, 0).

@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -115,38 +114,4 @@ func sendChunks(sink LogSink, stream LogStream, p []byte) error {
 		p = p[n:]
 	}
 	return nil
-}
-
-// lastLines returns the end of b holding its last n lines (n < 0: all of b). A
-// final line without a line break counts as a line.
-func lastLines(b []byte, n int) []byte {
-	if n < 0 {
-		return b
-	}
-	if n == 0 {
-		return b[:0]
-	}
-	end := len(b)
-	if end > 0 && b[end-1] == '\n' {
-		end-- // the last line's own break
-	}
-	for i := end - 1; i >= 0; i-- {
-		if b[i] == '\n' {
-			n--
-			if n == 0 {
-				return b[i+1:]
-			}
-		}
-	}
-	return b
-}
-
-// afterFirstBreak drops a partial first line from a window cut out of the
-// middle of a log: everything up to and including the first line break, unless
-// the window holds none (one long line: keep its end).
-func afterFirstBreak(b []byte) []byte {
-	if i := bytes.IndexByte(b, '\n'); i >= 0 && i+1 < len(b) {
-		return b[i+1:]
-	}
-	return b
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,39 +13,139 @@ import (
 	"time"
 )
 
-func TestLastLines(t *testing.T) {
+// The backlog's model: what sendBacklog must send, computed on the whole log in
+// memory. lastLines keeps the last n lines (n < 0: all; a last line without a break
+// counts); afterFirstBreak drops a partial first line unless the window holds no
+// break but its last byte.
+func lastLines(b []byte, n int) []byte {
+	if n < 0 {
+		return b
+	}
+	if n == 0 {
+		return b[:0]
+	}
+	end := len(b)
+	if end > 0 && b[end-1] == '\n' {
+		end--
+	}
+	for i := end - 1; i >= 0; i-- {
+		if b[i] == '\n' {
+			n--
+			if n == 0 {
+				return b[i+1:]
+			}
+		}
+	}
+	return b
+}
+
+func afterFirstBreak(b []byte) []byte {
+	if i := bytes.IndexByte(b, '\n'); i >= 0 && i+1 < len(b) {
+		return b[i+1:]
+	}
+	return b
+}
+
+func modelBacklog(log []byte, tail int, maxBytes int64) []byte {
+	b := log
+	if maxBytes > 0 && maxBytes < int64(len(log)) {
+		b = log[int64(len(log))-maxBytes:]
+		if log[int64(len(log))-maxBytes-1] != '\n' {
+			b = afterFirstBreak(b)
+		}
+	}
+	return lastLines(b, tail)
+}
+
+// backlogOf writes old and cur as a stream's .log.1 and .log and returns what
+// sendBacklog sends of them.
+func backlogOf(t *testing.T, dir, old, cur string, tail int, maxBytes int64) string {
+	t.Helper()
+	for name, body := range map[string]string{"stdout.log.1": old, "stdout.log": cur} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got collect
+	off, err := sendBacklog(filepath.Join(dir, "stdout.log"), LogStdout, tail, maxBytes, got.sink)
+	if err != nil {
+		t.Fatalf("sendBacklog: %v", err)
+	}
+	if off != int64(len(cur)) {
+		t.Fatalf("follow offset %d, want the current file's size %d", off, len(cur))
+	}
+	if got.max > LogChunkBytes {
+		t.Fatalf("a chunk of %d bytes, over %d", got.max, LogChunkBytes)
+	}
+	return got.get(LogStdout)
+}
+
+func TestBacklogEdges(t *testing.T) {
+	dir := t.TempDir()
 	cases := []struct {
-		in   string
-		n    int
-		want string
+		old, cur string
+		tail     int
+		max      int64
+		want     string
 	}{
-		{"a\nb\nc\n", -1, "a\nb\nc\n"},
-		{"a\nb\nc\n", 0, ""},
-		{"a\nb\nc\n", 1, "c\n"},
-		{"a\nb\nc\n", 2, "b\nc\n"},
-		{"a\nb\nc\n", 3, "a\nb\nc\n"},
-		{"a\nb\nc\n", 9, "a\nb\nc\n"},
-		{"a\nb\nc", 1, "c"}, // a last line without a break is a line
-		{"a\nb\nc", 2, "b\nc"},
-		{"\n\n", 1, "\n"},
-		{"", 3, ""},
+		{"", "a\nb\nc\n", -1, 0, "a\nb\nc\n"},
+		{"", "a\nb\nc\n", 0, 0, ""},
+		{"", "a\nb\nc\n", 1, 0, "c\n"},
+		{"", "a\nb\nc\n", 3, 0, "a\nb\nc\n"},
+		{"", "a\nb\nc\n", 9, 0, "a\nb\nc\n"},
+		{"", "a\nb\nc", 1, 0, "c"}, // a last line without a break is a line
+		{"", "a\nb\nc", 2, 0, "b\nc"},
+		{"", "\n\n", 1, 0, "\n"},
+		{"", "", 3, 0, ""},
+		{"a\nb", "c\nd\n", 2, 0, "bc\nd\n"}, // a line split by the rotation is one line
+		{"", "tial\nb\nc\n", -1, 8, "b\nc\n"},
+		{"", "xxxxxxxxxxone long li", -1, 11, "one long li"},
+		{"", "x\npartial\n", -1, 8, "partial\n"}, // the window starts on a line
+		{"", "xx\nartial\n", -1, 8, "artial\n"},  // the window starts with a break
+		{"", "xxx\nrtial\n", -1, 8, "rtial\n"},
+		{"", "xxxx\ntial\n", -1, 4, "ial\n"}, // only the last byte is a break: keep the end
 	}
 	for _, c := range cases {
-		if got := string(lastLines([]byte(c.in), c.n)); got != c.want {
-			t.Errorf("lastLines(%q, %d) = %q, want %q", c.in, c.n, got, c.want)
+		if got := backlogOf(t, dir, c.old, c.cur, c.tail, c.max); got != c.want {
+			t.Errorf("old %q cur %q tail %d max %d: %q, want %q", c.old, c.cur, c.tail, c.max, got, c.want)
+		}
+		if model := string(modelBacklog([]byte(c.old+c.cur), c.tail, c.max)); model != c.want {
+			t.Errorf("the model disagrees with the case: %q", model)
 		}
 	}
 }
 
-func TestAfterFirstBreak(t *testing.T) {
-	for in, want := range map[string]string{
-		"tial\nb\nc\n": "b\nc\n",
-		"one long li":  "one long li",
-		"partial\n":    "partial\n",
-		"":             "",
-	} {
-		if got := string(afterFirstBreak([]byte(in))); got != want {
-			t.Errorf("afterFirstBreak(%q) = %q, want %q", in, got, want)
+// TestBacklogMatchesModel: random logs with short and very long lines, split at a
+// random point into .log.1 and .log, larger than the chunks sendBacklog reads in.
+func TestBacklogMatchesModel(t *testing.T) {
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(15, 15))
+	for i := 0; i < 150; i++ {
+		var b bytes.Buffer
+		for size := rng.IntN(300_000); b.Len() < size; {
+			n := rng.IntN(100)
+			if rng.IntN(20) == 0 {
+				n = rng.IntN(3 * LogChunkBytes)
+			}
+			b.Write(bytes.Repeat([]byte{byte('a' + i%26)}, n))
+			if rng.IntN(10) > 0 {
+				b.WriteByte('\n')
+			}
+		}
+		log := b.Bytes()
+		split := 0
+		if len(log) > 0 {
+			split = rng.IntN(len(log) + 1)
+		}
+		tail := rng.IntN(2000) - 1
+		var capBytes int64
+		if rng.IntN(3) > 0 {
+			capBytes = int64(rng.IntN(len(log) + 10))
+		}
+		want := modelBacklog(log, tail, capBytes)
+		got := backlogOf(t, dir, string(log[:split]), string(log[split:]), tail, capBytes)
+		if got != string(want) {
+			t.Fatalf("log of %d bytes split at %d, tail %d, cap %d: %d bytes sent, want %d", len(log), split, tail, capBytes, len(got), len(want))
 		}
 	}
 }
