@@ -100,6 +100,7 @@ type Agent struct {
 	// down: a follower would otherwise hold Shutdown for its whole timeout.
 	logsDone   context.Context
 	cancelLogs context.CancelFunc
+	logSlots   chan struct{} // one per logs request being answered (maxLogRequests)
 
 	// Set in Run before ready is closed, read-only afterwards.
 	sup        supervisor
@@ -308,6 +309,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	})
 	a.gossip.Register(gossip.KindLogs, a.logs.HandleMessage, nil)
 	a.logsDone, a.cancelLogs = context.WithCancel(context.Background())
+	a.logSlots = make(chan struct{}, maxLogRequests)
 	a.witnessGroups = prometheus.NewGauge(prometheus.GaugeOpts{Name: "murmur_witness_groups",
 		Help: "Raft groups this node runs as a witness for other regions (regions of two eligible nodes)."})
 	if err := a.reg.Register(a.witnessGroups); err != nil {

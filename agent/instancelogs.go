@@ -43,6 +43,10 @@ import (
 const (
 	defaultLogBytes = 1 << 20
 	logWriteTimeout = 30 * time.Second // one frame to a slow client
+	// maxLogRequests bounds the logs requests a node answers at once: a docker
+	// backlog holds up to max_bytes per stream in memory while the engine's log is
+	// read to its end.
+	maxLogRequests = 32
 )
 
 // localLogs serves a session another node opened: this node's supervisor.
@@ -174,6 +178,13 @@ func (a *Agent) handleInstanceLogs(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(bad) > 0 {
 		api.WriteError(w, http.StatusBadRequest, "bad logs request", bad...)
+		return
+	}
+	select {
+	case a.logSlots <- struct{}{}:
+		defer func() { <-a.logSlots }()
+	default:
+		api.WriteError(w, http.StatusServiceUnavailable, fmt.Sprintf("node %s answers %d logs requests already; try again later", a.cfg.Name, maxLogRequests))
 		return
 	}
 	defer func() { _ = http.NewResponseController(w).SetWriteDeadline(time.Time{}) }()

@@ -231,6 +231,18 @@ spec:
 		t.Errorf("bad tail: HTTP %d %+v, want 400 naming tail", a.status, a.apiErr)
 	}
 
+	// A node answering as many logs requests as it takes says so.
+	for i := 0; i < maxLogRequests; i++ {
+		via.agent.logSlots <- struct{}{}
+	}
+	a = getLogs(t, via.http, id, "")
+	if a.status != http.StatusServiceUnavailable || !strings.Contains(a.apiErr.Error, via.name) {
+		t.Errorf("all logs slots taken: HTTP %d %q, want 503 naming %s", a.status, a.apiErr.Error, via.name)
+	}
+	for i := 0; i < maxLogRequests; i++ {
+		<-via.agent.logSlots
+	}
+
 	// The node that runs it is cut off: 502 naming it (as the node that runs the
 	// instance, or as the region's coordinator that the lookup could not ask).
 	f.partition(f.node(runner))
