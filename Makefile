@@ -3,15 +3,41 @@ GO        ?= go
 BIN       := bin
 PKGS      := ./...
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -s -w -X github.com/murmur-edge/murmur/agent.Version=$(VERSION)
+COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -s -w -X github.com/murmur-edge/murmur/agent.Version=$(VERSION) -X github.com/murmur-edge/murmur/agent.Commit=$(COMMIT)
 TEST_IMAGE ?= murmur-workload:test
+# make image: the agent image, for this machine's architecture unless IMAGE_ARCH is
+# amd64, arm64 or arm (v7); no emulation is needed, the image has no RUN step.
+IMAGE      ?= murmur:$(VERSION)
+IMAGE_ARCH ?= $(shell $(GO) env GOARCH)
+DIST      := dist
+# make release: os/arch[/arm version] of every static binary in dist/.
+RELEASE_PLATFORMS := linux/amd64 linux/arm64 linux/arm/7
 
-.PHONY: all build test test-short lint demo test-image workload bench fuzz clean chaos check-deploy
+.PHONY: all build test test-short lint demo test-image workload bench fuzz clean chaos check-deploy image release
 
 all: build
 
 build: ## bin/murmur, a static binary
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/murmur ./cmd/murmur
+
+image: ## the agent image FROM scratch (deploy/Dockerfile): the static binary only; IMAGE=name:tag IMAGE_ARCH=arm64
+	rm -rf $(BIN)/image && mkdir -p $(BIN)/image
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(if $(filter arm,$(IMAGE_ARCH)),GOARM=7) \
+	  $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/image/murmur ./cmd/murmur
+	docker build -q --no-cache --platform linux/$(IMAGE_ARCH)$(if $(filter arm,$(IMAGE_ARCH)),/v7) \
+	  --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMAGE) -f deploy/Dockerfile $(BIN)/image
+	@docker image inspect -f '{{.RepoTags}} {{.Os}}/{{.Architecture}} {{.Size}} bytes' $(IMAGE)
+
+release: ## static binaries for linux amd64, arm64 and arm v7 in dist/, with SHA256SUMS
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	@set -e; for p in $(RELEASE_PLATFORMS); do \
+	  os=$$(echo $$p | cut -d/ -f1); arch=$$(echo $$p | cut -d/ -f2); arm=$$(echo $$p | cut -d/ -f3); \
+	  out=$(DIST)/murmur-$(VERSION)-$$os-$$arch$${arm:+v$$arm}; \
+	  echo "release: $$out"; \
+	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$out ./cmd/murmur; \
+	done
+	cd $(DIST) && sha256sum murmur-* > SHA256SUMS && cat SHA256SUMS
 
 workload: ## bin/workload, the static test workload (sleep, health endpoint, exit codes, CPU burn)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/workload ./testdata/workload
@@ -75,4 +101,4 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(DIST)

@@ -29,10 +29,12 @@ import (
 //     open, and writes are audited with an empty token id;
 //   - tokens configured (always when --http is beyond loopback): every request needs
 //     one. GET and HEAD need read, every other method needs write, and anything under
-//     /v1/audit or /v1/keyring needs admin whatever the method. /healthz and /metrics
-//     are open only with --http-open-metrics. GET and HEAD of the dashboard's static
-//     files (/ui/...) and of / (a redirect to /ui/) are open: they hold no data, and
-//     every API call the page makes needs a token.
+//     /v1/audit or /v1/keyring needs admin whatever the method. An instance's output
+//     (GET /v1/instances/{id}/logs) needs write: workloads print what they were given,
+//     secrets included, and a read token is what a wall dashboard holds. /healthz and
+//     /metrics are open only with --http-open-metrics. GET and HEAD of the dashboard's
+//     static files (/ui/...) and of / (a redirect to /ui/) are open: they hold no
+//     data, and every API call the page makes needs a token.
 //
 // 401 answers a missing or unknown token, 403 a token whose role is too small.
 
@@ -321,6 +323,11 @@ func requiredRole(method, p string, openMetrics bool) role {
 		}
 	}
 	read := method == http.MethodGet || method == http.MethodHead
+	for _, q := range []string{p, path.Clean("/" + p)} {
+		if read && isLogsPath(q) {
+			return roleWrite
+		}
+	}
 	switch {
 	case read && openMetrics && (p == "/healthz" || p == "/metrics"):
 		return roleNone
@@ -333,6 +340,12 @@ func requiredRole(method, p string, openMetrics bool) role {
 }
 
 func underPath(p, prefix string) bool { return p == prefix || strings.HasPrefix(p, prefix+"/") }
+
+// isLogsPath reports whether p asks for an instance's output: under /v1/instances/
+// and ending in a segment "logs" (however the id in between is spelled).
+func isLogsPath(p string) bool {
+	return strings.HasPrefix(p, "/v1/instances/") && (strings.HasSuffix(p, "/logs") || strings.HasSuffix(p, "/logs/"))
+}
 
 // isWrite reports whether a request changes state and so is audited.
 func isWrite(method string) bool { return method != http.MethodGet && method != http.MethodHead }

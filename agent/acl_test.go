@@ -232,6 +232,15 @@ func TestRequiredRole(t *testing.T) {
 		{"GET", "/ui/../v1/audit", false, roleAdmin},
 		{"GET", "/uix", false, roleRead},
 		{"GET", "//v1/members", false, roleRead},
+		// An instance's output needs write, however the path is spelled.
+		{"GET", "/v1/instances/web-1/logs", false, roleWrite},
+		{"HEAD", "/v1/instances/web-1/logs", true, roleWrite},
+		{"GET", "/v1/instances/web-1/logs/", false, roleWrite},
+		{"GET", "/v1/instances/a/b/logs", false, roleWrite},
+		{"GET", "/v1//instances/web-1/logs", false, roleWrite},
+		{"GET", "/v1/x/../instances/web-1/logs", false, roleWrite},
+		{"GET", "/v1/instances/web-1", false, roleRead},
+		{"GET", "/v1/instances/logs", false, roleWrite},
 	}
 	for _, tc := range cases {
 		if got := requiredRole(tc.method, tc.path, tc.open); got != tc.want {

@@ -20,6 +20,7 @@ import (
 	"github.com/murmur-edge/murmur/agent/coordinator"
 	"github.com/murmur-edge/murmur/agent/events"
 	"github.com/murmur-edge/murmur/agent/intents"
+	"github.com/murmur-edge/murmur/agent/logs"
 	"github.com/murmur-edge/murmur/agent/region"
 	"github.com/murmur-edge/murmur/agent/secure"
 	"github.com/murmur-edge/murmur/gossip"
@@ -99,6 +100,12 @@ type Agent struct {
 	eventsAPI     *events.Server // GET /v1/events
 	coord         *coordinator.Coordinator
 	local         atomic.Pointer[coordinator.Local] // set in Run once the supervisor exists
+	logs          *logs.Service                     // instances' output for other nodes' APIs (instancelogs.go)
+	// logsDone ends every GET /v1/instances/{id}/logs when the HTTP server shuts
+	// down: a follower would otherwise hold Shutdown for its whole timeout.
+	logsDone   context.Context
+	cancelLogs context.CancelFunc
+	logSlots   chan struct{} // one per logs request being answered (maxLogRequests)
 
 	// Set in Run before ready is closed, read-only afterwards.
 	sup        supervisor
@@ -305,6 +312,14 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		return nil, err
 	}
 	a.gossip.Register(gossip.KindAssign, a.handleAssign, nil)
+	a.logs = logs.New(logs.Config{
+		Node: cfg.Name, Local: a.localLogs, Clock: deps.Clock, Logger: a.log,
+		Send:  func(node string, b []byte) error { return a.gossip.SendReliable(node, gossip.KindLogs, b) },
+		Reply: func(node string, b []byte) error { return a.gossip.ReplyReliable(node, gossip.KindLogs, b) },
+	})
+	a.gossip.Register(gossip.KindLogs, a.logs.HandleMessage, nil)
+	a.logsDone, a.cancelLogs = context.WithCancel(context.Background())
+	a.logSlots = make(chan struct{}, maxLogRequests)
 	a.witnessGroups = prometheus.NewGauge(prometheus.GaugeOpts{Name: "murmur_witness_groups",
 		Help: "Raft groups this node runs as a witness for other regions (regions of two eligible nodes)."})
 	if err := a.reg.Register(a.witnessGroups); err != nil {
@@ -378,10 +393,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		MaxHeaderBytes: maxHeaderBytes, IdleTimeout: 2 * time.Minute,
 	}
 	srv.RegisterOnShutdown(a.eventsAPI.Close) // followers of /v1/events end with the server
+	srv.RegisterOnShutdown(a.cancelLogs)      // and those of /v1/instances/{id}/logs
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 8)
-	for name, run := range map[string]func(context.Context) error{"supervisor": a.sup.Run, "intents": a.intents.Run, "assignments": local.Run} {
+	for name, run := range map[string]func(context.Context) error{"supervisor": a.sup.Run, "intents": a.intents.Run, "assignments": local.Run, "logs": a.logs.Run} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

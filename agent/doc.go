@@ -13,6 +13,11 @@
 // (audit.go), served at GET /v1/audit to admin tokens. The dashboard's static files
 // (agent/ui, at /ui/) are served without a token: the page sends one with each API call.
 //
+// Instances' output (instancelogs.go): GET /v1/instances/{id}/logs, from any node. The
+// local supervisor serves its own instances; another node's are found in the regions'
+// workloads views and fetched over gossip's reliable channel (agent/logs). It needs
+// role write: workloads print secrets.
+//
 // Node load means the same thing when several agents share one host: the usage of
 // this node's own workloads plus a fixed reserve, over the node's capacity (given, or
 // detected from the host).

@@ -75,6 +75,7 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("GET /v1/regions", a.handleRegions)
 	mux.HandleFunc("GET /v1/regions/{name}/log", a.handleRegionLog)
 	mux.HandleFunc("GET /v1/workloads", a.handleWorkloads)
+	mux.HandleFunc("GET /v1/instances/{id}/logs", a.handleInstanceLogs) // instancelogs.go
 	mux.HandleFunc("GET /v1/audit", a.handleAudit)
 	mux.Handle("GET /v1/events", a.eventsAPI) // eventsrc.go feeds it
 	a.intents.Register(mux)
@@ -84,7 +85,7 @@ func (a *Agent) routes() http.Handler {
 	mux.Handle(ui.Prefix, ui.New())
 	mux.Handle("GET /{$}", http.RedirectHandler(ui.Prefix, http.StatusFound))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		api.WriteError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path+" (see /ui/ for the dashboard, GET /v1/status, /v1/members, /v1/intents, /v1/regions, /v1/workloads, /v1/events, /v1/audit, /metrics, /healthz)")
+		api.WriteError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path+" (see /ui/ for the dashboard, GET /v1/status, /v1/members, /v1/intents, /v1/regions, /v1/workloads, /v1/instances/{id}/logs, /v1/events, /v1/audit, /metrics, /healthz)")
 	})
 	// Tokens, roles and the audit of writes: acl.go.
 	return a.access.wrap(mux)

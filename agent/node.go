@@ -17,6 +17,7 @@ type supervisor interface {
 	Desired() []runtime.InstanceSpec
 	Instances() []runtime.InstanceStatus
 	Usage() runtime.NodeUsage
+	Logs(ctx context.Context, id string, opts runtime.LogOptions, sink runtime.LogSink) error
 }
 
 // startRuntime detects the working drivers and builds the supervisor. Docker counts

@@ -2,11 +2,13 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"slices"
 	"time"
 
 	"github.com/murmur-edge/murmur/agent/api"
+	"github.com/murmur-edge/murmur/agent/coordinator"
 	"github.com/murmur-edge/murmur/gossip"
 )
 
@@ -72,34 +74,40 @@ func (a *Agent) handleWorkloads(w http.ResponseWriter, r *http.Request) {
 	if reg == "" {
 		reg = a.cfg.Region
 	}
-	intent := q.Get("intent")
+	v, status, err := a.regionView(r.Context(), reg, q.Get("intent"))
+	if err != nil {
+		api.WriteError(w, status, err.Error())
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, v)
+}
+
+// regionView is region reg's workloads (of intent, or all) as its coordinator sees
+// them: this node's coordinator when it leads reg, else asked over the assignment
+// channel. A failure comes with the HTTP status that answers it.
+func (a *Agent) regionView(ctx context.Context, reg, intent string) (coordinator.View, int, error) {
 	if reg == a.cfg.Region {
 		if v, ok := a.coord.View(intent); ok {
-			api.WriteJSON(w, http.StatusOK, v)
-			return
+			return v, http.StatusOK, nil
 		}
 	}
 	known := slices.ContainsFunc(a.gossip.Members(), func(m gossip.Member) bool { return m.Region == reg })
 	if !known {
-		api.WriteError(w, http.StatusNotFound, "no node of region "+reg+" is known: see GET /v1/regions for the regions of the fleet")
-		return
+		return coordinator.View{}, http.StatusNotFound, errors.New("no node of region " + reg + " is known: see GET /v1/regions for the regions of the fleet")
 	}
 	to := a.coordinatorOf(reg)
 	l := a.local.Load()
 	if to == "" || l == nil {
-		api.WriteError(w, http.StatusServiceUnavailable, "region "+reg+" has no coordinator right now (see GET /v1/regions); its nodes keep running their last assignments")
-		return
+		return coordinator.View{}, http.StatusServiceUnavailable, errors.New("region " + reg + " has no coordinator right now (see GET /v1/regions); its nodes keep running their last assignments")
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
-	defer cancel()
 	if to == a.cfg.Name {
-		api.WriteError(w, http.StatusServiceUnavailable, "this node is becoming region "+reg+"'s coordinator; try again in a moment")
-		return
+		return coordinator.View{}, http.StatusServiceUnavailable, errors.New("this node is becoming region " + reg + "'s coordinator; try again in a moment")
 	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
 	v, err := l.Query(ctx, to, intent)
 	if err != nil {
-		api.WriteError(w, http.StatusBadGateway, "ask the coordinator of region "+reg+": "+err.Error())
-		return
+		return coordinator.View{}, http.StatusBadGateway, errors.New("ask the coordinator of region " + reg + ": " + err.Error())
 	}
-	api.WriteJSON(w, http.StatusOK, v)
+	return v, http.StatusOK, nil
 }

@@ -33,6 +33,7 @@ const (
 	KindRegion  MessageKind = 33
 	KindAssign  MessageKind = 34 // assignments, reports and workload queries (agent/coordinator)
 	KindKeyring MessageKind = 35 // keyring requests and answers (KeyManager, keyring.go)
+	KindLogs    MessageKind = 36 // instances' output fetched by another node's API (agent/logs)
 )
 
 // Member statuses.

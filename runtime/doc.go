@@ -26,6 +26,11 @@
 // usage) and Usage (sum of milli-CPU and memory, for the node's load
 // record). OnChange is called after changes and must not block.
 //
+// Logs: Supervisor.Logs sends an instance's stdout and stderr through its
+// driver (LogReader): the last lines and bytes that exist, then, to follow,
+// new output until the instance's current run ends. Exec reads the files in
+// the instance's directory (polled on the Clock), docker the engine's log.
+//
 // DetectDrivers reports the drivers that work here (exec always; docker
 // when the engine answers a ping).
 //

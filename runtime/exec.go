@@ -29,7 +29,11 @@ type ExecConfig struct {
 	// MaxLogBytes caps each of stdout.log and stderr.log (default 10 MiB);
 	// one previous file (.1) is kept, so at most twice this per stream.
 	MaxLogBytes int64
-	Logger      *slog.Logger
+	// LogPoll is how often Logs with Follow looks for new output (default
+	// 250 ms), on Clock (default RealClock).
+	LogPoll time.Duration
+	Clock   Clock
+	Logger  *slog.Logger
 }
 
 // ExecDriver runs instances as plain processes: argv without a shell, each
@@ -52,11 +56,16 @@ type ExecDriver struct {
 	maxLog  int64
 	log     *slog.Logger
 	bootID  string
+	logPoll time.Duration
+	clock   Clock
 	cgroup  *cgroupV2 // nil when limits cannot be enforced
 	noLimit string    // why limits are not enforced
 }
 
-var _ Driver = (*ExecDriver)(nil)
+var (
+	_ Driver    = (*ExecDriver)(nil)
+	_ LogReader = (*ExecDriver)(nil)
+)
 
 // NewExecDriver prepares the data directory and probes cgroup v2. It starts
 // nothing.
@@ -76,7 +85,14 @@ func NewExecDriver(cfg ExecConfig) (*ExecDriver, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	d := &ExecDriver{dir: cfg.DataDir, node: cfg.Node, maxLog: cfg.MaxLogBytes, log: cfg.Logger, bootID: readBootID()}
+	if cfg.LogPoll <= 0 {
+		cfg.LogPoll = 250 * time.Millisecond
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = RealClock{}
+	}
+	d := &ExecDriver{dir: cfg.DataDir, node: cfg.Node, maxLog: cfg.MaxLogBytes, log: cfg.Logger, bootID: readBootID(),
+		logPoll: cfg.LogPoll, clock: cfg.Clock}
 	d.cgroup, d.noLimit = probeCgroupV2(cfg.CgroupRoot, cfg.Node)
 	if d.cgroup == nil {
 		d.log.Warn("exec driver: resource limits not enforced", "reason", d.noLimit)

@@ -99,6 +99,9 @@ var ErrInvalidSpec = errors.New("invalid instance spec")
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 
+// ValidInstanceID reports whether id can name an instance (InstanceSpec.ID).
+func ValidInstanceID(id string) bool { return idPattern.MatchString(id) }
+
 // specError is a bad field with the fix; it wraps ErrInvalidSpec.
 func specError(id, field, format string, args ...any) error {
 	return fmt.Errorf("%w: instance %q: %s: %s", ErrInvalidSpec, id, field, fmt.Sprintf(format, args...))

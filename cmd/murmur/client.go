@@ -26,12 +26,17 @@ type clientFlags struct {
 }
 
 func (c *clientFlags) register(fs *pflag.FlagSet, outputs ...string) {
+	c.registerConn(fs)
+	fs.StringVarP(&c.Output, "output", "o", "table", "output format: "+strings.Join(append([]string{"table", "json"}, outputs...), ", "))
+}
+
+// registerConn registers --addr and --token only (commands without -o).
+func (c *clientFlags) registerConn(fs *pflag.FlagSet) {
 	def := os.Getenv("MURMUR_ADDR")
 	if def == "" {
 		def = "127.0.0.1:7070"
 	}
 	fs.StringVar(&c.Addr, "addr", def, "agent HTTP API host:port or URL (env MURMUR_ADDR)")
-	fs.StringVarP(&c.Output, "output", "o", "table", "output format: "+strings.Join(append([]string{"table", "json"}, outputs...), ", "))
 	fs.StringVar(&c.Token, "token", os.Getenv("MURMUR_TOKEN"), "bearer token, needed by an agent with API tokens (env MURMUR_TOKEN)")
 }
 

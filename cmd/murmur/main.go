@@ -59,5 +59,7 @@ Start a node with 'murmur agent'; every other command talks to a node's HTTP API
 	root.AddCommand(newAuditCmd(cf))
 	root.AddCommand(newKeyringCmd(cf)) // keyring.go
 	root.AddCommand(newEventsCmd(cf))  // events.go
+	root.AddCommand(newLogsCmd(cf))    // logs.go
+	root.AddCommand(newVersionCmd())   // version.go
 	return root
 }
