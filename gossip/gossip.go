@@ -202,6 +202,7 @@ type Gossip struct {
 	running    bool
 
 	suspicionUnit time.Duration // set by Run before any goroutine starts; see suspicionMax
+	pushPullBase  time.Duration // set by Run: the profile's push/pull interval (pushpull.go)
 	reclaimAfter  time.Duration // set by Run: when memberlist lets a dead name move address
 
 	subMu sync.Mutex // guards subs; a leaf lock (taken under mu)
@@ -620,6 +621,10 @@ func (g *Gossip) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); g.tickLoop(loopCtx) }()
 	go func() { defer wg.Done(); g.joinLoop(loopCtx) }()
 	go func() { defer wg.Done(); g.reconnectLoop(loopCtx) }()
+	if g.pushPullBase > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); g.pushPullLoop(loopCtx, g.pushPullBase) }()
+	}
 	go func() {
 		defer wg.Done()
 		g.stallLoop(loopCtx, stallEvery(mlc), mlc.ProbeTimeout, func(gap time.Duration) { g.refuteStall(ml, gap) })
@@ -725,6 +730,10 @@ func (g *Gossip) memberlistConfig() (*memberlist.Config, error) {
 	// dead node: twice memberlist's budget keeps a leadership change from missing a
 	// live node (seen: 3 in 40 coordinator kills waited for push/pull, 4-6 s).
 	g.queue.RetransmitMult = 2 * mlc.RetransmitMult
+	// pushPullLoop runs the periodic push/pull, stretched further than memberlist
+	// stretches it as the fleet grows (pushpull.go); 0 turns it off, as in memberlist.
+	g.pushPullBase = mlc.PushPullInterval
+	mlc.PushPullInterval = 0
 	g.suspicionUnit = time.Duration(mlc.SuspicionMaxTimeoutMult*mlc.SuspicionMult) * mlc.ProbeInterval
 	// A dead member's entry accepts a new address after DeadNodeReclaimTime or, when
 	// that is off, once memberlist drops the entry after GossipToTheDeadTime.

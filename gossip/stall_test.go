@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"math"
 	"testing"
 	"time"
 )
@@ -30,6 +31,34 @@ func TestStallWatch(t *testing.T) {
 		}
 		if stalled && gap != s.after {
 			t.Fatalf("step %d: gap %v, want %v", i, gap, s.after)
+		}
+	}
+}
+
+func TestPushPullInterval(t *testing.T) {
+	const base = 10 * time.Second
+	tests := []struct {
+		n    int
+		want time.Duration
+	}{
+		{1, base},
+		{32, base},
+		{33, 2 * base},                  // memberlist's log2 stretch: ceil(log2(33/32)) + 1
+		{50, 2 * base},                  // log2 stretch (2) over linear (1.56)
+		{100, 3125 * time.Second / 100}, // linear: 100/32
+		{1000, 3125 * time.Second / 10}, // linear: 1000/32, 312.5 s
+		{5000, 5000 * base / 32},        // bytes per node stay at 32 nodes' cost
+	}
+	for _, tt := range tests {
+		if got := pushPullInterval(base, tt.n); got != tt.want {
+			t.Errorf("pushPullInterval(%v, %d) = %v, want %v", base, tt.n, got, tt.want)
+		}
+	}
+	// Never more often than memberlist would push/pull.
+	for n := 33; n <= 5000; n++ {
+		mult := 1 + int(math.Ceil(math.Log2(float64(n))-5))
+		if got := pushPullInterval(base, n); got < time.Duration(mult)*base {
+			t.Fatalf("pushPullInterval(%v, %d) = %v, under memberlist's %v", base, n, got, time.Duration(mult)*base)
 		}
 	}
 }

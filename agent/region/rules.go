@@ -33,13 +33,18 @@ const (
 	KeyCluster   = "raft.cluster"    // the cluster id of the group the node belongs to
 	KeyLeader    = "raft.leader"     // the leader's term, only on the leader
 	KeyVoters    = "raft.voters"     // comma-separated voter ids, only on the leader
-	KeyLastIndex = "raft.last_index" // the node's last Raft log index
+	KeyLastIndex = "raft.last_index" // the node's last Raft log index (gossiped as it moves by LastIndexStep)
 	KeyHeadless  = "raft.headless"   // "1" while the node sees its group headless
 )
 
 // PromoteMaxLag is how far, in log entries, a nonvoter's gossiped last index may be
 // behind the leader's for autopilot to promote it (the caught-up test).
 const PromoteMaxLag = 1024
+
+// LastIndexStep is how far a node's last index moves before it is gossiped again:
+// a quarter of PromoteMaxLag keeps a caught-up nonvoter promotable, and a busy group
+// does not republish its index with every commit (see agent.indexDue).
+const LastIndexStep = PromoteMaxLag / 4
 
 // Values of KeyState.
 const (

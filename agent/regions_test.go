@@ -1,0 +1,40 @@
+package agent
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/murmur-edge/murmur/agent/region"
+)
+
+func TestIndexDue(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	const step = region.LastIndexStep
+	idx := func(i uint64) string { return strconv.FormatUint(i, 10) }
+	tests := []struct {
+		name               string
+		published, current string
+		at, now            time.Time
+		want               bool
+	}{
+		{"first index (the node joined a group)", "", "7", t0, t0, true},
+		{"index gone (the node left the group)", "7", "", t0, t0, true},
+		{"one commit", "1000", "1001", t0, t0.Add(time.Hour), false},
+		{"just under the step", "1000", idx(1000 + step - 1), t0, t0.Add(time.Hour), false},
+		{"moved by the step", "1000", idx(1000 + step), t0, t0.Add(time.Second), true},
+		{"moved by the step within a second", "1000", idx(1000 + 10*step), t0, t0.Add(999 * time.Millisecond), false},
+		{"went back (a new log)", "1000", "3", t0, t0, true},
+		{"unparsable", "x", "1000", t0, t0, true},
+	}
+	for _, tt := range tests {
+		if got := indexDue(tt.published, tt.current, tt.at, tt.now); got != tt.want {
+			t.Errorf("%s: indexDue(%q, %q, +%v) = %v, want %v", tt.name, tt.published, tt.current, tt.now.Sub(tt.at), got, tt.want)
+		}
+	}
+	// What it is for: a nonvoter whose index is gossiped as indexDue says stays
+	// promotable while it keeps up with the leader.
+	if region.LastIndexStep >= region.PromoteMaxLag {
+		t.Errorf("LastIndexStep %d must be under PromoteMaxLag %d, or a caught-up nonvoter can look behind", region.LastIndexStep, region.PromoteMaxLag)
+	}
+}
