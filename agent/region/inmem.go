@@ -1,9 +1,11 @@
 package region
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -16,10 +18,11 @@ import (
 // ErrWrongRegion. Down takes an address off the network; Partition cuts the links
 // between two sets of addresses and Heal restores them. Safe for concurrent use.
 type InmemNetwork struct {
-	mu    sync.Mutex              // guards the fields below
-	nodes map[inmemKey]*inmemNode // by address and region
-	down  map[string]bool         // addresses taken off the network
-	cut   map[[2]string]bool      // address pairs (both orders) a partition separates
+	mu      sync.Mutex              // guards the fields below
+	nodes   map[inmemKey]*inmemNode // by address and region
+	down    map[string]bool         // addresses taken off the network
+	cut     map[[2]string]bool      // address pairs (both orders) a partition separates
+	timeout time.Duration           // RPC timeout of new transports; 0: raft's 500 ms
 }
 
 type inmemKey struct{ addr, region string }
@@ -29,6 +32,14 @@ type inmemNode struct {
 	region  string
 	tr      *raft.InmemTransport
 	handler func(ControlRequest) ControlResponse
+}
+
+// SetTimeout sets the RPC timeout of the transports added from now on (default
+// 500 ms, raft's): the fleet simulator scales it with its dilation.
+func (n *InmemNetwork) SetTimeout(d time.Duration) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.timeout = d
 }
 
 // NewInmemNetwork returns an empty network.
@@ -41,7 +52,10 @@ func NewInmemNetwork() *InmemNetwork {
 // separates it from. Adding any endpoint at addr brings addr back up (after Down).
 // Pass the results as Config.Transport and Config.Control.
 func (n *InmemNetwork) Add(addr, region string) (raft.Transport, Control) {
-	_, tr := raft.NewInmemTransport(raft.ServerAddress(addr))
+	n.mu.Lock()
+	timeout := cmp.Or(n.timeout, 500*time.Millisecond) // raft.NewInmemTransport's
+	n.mu.Unlock()
+	_, tr := raft.NewInmemTransportWithTimeout(raft.ServerAddress(addr), timeout)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.down[addr] {

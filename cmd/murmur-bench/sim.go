@@ -44,6 +44,7 @@ type simOptions struct {
 	Event          time.Duration
 	AgentLog       string
 	Dilation       float64 // K: 0 picks one from --nodes
+	JoinRate       float64 // agents started per dilated second
 }
 
 // autoDilation is the dilation sim picks for n agents on this machine: an idle agent
@@ -73,6 +74,8 @@ func (o simOptions) validate() error {
 		return fmt.Errorf("--settle %v: must not be negative", o.Settle)
 	case o.Duration < time.Second:
 		return fmt.Errorf("--duration %v: give 1s or more", o.Duration)
+	case o.JoinRate <= 0:
+		return fmt.Errorf("--join-rate %v: give agents per second, above 0", o.JoinRate)
 	case o.Dilation != 0 && (o.Dilation < 1 || o.Dilation > 1000):
 		return fmt.Errorf("--dilation %v: give 1 to 1000, or 0 to pick one from --nodes", o.Dilation)
 	case o.Replicas < 1 || o.Replicas*o.Regions > o.Nodes/2:
@@ -132,6 +135,7 @@ The last line is for scripts:
 	fs.DurationVar(&o.Event, "event-timeout", 60*time.Second, "bound on one measured event")
 	fs.StringVar(&o.AgentLog, "agent-log-level", "error", "level of the agents' logs on stderr (debug, info, warn, error)")
 	fs.Float64Var(&o.Dilation, "dilation", 0, "run every timer K times slower and report in the dilated time (0: pick K from --nodes)")
+	fs.Float64Var(&o.JoinRate, "join-rate", 50, "agents started per (dilated) second: a fleet's devices come up over time, and 1,000 joining one seed at once is a join storm, not the steady state measured here")
 	c.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := o.validate(); err != nil {
 			return usageError{err}
@@ -183,6 +187,7 @@ func runSim(ctx context.Context, o simOptions, log *slog.Logger, out io.Writer) 
 	f := &simFleet{o: o, clock: runtime.NewDilatedClock(o.Dilation), log: log, agentLog: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})), gnet: gossiptest.NewNetwork(), rnet: region.NewInmemNetwork(), dir: dir,
 		stored: map[string]map[string]time.Time{}}
 	f.gnet.SetLatency(f.real(o.Latency))
+	f.rnet.SetTimeout(f.real(500 * time.Millisecond)) // raft's in-memory RPC timeout, dilated
 	f.gnet.SetLoss(o.Loss)
 	defer func() {
 		lvl.Set(slog.LevelError + 4) // the teardown's RPC failures are not findings
@@ -269,6 +274,9 @@ func (f *simFleet) start(ctx context.Context) error {
 		nd.cancel = cancel
 		go func() { nd.done <- a.Run(actx) }()
 		f.nodes = append(f.nodes, nd)
+		if err := f.sleep(ctx, time.Duration(float64(time.Second)/f.o.JoinRate)); err != nil {
+			return err
+		}
 	}
 	for _, nd := range f.nodes {
 		select {

@@ -20,7 +20,8 @@ func TestSimSmallFleet(t *testing.T) {
 	}
 	var out bytes.Buffer
 	o := simOptions{Nodes: 9, Regions: 1, Duration: 2 * time.Second, Kills: 1, Pushes: 2, Replicas: 2,
-		Converge: 2 * time.Minute, Event: time.Minute, AgentLog: "error"}
+		Converge: 2 * time.Minute, Event: time.Minute, AgentLog: "error", JoinRate: 50,
+		Dilation: 2} // every timer twice as long: the dilated clock and timers are exercised end to end
 	if err := o.validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +32,7 @@ func TestSimSmallFleet(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	last := lines[len(lines)-1]
-	re := regexp.MustCompile(`^sim: nodes=9 regions=1 dilation=1 detect_p99_ms=(\d+) intent_p999_ms=(\d+) gossip_bytes_per_node_s=(\d+) failover_p99_ms=(\d+)$`)
+	re := regexp.MustCompile(`^sim: nodes=9 regions=1 dilation=2 detect_p99_ms=(\d+) intent_p999_ms=(\d+) gossip_bytes_per_node_s=(\d+) failover_p99_ms=(\d+)$`)
 	m := re.FindStringSubmatch(last)
 	if m == nil {
 		t.Fatalf("last line %q does not match %s\n%s", last, re, out.String())
@@ -45,7 +46,7 @@ func TestSimSmallFleet(t *testing.T) {
 }
 
 func TestSimOptionsValidate(t *testing.T) {
-	good := simOptions{Nodes: 100, Regions: 2, Duration: 10 * time.Second, Kills: 5, Pushes: 10, Replicas: 2}
+	good := simOptions{Nodes: 100, Regions: 2, Duration: 10 * time.Second, Kills: 5, Pushes: 10, Replicas: 2, JoinRate: 50}
 	if err := good.validate(); err != nil {
 		t.Fatalf("good options refused: %v", err)
 	}
@@ -62,6 +63,8 @@ func TestSimOptionsValidate(t *testing.T) {
 		{func(o *simOptions) { o.Duration = 0 }, "--duration"},
 		{func(o *simOptions) { o.Latency = -time.Second }, "--latency"},
 		{func(o *simOptions) { o.Replicas = 0 }, "--replicas"},
+		{func(o *simOptions) { o.JoinRate = 0 }, "--join-rate"},
+		{func(o *simOptions) { o.Dilation = 0.5 }, "--dilation"},
 	} {
 		o := good
 		tt.change(&o)
