@@ -48,9 +48,9 @@ func (g *Gossip) pushPullLoop(ctx context.Context, base time.Duration) {
 			return
 		case <-t.C:
 		}
-		if addr := g.pushPullPeer(); addr != "" {
-			if _, err := g.ml.Load().Join([]string{addr}); err != nil {
-				g.log.Debug("push/pull failed", "addr", addr, "err", err)
+		if peers := g.livePeers(); len(peers) > 0 {
+			if _, err := g.ml.Load().Join(peers[:1]); err != nil {
+				g.log.Debug("push/pull failed", "addr", peers[0], "err", err)
 			}
 		}
 		// Between half and one and a half intervals: memberlist staggers only the first
@@ -62,19 +62,17 @@ func (g *Gossip) pushPullLoop(ctx context.Context, base time.Duration) {
 	}
 }
 
-// pushPullPeer returns the address of a random member alive in this node's view, or
-// "" when there is none.
-func (g *Gossip) pushPullPeer() string {
+// livePeers returns the addresses of the members alive in this node's view, itself
+// left out, in random order.
+func (g *Gossip) livePeers() []string {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	var addrs []string
 	for _, e := range g.nodes {
 		if e.status == StatusAlive && e.name != g.cfg.Name && e.addr != "" {
 			addrs = append(addrs, e.addr)
 		}
 	}
-	if len(addrs) == 0 {
-		return ""
-	}
-	return addrs[rand.IntN(len(addrs))]
+	g.mu.Unlock()
+	rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
+	return addrs
 }

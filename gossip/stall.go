@@ -2,7 +2,6 @@ package gossip
 
 import (
 	"context"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -89,13 +88,7 @@ func (g *Gossip) refuteStall(ml *memberlist.Memberlist, gap time.Duration) {
 	// UpdateNode takes the new incarnation and queues the broadcast before it waits
 	// for the broadcast to leave; the wait is not needed here.
 	_ = ml.UpdateNode(time.Millisecond)
-	var peers []string
-	for _, m := range g.Members() {
-		if !m.Local && m.Up() && m.Addr != "" {
-			peers = append(peers, m.Addr)
-		}
-	}
-	rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
+	peers := g.livePeers()
 	var wg sync.WaitGroup
 	for _, addr := range peers[:min(len(peers), stallPushPulls)] {
 		wg.Add(1)
