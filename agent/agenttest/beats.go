@@ -1,7 +1,6 @@
 package agenttest
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,12 +13,14 @@ import (
 // Beats are how the at-most-once tests see an exclusive workload run: each instance
 // writes DIR/<instance>-<epoch>.beats, a "start <unix ns>" line, then "beat <unix ns>"
 // lines, and "stop <unix ns>" when it is stopped politely (testdata/workload
-// --beat-dir, or a shell loop doing the same).
+// --beat-dir, or a shell loop doing the same). testdata/workload also writes a
+// "netns <namespace>" line first: the host that ran it, in a namespace lab.
 
 // Interval is one instance's run as its beat file shows it.
 type Interval struct {
 	Name       string // <instance>-<epoch>
 	Epoch      uint64
+	NetNS      string // the "netns" line (e.g. "net:[4026532601]"), if any
 	Start, End time.Time
 	Times      []time.Time // every line's time, in file order
 }
@@ -34,7 +35,7 @@ func ReadBeats(dir string, slack time.Duration) ([]Interval, error) {
 	}
 	var out []Interval
 	for _, path := range files {
-		f, err := os.Open(path)
+		data, err := os.ReadFile(path)
 		if err != nil {
 			return nil, err
 		}
@@ -42,13 +43,20 @@ func ReadBeats(dir string, slack time.Duration) ([]Interval, error) {
 		if i := strings.LastIndex(iv.Name, "-"); i >= 0 {
 			iv.Epoch, _ = strconv.ParseUint(iv.Name[i+1:], 10, 64)
 		}
+		// A line is whole only with its newline: one cut short by SIGKILL may still
+		// parse ("beat 17" of "beat 1765…") and is dropped.
+		lines := strings.Split(string(data), "\n")
+		lines = lines[:len(lines)-1]
 		stopped := false
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			kind, ns, ok := strings.Cut(sc.Text(), " ")
+		for _, line := range lines {
+			kind, ns, ok := strings.Cut(line, " ")
+			if kind == "netns" {
+				iv.NetNS = ns
+				continue
+			}
 			n, err := strconv.ParseInt(ns, 10, 64)
 			if !ok || err != nil {
-				continue // a line cut short by SIGKILL
+				continue // not a beat line
 			}
 			at := time.Unix(0, n)
 			iv.Times = append(iv.Times, at)
@@ -57,7 +65,6 @@ func ReadBeats(dir string, slack time.Duration) ([]Interval, error) {
 			}
 			iv.End, stopped = at, kind == "stop"
 		}
-		f.Close()
 		if !stopped {
 			iv.End = iv.End.Add(slack)
 		}
@@ -69,10 +76,19 @@ func ReadBeats(dir string, slack time.Duration) ([]Interval, error) {
 	return out, nil
 }
 
-// Overlaps is the total time two of the intervals ran at once, and the pairs that did.
-func Overlaps(ivs []Interval) (time.Duration, []string) {
-	var total time.Duration
-	var pairs []string
+// Overlap is a time two instances ran at once: Older started first.
+type Overlap struct {
+	Older, Newer Interval
+	From, To     time.Time // Newer's start, and the earlier of the two ends
+}
+
+func (o Overlap) String() string {
+	return fmt.Sprintf("%s and %s for %v", o.Older.Name, o.Newer.Name, o.To.Sub(o.From))
+}
+
+// OverlapsOf lists every pair of the intervals (sorted by start) that ran at once.
+func OverlapsOf(ivs []Interval) []Overlap {
+	var out []Overlap
 	for i := range ivs {
 		for j := i + 1; j < len(ivs); j++ {
 			if !ivs[j].Start.Before(ivs[i].End) {
@@ -82,10 +98,19 @@ func Overlaps(ivs []Interval) (time.Duration, []string) {
 			if ivs[j].End.Before(end) {
 				end = ivs[j].End
 			}
-			d := end.Sub(ivs[j].Start)
-			total += d
-			pairs = append(pairs, fmt.Sprintf("%s and %s for %v", ivs[i].Name, ivs[j].Name, d))
+			out = append(out, Overlap{Older: ivs[i], Newer: ivs[j], From: ivs[j].Start, To: end})
 		}
+	}
+	return out
+}
+
+// Overlaps is the total time two of the intervals ran at once, and the pairs that did.
+func Overlaps(ivs []Interval) (time.Duration, []string) {
+	var total time.Duration
+	var pairs []string
+	for _, o := range OverlapsOf(ivs) {
+		total += o.To.Sub(o.From)
+		pairs = append(pairs, o.String())
 	}
 	return total, pairs
 }
@@ -101,47 +126,31 @@ func EpochsRise(ivs []Interval) string {
 	return ""
 }
 
-// Fenced replays every instance's lines, in time order, through a sink that keeps the
+// Refused replays every instance's lines, in time order, through a sink that keeps the
 // highest epoch it has seen and refuses a write of a lower one: what a workload does
-// with MURMUR_EPOCH. A paused host's instance can resume for a moment after its lease
-// ended, before its agent stops it; its writes are refused there. Fenced returns the
-// overlap of the accepted runs (each from its first to its last accepted write, plus
-// slack) and how many writes were refused.
-func Fenced(ivs []Interval, slack time.Duration) (time.Duration, int) {
+// with MURMUR_EPOCH. It returns how many writes that sink refuses: those of an
+// instance that ran on after a successor started (a paused host's, between its thaw
+// and its agent stopping it).
+func Refused(ivs []Interval) int {
 	type write struct {
-		at  time.Time
-		idx int
+		at    time.Time
+		epoch uint64
 	}
 	var ws []write
-	for i, iv := range ivs {
+	for _, iv := range ivs {
 		for _, at := range iv.Times {
-			ws = append(ws, write{at, i})
+			ws = append(ws, write{at, iv.Epoch})
 		}
 	}
 	slices.SortStableFunc(ws, func(a, b write) int { return a.at.Compare(b.at) })
-	accepted := make([]Interval, len(ivs))
 	var maxEpoch uint64
 	refused := 0
 	for _, w := range ws {
-		e := ivs[w.idx].Epoch
-		if e < maxEpoch {
+		if w.epoch < maxEpoch {
 			refused++
 			continue
 		}
-		maxEpoch = e
-		a := &accepted[w.idx]
-		if a.Start.IsZero() {
-			a.Name, a.Epoch, a.Start = ivs[w.idx].Name, e, w.at
-		}
-		a.End = w.at.Add(slack)
+		maxEpoch = w.epoch
 	}
-	var runs []Interval
-	for _, a := range accepted {
-		if !a.Start.IsZero() {
-			runs = append(runs, a)
-		}
-	}
-	slices.SortFunc(runs, func(a, b Interval) int { return a.Start.Compare(b.Start) })
-	overlap, _ := Overlaps(runs)
-	return overlap, refused
+	return refused
 }

@@ -11,9 +11,11 @@
 //	workload --beat-dir /tmp/beats --beat-every 20ms  (at-most-once checks: see below)
 //
 // With --beat-dir it writes DIR/<MURMUR_INSTANCE>-<MURMUR_EPOCH>.beats: a line
-// "start <unix ns>" when it starts, then "beat <unix ns>" every --beat-every until it
-// ends (and "stop <unix ns>" on SIGTERM). A checker reads each file's first and last
-// times as the interval the instance ran (give or take one beat) and compares them.
+// "netns <net namespace>" (the /proc/self/ns/net link, on Linux: which host of a
+// namespace lab ran it), a line "start <unix ns>" when it starts, then "beat <unix ns>"
+// every --beat-every until it ends (and "stop <unix ns>" on SIGTERM). A checker reads
+// each file's first and last times as the interval the instance ran (give or take one
+// beat) and compares them.
 //
 // It exits 0 on SIGTERM unless --ignore-term is set.
 package main
@@ -136,6 +138,9 @@ func run(args []string) int {
 		}
 		beats = f
 		defer f.Close()
+		if ns, err := os.Readlink("/proc/self/ns/net"); err == nil {
+			fmt.Fprintf(f, "netns %s\n", ns)
+		}
 		fmt.Fprintf(f, "start %d\n", time.Now().UnixNano())
 		go func() {
 			t := time.NewTicker(*beatEvery)
