@@ -71,7 +71,7 @@ func TestResultsFieldNames(t *testing.T) {
 	}
 }
 
-func TestDecodeResult(t *testing.T) {
+func TestResultsDecode(t *testing.T) {
 	for _, tt := range []struct {
 		line, want string // want: "" accepts
 	}{
@@ -100,7 +100,7 @@ func TestDecodeResult(t *testing.T) {
 	}
 }
 
-func TestReadResultsErrors(t *testing.T) {
+func TestResultsReadErrors(t *testing.T) {
 	for _, tt := range []struct {
 		name, in, want string
 	}{
@@ -142,9 +142,9 @@ func TestSimResultsUnwritable(t *testing.T) {
 	}
 }
 
-// FuzzDecodeResult feeds arbitrary lines to the results decoder: it never panics, and
+// FuzzResultsDecode feeds arbitrary lines to the results decoder: it never panics, and
 // what it accepts encodes and decodes back to the same result.
-func FuzzDecodeResult(f *testing.F) {
+func FuzzResultsDecode(f *testing.F) {
 	b, _ := json.Marshal(testResult(40, 4, 1778))
 	f.Add(b)
 	f.Add([]byte(`{"nodes":9,"dilation":1}`))
