@@ -15,7 +15,8 @@
 //	murmur-bench workloads coordinator --bin bin/murmur --nodes 5 --trials 20
 //	murmur-bench workloads apply --bin bin/murmur --nodes 5 --trials 20
 //	murmur-bench workloads apply --bin bin/murmur --nodes 10 --workloads 100 --replicas 3
-//	murmur-bench sim --nodes 100 --regions 2 [--duration 20s] [--loss 0.01] [--latency 1ms]
+//	murmur-bench sim --nodes 100 --regions 2 [--duration 20s] [--loss 0.01] [--latency 1ms] [--dilation K] [--results FILE]
+//	murmur-bench plot --results FILE [--out DIR]
 //
 // The workloads subcommands run exec Workloads (default /bin/sleep 3600) and observe
 // them two ways: in a node's GET /v1/workloads and in the process table (live
@@ -47,8 +48,19 @@
 //
 //	sim: nodes=N regions=R dilation=K detect_p99_ms=N intent_p999_ms=N gossip_bytes_per_node_s=N failover_p99_ms=N
 //
-// Time runs at the real rate (dilation 1); timer dilation for fleets that two cores
-// cannot run in real time is not built yet.
+// With --dilation K every protocol timer runs K times slower and every figure is in
+// that dilated time, for fleets two cores cannot run in real time (0 picks K from
+// --nodes). With --results FILE it also appends every figure of the run, its settings,
+// commit and time as one JSON line to FILE (simResult in results.go documents the
+// fields); the file is opened before the fleet starts, so a path that cannot be
+// written costs no run.
+//
+// plot reads such a file and draws each figure against N into --out (default: the
+// file's directory): detection.png, intent.png, gossip_bytes.png, failover.png,
+// cpu.png and heap.png, one point per run labelled with its K, a line through the
+// median at each N, a log x axis when N spans 10× or more and a dashed line at the
+// issue's goal where there is one; and figures.md, a markdown table with one row per
+// run followed by the PNGs. It uses gonum.org/v1/plot and launches nothing.
 //
 // The other subcommands are a benchmark harness, not product code: they import no
 // murmur package and talk to agents only through their HTTP API (GET /v1/members, GET /v1/regions, GET /metrics,

@@ -52,6 +52,7 @@ measures, prints the figures and a markdown table, and kills every process it st
 	}
 	root.AddCommand(newWorkloadsCmd(log, out))
 	root.AddCommand(newSimCmd(log, out))
+	root.AddCommand(newPlotCmd(out))
 	return root
 }
 

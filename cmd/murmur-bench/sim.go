@@ -45,6 +45,7 @@ type simOptions struct {
 	AgentLog       string
 	Dilation       float64 // K: 0 picks one from --nodes
 	JoinRate       float64 // agents started per dilated second
+	Results        string  // file a JSON line of every figure is appended to; "" for none
 }
 
 // autoDilation is the dilation sim picks for n agents on this machine: an idle agent
@@ -115,8 +116,13 @@ size that keeps up, runs at K=1 and K>1 should agree (BENCHMARKS.md compares the
 CPU per agent is CPU seconds per dilated second: what one agent costs in real time.
 
 The last line is for scripts:
-  sim: nodes=N regions=R dilation=K detect_p99_ms=N intent_p999_ms=N gossip_bytes_per_node_s=N failover_p99_ms=N`,
-		Example:       "  murmur-bench sim --nodes 100 --regions 2\n  murmur-bench sim --nodes 200 --regions 4 --loss 0.01 --kills 5",
+  sim: nodes=N regions=R dilation=K detect_p99_ms=N intent_p999_ms=N gossip_bytes_per_node_s=N failover_p99_ms=N
+
+--results FILE appends every figure of the run, with its settings, commit and time, to
+FILE as one JSON line (created if missing; checked before the fleet starts). Runs at
+several sizes collect there, and murmur-bench plot --results FILE draws each figure
+against N as a PNG beside a markdown table.`,
+		Example:       "  murmur-bench sim --nodes 100 --regions 2\n  murmur-bench sim --nodes 200 --regions 4 --loss 0.01 --kills 5\n  murmur-bench sim --nodes 20 --regions 1 --results bench/sim.jsonl && murmur-bench plot --results bench/sim.jsonl",
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -135,6 +141,7 @@ The last line is for scripts:
 	fs.DurationVar(&o.Event, "event-timeout", 60*time.Second, "bound on one measured event")
 	fs.StringVar(&o.AgentLog, "agent-log-level", "error", "level of the agents' logs on stderr (debug, info, warn, error)")
 	fs.Float64Var(&o.Dilation, "dilation", 0, "run every timer K times slower and report in the dilated time (0: pick K from --nodes)")
+	fs.StringVar(&o.Results, "results", "", "append one JSON line with every figure of the run to this file (JSONL; murmur-bench plot draws them against N)")
 	fs.Float64Var(&o.JoinRate, "join-rate", 50, "agents started per (dilated) second: a fleet's devices come up over time, and 1,000 joining one seed at once is a join storm, not the steady state measured here")
 	c.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := o.validate(); err != nil {
@@ -172,6 +179,14 @@ type simFleet struct {
 }
 
 func runSim(ctx context.Context, o simOptions, log *slog.Logger, out io.Writer) error {
+	var results *os.File
+	if o.Results != "" { // before the fleet: an unwritable path costs no run
+		var err error
+		if results, err = openResults(o.Results); err != nil {
+			return usageError{err}
+		}
+		defer results.Close()
+	}
 	dir, err := os.MkdirTemp("", "murmur-sim-")
 	if err != nil {
 		return err
@@ -222,7 +237,7 @@ func runSim(ctx context.Context, o simOptions, log *slog.Logger, out io.Writer) 
 
 	fmt.Fprintf(out, "\n| figure | value |\n|---|---|\n")
 	fmt.Fprintf(out, "| gossip bytes per node per second, out / in (mean) | %.0f / %.0f |\n", idle.outPerNode, idle.inPerNode)
-	fmt.Fprintf(out, "| gossip bytes per node per second, out (max node) | %.0f |\n", idle.outMax)
+	fmt.Fprintf(out, "| gossip bytes per node per second, out / in (max node) | %.0f / %.0f |\n", idle.outMax, idle.inMax)
 	fmt.Fprintf(out, "| CPU per agent, idle (CPU seconds per dilated second) | %.2f %% of a core |\n", idle.cpuPerAgent*100)
 	fmt.Fprintf(out, "| machine load while idle (real CPU seconds per real second, %d cores) | %.2f |\n", goruntime.NumCPU(), idle.machineLoad)
 	fmt.Fprintf(out, "| heap per agent | %.1f MiB |\n", idle.heapPerAgent/(1<<20))
@@ -239,7 +254,38 @@ func runSim(ctx context.Context, o simOptions, log *slog.Logger, out io.Writer) 
 	}
 	fmt.Fprintf(out, "\nsim: nodes=%d regions=%d dilation=%g detect_p99_ms=%d intent_p999_ms=%d gossip_bytes_per_node_s=%.0f failover_p99_ms=%d\n",
 		o.Nodes, o.Regions, o.Dilation, ds.P99.Milliseconds(), worst.Milliseconds(), idle.outPerNode, fs.P99.Milliseconds())
+	if results == nil {
+		return nil
+	}
+	r := newSimResult(o, idle, intents, detect, failover)
+	if err := appendResult(results, r); err != nil {
+		return fmt.Errorf("--results %s: %w", o.Results, err)
+	}
+	if err := results.Close(); err != nil {
+		return fmt.Errorf("--results %s: %w", o.Results, err)
+	}
+	fmt.Fprintf(out, "appended the figures to %s\n", o.Results)
 	return nil
+}
+
+// newSimResult is the --results line of a finished run.
+func newSimResult(o simOptions, idle idleFigures, intents []intentFigure, det detection, failover []time.Duration) simResult {
+	b := agent.BuildInfo()
+	ds, fs := summarize(det.all), summarize(failover)
+	r := simResult{
+		Time: time.Now().UTC(), Version: b.Version, Commit: b.Commit,
+		Nodes: o.Nodes, Regions: o.Regions, Dilation: o.Dilation, Cores: goruntime.NumCPU(),
+		LatencyMS: msOf(o.Latency), Loss: o.Loss,
+		GossipOutMean: idle.outPerNode, GossipInMean: idle.inPerNode, GossipOutMax: idle.outMax, GossipInMax: idle.inMax,
+		CPUPerAgent: idle.cpuPerAgent, MachineLoad: idle.machineLoad, HeapPerAgent: idle.heapPerAgent,
+		DetectFirstN: len(det.first), DetectFirstP50: msOf(percentile(det.first, 50)), DetectFirstP99: msOf(percentile(det.first, 99)),
+		DetectAllN: ds.N, DetectAllP50: msOf(ds.P50), DetectAllP99: msOf(ds.P99),
+		FailoverN: fs.N, FailoverP50: msOf(fs.P50), FailoverP99: msOf(fs.P99),
+	}
+	for _, in := range intents {
+		r.Intents = append(r.Intents, intentResult{Label: in.label, SizeBytes: in.size, Count: in.n, P99: msOf(in.p99), P999: msOf(in.p999), P100: msOf(in.all)})
+	}
+	return r
 }
 
 // start builds and runs every agent; the first three of region 0 are the seeds.
@@ -420,9 +466,9 @@ func (f *simFleet) convergedWhy(rng *rand.Rand) string {
 }
 
 type idleFigures struct {
-	outPerNode, inPerNode, outMax float64
-	cpuPerAgent, heapPerAgent     float64
-	machineLoad                   float64
+	outPerNode, inPerNode, outMax, inMax float64
+	cpuPerAgent, heapPerAgent            float64
+	machineLoad                          float64
 }
 
 // idle measures gossip bytes, CPU and heap over the idle window.
@@ -449,6 +495,7 @@ func (f *simFleet) idle(ctx context.Context) (idleFigures, error) {
 		fig.outPerNode += o
 		fig.inPerNode += float64(after[i].in-before[i].in) / el
 		fig.outMax = max(fig.outMax, o)
+		fig.inMax = max(fig.inMax, float64(after[i].in-before[i].in)/el)
 	}
 	n := float64(len(f.nodes))
 	fig.outPerNode /= n
@@ -464,6 +511,7 @@ func (f *simFleet) idle(ctx context.Context) (idleFigures, error) {
 
 type intentFigure struct {
 	label          string
+	size           int // bytes of padding
 	n              int
 	p99, p999, all time.Duration
 }
@@ -479,6 +527,7 @@ func (f *simFleet) pushIntents(ctx context.Context) ([]intentFigure, error) {
 		if i == f.o.Pushes {
 			size, fig = 64<<10, &big
 		}
+		fig.size = size
 		name := fmt.Sprintf("sim-intent-%d", i)
 		body := simWorkload(name, 1, []string{"nowhere"}, size)
 		live := f.live()

@@ -5,6 +5,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -13,13 +15,17 @@ import (
 )
 
 // A small simulated fleet runs end to end: it converges, every measurement finds its
-// event, and the last line carries every figure.
+// event, the sim: line carries every figure and --results appends them as one line.
 func TestSimSmallFleet(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs 9 agents for about half a minute")
 	}
 	var out bytes.Buffer
-	o := simOptions{Nodes: 9, Regions: 1, Duration: 2 * time.Second, Kills: 1, Pushes: 2, Replicas: 2,
+	results := filepath.Join(t.TempDir(), "sim.jsonl")
+	if err := os.WriteFile(results, []byte(`{"nodes":3,"dilation":1}`+"\n"), 0o644); err != nil { // a run before: appended to, not replaced
+		t.Fatal(err)
+	}
+	o := simOptions{Results: results, Nodes: 9, Regions: 1, Duration: 2 * time.Second, Kills: 1, Pushes: 2, Replicas: 2,
 		Converge: 2 * time.Minute, Event: time.Minute, AgentLog: "error", JoinRate: 50,
 		Dilation: 2} // every timer twice as long: the dilated clock and timers are exercised end to end
 	if err := o.validate(); err != nil {
@@ -31,7 +37,7 @@ func TestSimSmallFleet(t *testing.T) {
 		t.Fatalf("sim: %v\n%s", err, out.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	last := lines[len(lines)-1]
+	last := lines[len(lines)-2] // then "appended the figures to …"
 	re := regexp.MustCompile(`^sim: nodes=9 regions=1 dilation=2 detect_p99_ms=(\d+) intent_p999_ms=(\d+) gossip_bytes_per_node_s=(\d+) failover_p99_ms=(\d+)$`)
 	m := re.FindStringSubmatch(last)
 	if m == nil {
@@ -41,6 +47,35 @@ func TestSimSmallFleet(t *testing.T) {
 		if v, _ := strconv.Atoi(m[i+1]); v <= 0 {
 			t.Errorf("%s = %d: every figure is measured, none can be 0\n%s", name, v, out.String())
 		}
+	}
+	f, err := os.Open(results)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	runs, err := readResults(f, results)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) != 2 {
+		t.Fatalf("%d runs in %s, want the one before and this one", len(runs), results)
+	}
+	r := runs[1]
+	if r.Nodes != 9 || r.Regions != 1 || r.Dilation != 2 || r.Cores < 1 || r.Time.IsZero() || r.Commit == "" {
+		t.Errorf("run settings: %+v", r)
+	}
+	if r.DetectFirstN != 1 || r.DetectAllN != 8 || r.FailoverN != 1 || len(r.Intents) != 2 || r.Intents[0].Count != 2 || r.Intents[1].Count != 1 {
+		t.Errorf("counts: detect first %d, every node %d, failover %d, intents %+v; want 1, 8 (the survivors), 1 and 2 small, 1 of 64 KiB",
+			r.DetectFirstN, r.DetectAllN, r.FailoverN, r.Intents)
+	}
+	for name, v := range map[string]float64{"gossip out": r.GossipOutMean, "gossip in": r.GossipInMean, "gossip out max": r.GossipOutMax,
+		"gossip in max": r.GossipInMax, "cpu": r.CPUPerAgent, "heap": r.HeapPerAgent, "detect p99": r.DetectAllP99, "failover p99": r.FailoverP99} {
+		if v <= 0 {
+			t.Errorf("%s = %v in the results line: every figure is measured", name, v)
+		}
+	}
+	if got, want := int64(r.DetectAllP99), m[1]; strconv.FormatInt(got, 10) != want {
+		t.Errorf("detect_all_p99_ms %v, the sim: line says %s", r.DetectAllP99, want)
 	}
 	t.Log(out.String())
 }
