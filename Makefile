@@ -65,7 +65,7 @@ test: build workload test-image check-deploy ## every test, with the race detect
 	    MURMUR_CHAOS_FAULTS=$(CHAOS_SHORT) MURMUR_CHAOS_SEED=$(SEED) \
 	    $(GO) test -count=1 -timeout 10m -run '^TestChaosCampaign$$' -v ./cmd/murmur/ >$(BIN)/chaos-short.log 2>&1; \
 	  then grep -E '^(chaos:|ok|PASS)' $(BIN)/chaos-short.log; \
-	  else echo "--- the short fault campaign failed; the end of $(BIN)/chaos-short.log:"; grep -v '^\s*time=' $(BIN)/chaos-short.log | tail -n 80; exit 1; fi; \
+	  else echo "--- the short fault campaign failed; the end of $(BIN)/chaos-short.log:"; grep -v '^\s*time=' $(BIN)/chaos-short.log | grep -v -- '--- log of' | tail -n 400; exit 1; fi; \
 	fi
 
 # The Prometheus rules in deploy/prometheus: promtool checks them and runs their unit

@@ -902,9 +902,51 @@ func (c *chaos) checkExclusive(ivs []agenttest.Interval) (raw, runOn time.Durati
 			c.violate("exclusive instances overlapped: %s (%s on %q, %v–%v; %s on %q from %v), and %q was not frozen while its successor started, or ran on longer than %v after its thaw",
 				o, o.Older.Name, host, o.Older.Start.Format(time.StampMicro), o.Older.End.Format(time.StampMicro),
 				o.Newer.Name, hostOf[o.Newer.NetNS], o.Newer.Start.Format(time.StampMicro), host, runOnBound)
+			c.explainOverlap(o)
 		}
 	}
 	return raw, runOn, unexplained
+}
+
+// explainOverlap logs what every agent process (restarted ones included) logged about
+// the two instances, leases and the workload's placements around an overlap, so that a
+// failed campaign (CI keeps only its output) shows how it came about.
+func (c *chaos) explainOverlap(o agenttest.Overlap) {
+	ids := []string{instanceOf(o.Older.Name), instanceOf(o.Newer.Name)}
+	from, to := o.Older.Start.Add(-2*time.Second), o.To.Add(2*time.Second)
+	if d := o.From.Add(-10 * time.Second); d.After(from) {
+		from = d
+	}
+	c.lab.mu.Lock()
+	procs := slices.Clone(c.lab.history)
+	c.lab.mu.Unlock()
+	n := 0
+	for _, p := range procs {
+		for _, line := range strings.Split(p.logs(), "\n") {
+			ts, _, ok := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+			at, err := time.Parse(time.RFC3339Nano, ts)
+			if !ok || err != nil || at.Before(from) || at.After(to) {
+				continue
+			}
+			if !strings.Contains(line, ids[0]) && !strings.Contains(line, ids[1]) && !strings.Contains(line, "lease") &&
+				!strings.Contains(line, "left the fleet") && !strings.Contains(line, "coordinator role") && !strings.Contains(line, "member ") {
+				continue
+			}
+			if n++; n > 300 {
+				c.t.Logf("diag: (more lines cut)")
+				return
+			}
+			c.t.Logf("diag: %s[%d]: %s", p.name, p.cmd.Process.Pid, line)
+		}
+	}
+}
+
+// instanceOf strips the epoch from a beat file's name ("lock-50-0-50" → "lock-50-0").
+func instanceOf(name string) string {
+	if i := strings.LastIndex(name, "-"); i > 0 {
+		return name[:i]
+	}
+	return name
 }
 
 // finish checks the exclusive workload's beats and prints the summary.

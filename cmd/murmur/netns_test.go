@@ -73,8 +73,11 @@ type netLab struct {
 	nodes  []*nsNode
 	region string
 
-	mu     sync.Mutex // guards cutSet
+	mu     sync.Mutex // guards cutSet and history
 	cutSet map[string]bool
+	// history is every agent process started, restarted ones included (their logs
+	// explain a finding after the fact).
+	history []*proc
 }
 
 // nsNode is one namespace and the agent running in it (restarted agents replace proc).
@@ -401,6 +404,9 @@ func (l *netLab) start(name string, extra ...string) *proc {
 		close(p.done)
 	}()
 	nd.proc = p
+	l.mu.Lock()
+	l.history = append(l.history, p)
+	l.mu.Unlock()
 	t.Cleanup(func() {
 		_ = p.cmd.Process.Kill()
 		<-p.done
