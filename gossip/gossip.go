@@ -627,7 +627,8 @@ func (g *Gossip) Run(ctx context.Context) error {
 	}
 	go func() {
 		defer wg.Done()
-		g.stallLoop(loopCtx, stallEvery(mlc), mlc.ProbeTimeout, func(gap time.Duration) { g.refuteStall(ml, gap) })
+		budget := stallBudget{refuteEvery: mlc.ProbeInterval, pushEvery: stallPushPullSpacing * mlc.ProbeInterval}
+		g.stallLoop(loopCtx, stallEvery(mlc), mlc.ProbeTimeout, budget, func(gap time.Duration, push bool) { g.refuteStall(ml, gap, push) })
 	}()
 
 	<-ctx.Done()

@@ -59,7 +59,7 @@ func newMetrics(reg prometheus.Registerer, g *Gossip) (*metrics, error) {
 			Name: "murmur_gossip_name_conflicts_total", Help: "Alive messages refused because another address holds the node's name (a rebooted node with a new address, or two nodes sharing a name).",
 		}),
 		stalls: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "murmur_gossip_stalls_total", Help: "Times this process did not run for longer than a probe timeout (frozen, paused, starved of CPU) and re-announced itself alive.",
+			Name: "murmur_gossip_stalls_total", Help: "Times this process did not run for longer than a probe timeout (frozen, paused, starved of CPU); it re-announces itself alive, at most once per probe interval.",
 		}),
 		suspicions: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "murmur_gossip_suspicions_total", Help: "Members this node marked suspect because its probe of them failed (before memberlist declares them dead, or they refute).",

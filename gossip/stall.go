@@ -26,7 +26,16 @@ import (
 // the node to hear that it is suspected. On a loaded machine the epidemic alone was
 // still too slow now and then (a third false death in a 500-fault campaign with
 // only the broadcast). A node that was not suspected pays one alive broadcast and a
-// few push/pulls: stalls are rare.
+// few push/pulls.
+//
+// Both are rationed (stallBudget): a node starved of CPU, rather than frozen once,
+// stalls again and again, and a refutation with push/pulls of the whole state on
+// every one adds load that starves it further. A 300-agent simulation on 2 cores
+// (issue 14) spent 17 % of its CPU in those push/pulls and never converged. So a
+// node re-announces itself at most once per probe interval (a suspicion takes
+// longer than that to be confirmed) and pushes its state directly at most once per
+// stallPushPullSpacing probe intervals; between those, the alive broadcast alone
+// refutes.
 
 // stallWatch decides, from successive wake-ups, whether the process stalled.
 type stallWatch struct {
@@ -47,6 +56,31 @@ func (s *stallWatch) observe(now time.Time) (time.Duration, bool) {
 	return gap, gap > s.every+s.tolerance
 }
 
+// stallBudget rations the refutations of a node that keeps stalling.
+type stallBudget struct {
+	refuteEvery, pushEvery time.Duration
+	refuted, pushed        time.Time // the last refutation, the last push/pulls (monotonic)
+}
+
+// take reports whether a stall seen at now may be refuted, and whether with
+// push/pulls, and books what it allows.
+func (b *stallBudget) take(now time.Time) (refute, push bool) {
+	if !b.refuted.IsZero() && now.Sub(b.refuted) < b.refuteEvery {
+		return false, false
+	}
+	b.refuted = now
+	if !b.pushed.IsZero() && now.Sub(b.pushed) < b.pushEvery {
+		return true, false
+	}
+	b.pushed = now
+	return true, true
+}
+
+// stallPushPullSpacing is how many probe intervals apart a stalling node pushes its
+// state directly (2 s on the LAN profile: further apart than the faults of a
+// campaign, closer than a human notices).
+const stallPushPullSpacing = 10
+
 // stallEvery is the stall watch's period: short beside the probe interval, so a stall
 // is noticed within a fraction of a gossip round after the node runs again.
 func stallEvery(mlc *memberlist.Config) time.Duration {
@@ -54,8 +88,8 @@ func stallEvery(mlc *memberlist.Config) time.Duration {
 }
 
 // stallLoop runs the stall watch until ctx ends. refute is called on the loop's own
-// goroutine, so two refutations never overlap.
-func (g *Gossip) stallLoop(ctx context.Context, every, tolerance time.Duration, refute func(gap time.Duration)) {
+// goroutine, so two refutations never overlap; push says whether it may push/pull.
+func (g *Gossip) stallLoop(ctx context.Context, every, tolerance time.Duration, budget stallBudget, refute func(gap time.Duration, push bool)) {
 	w := stallWatch{every: every, tolerance: tolerance}
 	tick := time.NewTicker(every)
 	defer tick.Stop()
@@ -67,8 +101,14 @@ func (g *Gossip) stallLoop(ctx context.Context, every, tolerance time.Duration, 
 		case <-tick.C:
 			// time.Now, not the tick's value: that is when the tick was due, which
 			// after a stall is long past.
-			if gap, stalled := w.observe(time.Now()); stalled {
-				refute(gap)
+			now := time.Now()
+			gap, stalled := w.observe(now)
+			if !stalled {
+				continue
+			}
+			g.metrics.stalls.Inc()
+			if ok, push := budget.take(now); ok {
+				refute(gap, push)
 				w.observe(time.Now()) // the refutation's own time is not a stall
 			}
 		}
@@ -80,14 +120,16 @@ func (g *Gossip) stallLoop(ctx context.Context, every, tolerance time.Duration, 
 const stallPushPulls = 8
 
 // refuteStall re-announces this node alive with a new incarnation after a stall of
-// gap, and pushes that state to a few peers at once. It returns when the push/pulls
-// are done or failed (each bounded by memberlist's TCP timeout).
-func (g *Gossip) refuteStall(ml *memberlist.Memberlist, gap time.Duration) {
-	g.metrics.stalls.Inc()
-	g.log.Info("this node stalled; announcing itself alive", "stalled_for", gap.Round(time.Millisecond))
+// gap and, with push, pushes that state to a few peers at once. It returns when the
+// push/pulls are done or failed (each bounded by memberlist's TCP timeout).
+func (g *Gossip) refuteStall(ml *memberlist.Memberlist, gap time.Duration, push bool) {
+	g.log.Info("this node stalled; announcing itself alive", "stalled_for", gap.Round(time.Millisecond), "push_pull", push)
 	// UpdateNode takes the new incarnation and queues the broadcast before it waits
 	// for the broadcast to leave; the wait is not needed here.
 	_ = ml.UpdateNode(time.Millisecond)
+	if !push {
+		return
+	}
 	peers := g.livePeers()
 	var wg sync.WaitGroup
 	for _, addr := range peers[:min(len(peers), stallPushPulls)] {

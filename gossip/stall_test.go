@@ -62,3 +62,31 @@ func TestPushPullInterval(t *testing.T) {
 		}
 	}
 }
+
+// A node that keeps stalling (starved of CPU) refutes at most once per probe interval
+// and pushes its state at most once per stallPushPullSpacing intervals; a single
+// freeze gets both at once.
+func TestStallBudget(t *testing.T) {
+	const probe = 200 * time.Millisecond
+	b := stallBudget{refuteEvery: probe, pushEvery: stallPushPullSpacing * probe}
+	t0 := time.Unix(1000, 0)
+	steps := []struct {
+		at           time.Duration
+		refute, push bool
+	}{
+		{0, true, true},                         // the first stall: everything
+		{100 * time.Millisecond, false, false},  // again within a probe interval
+		{200 * time.Millisecond, true, false},   // a refutation, the push/pulls are spent
+		{350 * time.Millisecond, false, false},  // 150 ms after the last refutation
+		{1700 * time.Millisecond, true, false},  // still within 2 s of the push/pulls
+		{2000 * time.Millisecond, true, true},   // 2 s on: push/pulls again
+		{2100 * time.Millisecond, false, false}, //
+		{60 * time.Second, true, true},          // a freeze long after: both
+	}
+	for i, s := range steps {
+		refute, push := b.take(t0.Add(s.at))
+		if refute != s.refute || push != s.push {
+			t.Fatalf("step %d (+%v): refute=%v push=%v, want %v %v", i, s.at, refute, push, s.refute, s.push)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -46,6 +47,7 @@ type simOptions struct {
 	Dilation       float64 // K: 0 picks one from --nodes
 	JoinRate       float64 // agents started per dilated second
 	Results        string  // file a JSON line of every figure is appended to; "" for none
+	CPUProfile     string  // file for a CPU profile of the run; "" for none
 }
 
 // autoDilation is the dilation sim picks for n agents on this machine: an idle agent
@@ -141,6 +143,7 @@ against N as a PNG beside a markdown table.`,
 	fs.DurationVar(&o.Event, "event-timeout", 60*time.Second, "bound on one measured event")
 	fs.StringVar(&o.AgentLog, "agent-log-level", "error", "level of the agents' logs on stderr (debug, info, warn, error)")
 	fs.Float64Var(&o.Dilation, "dilation", 0, "run every timer K times slower and report in the dilated time (0: pick K from --nodes)")
+	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof): where the agents' time goes")
 	fs.StringVar(&o.Results, "results", "", "append one JSON line with every figure of the run to this file (JSONL; murmur-bench plot draws them against N)")
 	fs.Float64Var(&o.JoinRate, "join-rate", 50, "agents started per (dilated) second: a fleet's devices come up over time, and 1,000 joining one seed at once is a join storm, not the steady state measured here")
 	c.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -186,6 +189,18 @@ func runSim(ctx context.Context, o simOptions, log *slog.Logger, out io.Writer) 
 			return usageError{err}
 		}
 		defer results.Close()
+	}
+	var prof *os.File
+	if o.CPUProfile != "" {
+		var err error
+		if prof, err = os.Create(o.CPUProfile); err != nil {
+			return usageError{fmt.Errorf("--cpuprofile: %w", err)}
+		}
+		defer prof.Close()
+		if err := pprof.StartCPUProfile(prof); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	dir, err := os.MkdirTemp("", "murmur-sim-")
 	if err != nil {
