@@ -627,7 +627,8 @@ func (g *Gossip) Run(ctx context.Context) error {
 	}
 	go func() {
 		defer wg.Done()
-		budget := stallBudget{refuteEvery: mlc.ProbeInterval, pushEvery: stallPushPullSpacing * mlc.ProbeInterval}
+		budget := stallBudget{refuteEvery: mlc.ProbeInterval, pushEvery: stallPushPullSpacing * mlc.ProbeInterval,
+			maxPushEvery: stallPushPullMaxSpacing * mlc.ProbeInterval, quiet: stallQuiet * mlc.ProbeInterval}
 		g.stallLoop(loopCtx, stallEvery(mlc), mlc.ProbeTimeout, budget, func(gap time.Duration, push bool) { g.refuteStall(ml, gap, push) })
 	}()
 

@@ -34,8 +34,8 @@ import (
 // (issue 14) spent 17 % of its CPU in those push/pulls and never converged. So a
 // node re-announces itself at most once per probe interval (a suspicion takes
 // longer than that to be confirmed) and pushes its state directly at most once per
-// stallPushPullSpacing probe intervals; between those, the alive broadcast alone
-// refutes.
+// stallPushPullSpacing probe intervals, backing off to stallPushPullMaxSpacing while
+// it keeps stalling; between those, the alive broadcast alone refutes.
 
 // stallWatch decides, from successive wake-ups, whether the process stalled.
 type stallWatch struct {
@@ -56,30 +56,46 @@ func (s *stallWatch) observe(now time.Time) (time.Duration, bool) {
 	return gap, gap > s.every+s.tolerance
 }
 
-// stallBudget rations the refutations of a node that keeps stalling.
+// stallBudget rations the refutations of a node that keeps stalling. Push/pulls back
+// off: each one that comes while the node keeps stalling (no quiet gap since the
+// previous stall) doubles the spacing, up to maxPushEvery; a node that ran smoothly
+// for quiet starts again from pushEvery. A one-off freeze always gets its push/pulls
+// at once.
 type stallBudget struct {
-	refuteEvery, pushEvery time.Duration
-	refuted, pushed        time.Time // the last refutation, the last push/pulls (monotonic)
+	refuteEvery, pushEvery, maxPushEvery, quiet time.Duration
+	refuted, pushed, last                       time.Time     // the last refutation, push/pulls and stall (monotonic)
+	spacing                                     time.Duration // the current push/pull spacing (0: pushEvery)
 }
 
 // take reports whether a stall seen at now may be refuted, and whether with
 // push/pulls, and books what it allows.
 func (b *stallBudget) take(now time.Time) (refute, push bool) {
+	fresh := b.spacing == 0 || (!b.last.IsZero() && now.Sub(b.last) >= b.quiet)
+	if fresh {
+		b.spacing = b.pushEvery
+	}
+	b.last = now
 	if !b.refuted.IsZero() && now.Sub(b.refuted) < b.refuteEvery {
 		return false, false
 	}
 	b.refuted = now
-	if !b.pushed.IsZero() && now.Sub(b.pushed) < b.pushEvery {
+	if !b.pushed.IsZero() && now.Sub(b.pushed) < b.spacing {
 		return true, false
+	}
+	if !b.pushed.IsZero() && !fresh {
+		b.spacing = min(2*b.spacing, b.maxPushEvery) // still stalling: back off
 	}
 	b.pushed = now
 	return true, true
 }
 
-// stallPushPullSpacing is how many probe intervals apart a stalling node pushes its
-// state directly (2 s on the LAN profile: further apart than the faults of a
-// campaign, closer than a human notices).
-const stallPushPullSpacing = 10
+// Push/pull spacing of a stalling node, in probe intervals (2 s to 51 s on the LAN
+// profile), and how long it must run smoothly to start again from the shortest.
+const (
+	stallPushPullSpacing    = 10
+	stallPushPullMaxSpacing = 256
+	stallQuiet              = 150
+)
 
 // stallEvery is the stall watch's period: short beside the probe interval, so a stall
 // is noticed within a fraction of a gossip round after the node runs again.

@@ -64,29 +64,48 @@ func TestPushPullInterval(t *testing.T) {
 }
 
 // A node that keeps stalling (starved of CPU) refutes at most once per probe interval
-// and pushes its state at most once per stallPushPullSpacing intervals; a single
-// freeze gets both at once.
+// and pushes its state at most once per stallPushPullSpacing intervals, backing off
+// while it keeps stalling; a single freeze gets both at once.
 func TestStallBudget(t *testing.T) {
 	const probe = 200 * time.Millisecond
-	b := stallBudget{refuteEvery: probe, pushEvery: stallPushPullSpacing * probe}
+	b := stallBudget{refuteEvery: probe, pushEvery: stallPushPullSpacing * probe,
+		maxPushEvery: stallPushPullMaxSpacing * probe, quiet: stallQuiet * probe}
 	t0 := time.Unix(1000, 0)
 	steps := []struct {
 		at           time.Duration
 		refute, push bool
 	}{
-		{0, true, true},                         // the first stall: everything
-		{100 * time.Millisecond, false, false},  // again within a probe interval
-		{200 * time.Millisecond, true, false},   // a refutation, the push/pulls are spent
-		{350 * time.Millisecond, false, false},  // 150 ms after the last refutation
-		{1700 * time.Millisecond, true, false},  // still within 2 s of the push/pulls
-		{2000 * time.Millisecond, true, true},   // 2 s on: push/pulls again
-		{2100 * time.Millisecond, false, false}, //
-		{60 * time.Second, true, true},          // a freeze long after: both
+		{0, true, true},                        // the first stall: everything
+		{100 * time.Millisecond, false, false}, // again within a probe interval
+		{200 * time.Millisecond, true, false},  // a refutation, the push/pulls are spent
+		{350 * time.Millisecond, false, false}, // 150 ms after the last refutation
+		{1700 * time.Millisecond, true, false}, // still within 2 s of the push/pulls
+		{2000 * time.Millisecond, true, true},  // 2 s on: push/pulls again; still stalling, so the spacing doubles to 4 s
+		{2100 * time.Millisecond, false, false},
+		{4 * time.Second, true, false},  // 2 s after, under the 4 s spacing
+		{6 * time.Second, true, true},   // 4 s after: spacing 8 s
+		{10 * time.Second, true, false}, //
+		{14 * time.Second, true, true},  // 8 s after: spacing 16 s
+		{29 * time.Second, true, false}, // 15 s after
+		{60 * time.Second, true, true},  // 31 s without a stall: from 2 s again
+		{62 * time.Second, true, true},  // 2 s after: push/pulls; spacing 4 s
 	}
 	for i, s := range steps {
 		refute, push := b.take(t0.Add(s.at))
 		if refute != s.refute || push != s.push {
 			t.Fatalf("step %d (+%v): refute=%v push=%v, want %v %v", i, s.at, refute, push, s.refute, s.push)
 		}
+	}
+	// A node that never stops stalling settles at the longest spacing.
+	b = stallBudget{refuteEvery: probe, pushEvery: stallPushPullSpacing * probe,
+		maxPushEvery: stallPushPullMaxSpacing * probe, quiet: stallQuiet * probe}
+	pushes := 0
+	for at := time.Duration(0); at < 10*time.Minute; at += 300 * time.Millisecond {
+		if _, push := b.take(t0.Add(at)); push {
+			pushes++
+		}
+	}
+	if pushes > 20 {
+		t.Fatalf("%d push/pull rounds in 10 minutes of stalling, want at most 20 (backing off to %v)", pushes, b.maxPushEvery)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/murmur-edge/murmur/agent"
@@ -159,6 +160,7 @@ against N as a PNG beside a markdown table.`,
 type simNode struct {
 	name, region string
 	raftAddr     string
+	reg          *prometheus.Registry // the agent's metrics
 	a            *agent.Agent
 	tr           *gossiptest.Transport
 	drv          *runtime.SimDriver
@@ -200,7 +202,6 @@ func runSim(ctx context.Context, o simOptions, log *slog.Logger, out io.Writer) 
 		if err := pprof.StartCPUProfile(prof); err != nil {
 			return fmt.Errorf("--cpuprofile: %w", err)
 		}
-		defer pprof.StopCPUProfile()
 	}
 	dir, err := os.MkdirTemp("", "murmur-sim-")
 	if err != nil {
@@ -220,8 +221,13 @@ func runSim(ctx context.Context, o simOptions, log *slog.Logger, out io.Writer) 
 	f.rnet.SetTimeout(f.real(500 * time.Millisecond)) // raft's in-memory RPC timeout, dilated
 	f.gnet.SetLoss(o.Loss)
 	defer func() {
+		if prof != nil {
+			pprof.StopCPUProfile() // the run, not the teardown
+		}
 		lvl.Set(slog.LevelError + 4) // the teardown's RPC failures are not findings
-		f.stop()
+		if stuck := f.stop(f.real(30 * time.Second)); len(stuck) > 0 {
+			fmt.Fprintf(out, "sim: %d agents did not stop within 30 s (dilated) of being cancelled, e.g. %s; leaving them\n", len(stuck), strings.Join(stuck[:min(len(stuck), 5)], ", "))
+		}
 	}()
 	fmt.Fprintf(out, "murmur-bench sim: nodes=%d regions=%d cores=%d latency=%v loss=%v dilation=%g (figures in dilated time)\n", o.Nodes, o.Regions, goruntime.NumCPU(), o.Latency, o.Loss, o.Dilation)
 
@@ -255,6 +261,8 @@ func runSim(ctx context.Context, o simOptions, log *slog.Logger, out io.Writer) 
 	fmt.Fprintf(out, "| gossip bytes per node per second, out / in (max node) | %.0f / %.0f |\n", idle.outMax, idle.inMax)
 	fmt.Fprintf(out, "| CPU per agent, idle (CPU seconds per dilated second) | %.2f %% of a core |\n", idle.cpuPerAgent*100)
 	fmt.Fprintf(out, "| machine load while idle (real CPU seconds per real second, %d cores) | %.2f |\n", goruntime.NumCPU(), idle.machineLoad)
+	stalls := f.stalls()
+	fmt.Fprintf(out, "| agent stalls over the run (murmur_gossip_stalls_total, all agents) | %d |\n", stalls)
 	fmt.Fprintf(out, "| heap per agent | %.1f MiB |\n", idle.heapPerAgent/(1<<20))
 	for _, r := range intents {
 		fmt.Fprintf(out, "| intent %s to 99 / 99.9 / 100 %% of nodes (worst of %d) | %s / %s / %s |\n", r.label, r.n, ms(r.p99), ms(r.p999), ms(r.all))
@@ -320,7 +328,9 @@ func (f *simFleet) start(ctx context.Context) error {
 		if len(seeds) < 3 {
 			seeds = append(seeds, tr.Addr())
 		}
+		nd.reg = prometheus.NewRegistry()
 		deps := agent.Deps{
+			Registerer: nd.reg, Gatherer: nd.reg,
 			Logger: f.agentLog.With("node", name), GossipTransport: tr, RaftNetwork: f.rnet,
 			Drivers: map[string]runtime.Driver{runtime.DriverExec: nd.drv},
 			Clock:   f.clock, Dilation: f.o.Dilation,
@@ -339,29 +349,82 @@ func (f *simFleet) start(ctx context.Context) error {
 			return err
 		}
 	}
-	for _, nd := range f.nodes {
+	bound := time.NewTimer(f.real(f.o.Converge))
+	defer bound.Stop()
+	for i, nd := range f.nodes {
 		select {
 		case <-nd.a.Ready():
 		case err := <-nd.done:
 			return fmt.Errorf("agent %s stopped: %v", nd.name, err)
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-bound.C:
+			notReady := 0
+			for _, o := range f.nodes[i:] {
+				select {
+				case <-o.a.Ready():
+				default:
+					notReady++
+				}
+			}
+			return fmt.Errorf("%d of %d agents not ready (joined and serving) within %v (%d agent stalls): at this size the machine may not keep up at dilation %g (try a larger --dilation)",
+				notReady, len(f.nodes), f.o.Converge, f.stalls(), f.o.Dilation)
 		}
 	}
 	return nil
 }
 
-func (f *simFleet) stop() {
+// stop cancels every agent and waits up to bound in all for them to return; it names
+// those that did not (a run that failed may leave agents blocked on each other).
+func (f *simFleet) stop(bound time.Duration) (stuck []string) {
 	for _, nd := range f.nodes {
 		if nd.cancel != nil {
 			nd.cancel()
 		}
 	}
+	deadline := time.NewTimer(bound)
+	defer deadline.Stop()
+	expired := false
 	for _, nd := range f.nodes {
-		if nd.cancel != nil && !nd.dead {
-			<-nd.done
+		if nd.cancel == nil || nd.dead {
+			continue
+		}
+		if !expired {
+			select {
+			case <-nd.done:
+				continue
+			case <-deadline.C:
+				expired = true
+			}
+		}
+		select {
+		case <-nd.done:
+		default:
+			stuck = append(stuck, nd.name)
 		}
 	}
+	return stuck
+}
+
+// stalls sums the agents' murmur_gossip_stalls_total: an agent that did not run for
+// longer than a probe timeout. On a machine that keeps up with the dilation there are
+// none; many mean the figures are the machine's, not murmur's.
+func (f *simFleet) stalls() int {
+	n := 0.0
+	for _, nd := range f.nodes {
+		mfs, err := nd.reg.Gather()
+		if err != nil {
+			continue
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "murmur_gossip_stalls_total" {
+				for _, m := range mf.GetMetric() {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return int(n)
 }
 
 // real is the wall-clock length of a dilated duration.
@@ -434,7 +497,7 @@ func (f *simFleet) converge(ctx context.Context) error {
 		case <-time.After(500 * time.Millisecond): // poll period, bounded by the deadline
 		}
 	}
-	return fmt.Errorf("the fleet did not converge within %v (%s): at this size the machine may not keep up at dilation %g (try a larger --dilation)", f.o.Converge, why, f.o.Dilation)
+	return fmt.Errorf("the fleet did not converge within %v (%s; %d agent stalls): at this size the machine may not keep up at dilation %g (try a larger --dilation)", f.o.Converge, why, f.stalls(), f.o.Dilation)
 }
 
 func (f *simFleet) convergedWhy(rng *rand.Rand) string {
