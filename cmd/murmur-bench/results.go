@@ -39,6 +39,7 @@ type simResult struct {
 	CPUPerAgent   float64 `json:"cpu_per_agent"`        // CPU seconds per dilated second: 0.01 is 1 % of a core
 	MachineLoad   float64 `json:"machine_load"`         // real CPU seconds per real second, of Cores
 	HeapPerAgent  float64 `json:"heap_bytes_per_agent"` // the process's in-use heap over Nodes
+	Stalls        int     `json:"agent_stalls"`         // murmur_gossip_stalls_total over all agents and the run: above 0, the machine did not keep up at this K
 
 	Intents []intentResult `json:"intents"` // "small" (--pushes of them) and "64 KiB" (one)
 

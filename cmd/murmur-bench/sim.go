@@ -281,6 +281,7 @@ func runSim(ctx context.Context, o simOptions, log *slog.Logger, out io.Writer) 
 		return nil
 	}
 	r := newSimResult(o, idle, intents, detect, failover)
+	r.Stalls = stalls
 	if err := appendResult(results, r); err != nil {
 		return fmt.Errorf("--results %s: %w", o.Results, err)
 	}

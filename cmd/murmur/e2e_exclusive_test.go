@@ -23,28 +23,7 @@ func TestRealExclusiveHostDeath(t *testing.T) {
 		rounds, _ = strconv.Atoi(s)
 	}
 	ps, flags := startPlant(t, "x", 4)
-	beats := t.TempDir()
-	postIntent(t, ps[0].http, []byte(fmt.Sprintf(`apiVersion: murmur/v1
-kind: Workload
-metadata: {name: lock}
-spec:
-  replicas: 1
-  exclusive: true
-  driver: exec
-  command: [%q, "--beat-dir", %q, "--beat-every", "10ms"]
-  resources: {cpu: 20m, memory: 16Mi}
-`, workloadBin(t), beats)), "")
-	runsOn := func() string {
-		procs := processes(alive(ps), "lock")
-		if total(procs) != 1 {
-			return ""
-		}
-		for n := range procs {
-			return n
-		}
-		return ""
-	}
-	eventually(t, 30*time.Second, "lock runs once", func() bool { return runsOn() != "" })
+	beats, runsOn := startLock(t, &ps)
 
 	var took []time.Duration
 	for round := range rounds {
@@ -91,28 +70,7 @@ func TestRealExclusiveAgentRestart(t *testing.T) {
 	}
 	t.Setenv("MURMUR_LEASE", "2s") // the agents read it from their environment
 	ps, flags := startPlant(t, "xr", 4)
-	beats := t.TempDir()
-	postIntent(t, ps[0].http, []byte(fmt.Sprintf(`apiVersion: murmur/v1
-kind: Workload
-metadata: {name: lock}
-spec:
-  replicas: 1
-  exclusive: true
-  driver: exec
-  command: [%q, "--beat-dir", %q, "--beat-every", "10ms"]
-  resources: {cpu: 20m, memory: 16Mi}
-`, workloadBin(t), beats)), "")
-	runsOn := func() string {
-		procs := processes(alive(ps), "lock")
-		if total(procs) != 1 {
-			return ""
-		}
-		for n := range procs {
-			return n
-		}
-		return ""
-	}
-	eventually(t, 30*time.Second, "lock runs once", func() bool { return runsOn() != "" })
+	beats, runsOn := startLock(t, &ps)
 	for round := range rounds {
 		victim := byName(alive(ps), runsOn())
 		_ = victim.cmd.Process.Signal(syscall.SIGTERM)
@@ -141,4 +99,35 @@ spec:
 		t.Error(why)
 	}
 	t.Logf("%d restarts of the lock's agent: %d instances in turn", rounds, len(ivs))
+}
+
+// startLock pushes the exclusive workload "lock" (the test workload writing beat files
+// every 10 ms) to the plant *ps and waits until it runs once. It returns the beat
+// directory and runsOn, which names the one agent of *ps (as it is then) running the
+// lock, or "" when not exactly one instance runs.
+func startLock(t *testing.T, ps *[]*proc) (beats string, runsOn func() string) {
+	t.Helper()
+	beats = t.TempDir()
+	postIntent(t, (*ps)[0].http, []byte(fmt.Sprintf(`apiVersion: murmur/v1
+kind: Workload
+metadata: {name: lock}
+spec:
+  replicas: 1
+  exclusive: true
+  driver: exec
+  command: [%q, "--beat-dir", %q, "--beat-every", "10ms"]
+  resources: {cpu: 20m, memory: 16Mi}
+`, workloadBin(t), beats)), "")
+	runsOn = func() string {
+		procs := processes(alive(*ps), "lock")
+		if total(procs) != 1 {
+			return ""
+		}
+		for n := range procs {
+			return n
+		}
+		return ""
+	}
+	eventually(t, 30*time.Second, "lock runs once", func() bool { return runsOn() != "" })
+	return beats, runsOn
 }
