@@ -193,7 +193,7 @@ func startAgentIn(t *testing.T, name string, gossipPort int, dataDir string, ext
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
 		}
 		if t.Failed() {
-			t.Logf("--- log of %s:\n%s", name, tail(p.logs(), 40))
+			t.Logf("--- log of %s (the last lines above DEBUG):\n%s", name, tail(withoutDebug(p.logs()), 60))
 			if dir := os.Getenv("MURMUR_E2E_LOGDIR"); dir != "" {
 				// The whole log, for a failure that the tail does not explain.
 				f := filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+"-"+name+"-"+strconv.Itoa(p.cmd.Process.Pid)+".log")
@@ -202,6 +202,19 @@ func startAgentIn(t *testing.T, name string, gossipPort int, dataDir string, ext
 		}
 	})
 	return p
+}
+
+// withoutDebug drops the DEBUG lines of an agent's log: on a failure the tail of a
+// debug log is mostly memberlist's stream chatter, and the lines that explain it
+// (placements, grants, refusals, elections) are INFO and above.
+func withoutDebug(s string) string {
+	var keep []string
+	for _, l := range strings.Split(s, "\n") {
+		if !strings.Contains(l, " level=DEBUG ") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
 }
 
 func tail(s string, n int) string {
@@ -292,13 +305,27 @@ func startPlant(t *testing.T, prefix string, n int) (ps []*proc, flags []string)
 
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	eventuallyWhy(t, timeout, what, func() (bool, string) { return cond(), "" })
+}
+
+// eventuallyWhy is eventually for a condition that says what it saw when it does not
+// hold: a timeout reports the last such state, so a failure in CI explains itself.
+func eventuallyWhy(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	for !cond() {
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
 		select {
 		case <-deadline.C:
+			if why != "" {
+				t.Fatalf("timed out after %v waiting for %s; last seen: %s", timeout, what, why)
+			}
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		case <-tick.C:
 		}

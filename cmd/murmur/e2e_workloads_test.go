@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os/exec"
 	"slices"
 	"sort"
@@ -126,24 +127,47 @@ spec:
 
 	settled := func(live []*proc, what string) {
 		t.Helper()
-		eventually(t, 30*time.Second, what, func() bool {
+		eventuallyWhy(t, 30*time.Second, what, func() (bool, string) {
 			v, ok := workloadsOf(live[0].http, "")
 			if !ok {
-				return false
+				return false, live[0].name + " does not answer GET /v1/workloads"
 			}
 			web, procs := running(v, "web"), processes(live, "web")
+			mon, monProcs := running(v, "mon"), processes(live, "mon")
+			why := fmt.Sprintf("web running per node %v, web processes %v; mon running %v, mon processes %v", web, procs, mon, monProcs)
 			if total(web) != 3 || len(web) != 3 || !maps(web, procs) {
-				return false
+				return false, why
 			}
-			mon := running(v, "mon")
-			return len(mon) == len(live) && total(mon) == len(live) && total(processes(live, "mon")) == len(live)
+			return len(mon) == len(live) && total(mon) == len(live) && total(monProcs) == len(live), why
 		})
+	}
+	// The coordinator all live nodes agree on (an agent just restarted may not know it
+	// yet: wait, never act on a disagreement).
+	agreed := func(live []*proc) string {
+		t.Helper()
+		var coord string
+		eventually(t, 30*time.Second, "the live nodes agree on the coordinator", func() bool {
+			var ok bool
+			coord, _, ok = agreedCoordinator(live, "plant", 0)
+			return ok
+		})
+		return coord
+	}
+	table := func(live []*proc) coordinator.View {
+		t.Helper()
+		var v coordinator.View
+		eventually(t, 30*time.Second, "the workloads table from "+live[0].name, func() bool {
+			var ok bool
+			v, ok = workloadsOf(live[0].http, "")
+			return ok
+		})
+		return v
 	}
 	settled(ps, "web as 3 processes on 3 nodes and mon once per node")
 
 	// A host running web dies (not the coordinator): its web instance runs elsewhere.
-	coord, _, _ := agreedCoordinator(ps, "plant", 0)
-	v, _ := workloadsOf(ps[0].http, "")
+	coord := agreed(ps)
+	v := table(ps)
 	var victim *proc
 	for n := range running(v, "web") {
 		if n != coord && (victim == nil || n < victim.name) {
@@ -167,22 +191,25 @@ spec:
 	})
 
 	// The coordinator's host dies: a new coordinator, still exactly 3, no duplicates.
-	coord, _, _ = agreedCoordinator(alive(ps), "plant", 0)
+	coord = agreed(alive(ps))
 	killHost(t, byName[coord])
 	settled(alive(ps), "exactly 3 web after the coordinator "+coord+"'s host died")
 
 	// An agent restarts (not its host): its instances are adopted, same processes, and
 	// nothing moves.
 	var keep *proc
-	coord, _, _ = agreedCoordinator(alive(ps), "plant", 0)
+	coord = agreed(alive(ps))
 	for _, p := range alive(ps) {
 		if p.name != coord && len(instancePids(p.dataDir)) >= 2 {
 			keep = p
 			break
 		}
 	}
+	if keep == nil {
+		t.Fatalf("no live node but the coordinator %s runs 2 instances or more", coord)
+	}
 	before := instancePids(keep.dataDir)
-	tableBefore, _ := workloadsOf(alive(ps)[0].http, "")
+	tableBefore := table(alive(ps))
 	_ = keep.cmd.Process.Signal(syscall.SIGKILL)
 	<-keep.done
 	again := restartAgent(t, keep, keep.gossipPort(), flags...)
@@ -195,7 +222,7 @@ spec:
 		t.Errorf("%s's instances after an agent restart = %v, want the same processes %v (adopted)", keep.name, after, before)
 	}
 	settled(alive(ps), "still exactly 3 web after "+keep.name+"'s agent restarted")
-	tableAfter, _ := workloadsOf(alive(ps)[0].http, "")
+	tableAfter := table(alive(ps))
 	if a, b := placementsOf(tableBefore), placementsOf(tableAfter); !slices.Equal(a, b) {
 		t.Errorf("an agent restart moved work: before %v, after %v", a, b)
 	}
@@ -203,7 +230,7 @@ spec:
 	// The coordinator's agent restarts at once (Raft state intact, so it may lead again
 	// before gossip brought it the fleet): no instance elsewhere is touched.
 	live := alive(ps)
-	coord, _, _ = agreedCoordinator(live, "plant", 0)
+	coord = agreed(live)
 	var cp *proc
 	others := map[string]map[string]int{}
 	for _, p := range live {
@@ -228,8 +255,7 @@ spec:
 	// Update web (a new command): every replica moves to the new version, two-phase, so
 	// at no observation do fewer than 3 web processes live.
 	oldIDs := map[string]bool{}
-	v0, _ := workloadsOf(alive(ps)[0].http, "")
-	for _, w := range v0.Workloads {
+	for _, w := range table(alive(ps)).Workloads {
 		if w.Intent == "web" {
 			oldIDs[w.Instance] = true
 		}
@@ -244,28 +270,30 @@ spec:
   resources: {cpu: 50m, memory: 16Mi}
 `), "")
 	fewest := 3
-	eventually(t, 30*time.Second, "web updated: 3 new instances running, the old ones gone", func() bool {
+	eventuallyWhy(t, 30*time.Second, "web updated: 3 new instances running, the old ones gone", func() (bool, string) {
 		live := alive(ps)
-		if n := total(processes(live, "web")); n < fewest {
+		procs := processes(live, "web")
+		if n := total(procs); n < fewest {
 			fewest = n
 		}
 		v, ok := workloadsOf(live[0].http, "")
 		if !ok {
-			return false
+			return false, live[0].name + " does not answer GET /v1/workloads"
 		}
-		n := 0
+		n, old := 0, false
+		var seen []string
 		for _, w := range v.Workloads {
 			if w.Intent != "web" {
 				continue
 			}
-			if oldIDs[w.Instance] {
-				return false
-			}
+			seen = append(seen, w.Instance+"@"+w.Node+"="+w.State)
+			old = old || oldIDs[w.Instance]
 			if w.State == runtime.StateRunning {
 				n++
 			}
 		}
-		return n == 3 && total(processes(live, "web")) == 3
+		why := fmt.Sprintf("table %v, web processes per node %v", seen, procs)
+		return !old && n == 3 && total(procs) == 3, why
 	})
 	if fewest < 3 {
 		t.Errorf("during the update only %d web processes were live at one point, want 3 at all times", fewest)
