@@ -73,7 +73,10 @@
 // within the workload's ReplaceAfter of DeadSince), lost (dead past ReplaceAfter),
 // or stopped at once (workload deleted or not targeting the region, node left or
 // gone). Lost records on dead nodes are kept, not stopped, so that after a heal the
-// reconcile rule can choose between original and replacement. Exclusive workloads and
+// reconcile rule can choose between original and replacement; except a record that
+// runs an older version of its workload than the one wanted, which no rule would keep:
+// it is stopped (cause update), and a replacement placed beside it supersedes nothing.
+// Exclusive workloads and
 // Stopping records follow the rules of the next section.
 //
 // # Exclusive workloads (at most once)

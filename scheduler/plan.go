@@ -131,6 +131,14 @@ func (s *state) classify() {
 				s.lose(ws, int32(i), why)
 			} else {
 				s.pflag[i] |= flagLost // kept, so that after a heal the rule can choose
+				if outdated(p, ws.w) {
+					// Unless it runs an older version: back after a heal it could only
+					// be migrated again, so no rule would keep it, and its record would
+					// show the old version as lost until the node returns. Its node
+					// stops the instance when it rejoins (no longer assigned).
+					s.stop(int32(i), CauseUpdate, "lost with node "+p.Node+s.lostWhy(int32(i))+
+						", and runs version "+p.Version.String()+", want "+ws.w.Version.String())
+				}
 			}
 			continue
 		}
@@ -542,7 +550,9 @@ func (s *state) planReplicated(ws *wlState) {
 			lp := &P[lost[k]]
 			cause = CauseReplace
 			reason += ", replaces " + lp.ID + " lost with node " + lp.Node + s.lostWhy(lost[k])
-			if !w.Exclusive { // an exclusive original is known stopped, and its record goes in this plan
+			// An exclusive original is known stopped, and its record goes in this plan;
+			// so does an outdated one (above).
+			if !w.Exclusive && s.pflag[lost[k]]&flagStopped == 0 {
 				s.supersedes = lp.ID
 			}
 		}

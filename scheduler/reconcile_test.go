@@ -1,9 +1,12 @@
 package scheduler
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/murmur-edge/murmur/policy"
 )
 
 // healInput is a region just after a heal: the original web-1-0 is back on n1 (live
@@ -146,6 +149,71 @@ func TestReconcilePairBeforeSuspicion(t *testing.T) {
 		}
 		if len(stops) != 1 || stops[0] != tc.stop {
 			t.Errorf("rule %s: stops %v, want [%s]", tc.rule, stops, tc.stop)
+		}
+	}
+}
+
+// TestLostOutdatedRecordDropped: a non-exclusive instance lost with a dead node keeps
+// its record (after a heal the reconcile rule chooses between it and its
+// replacement), unless the workload was updated since: back after a heal it could only
+// be migrated again, so its record is stopped (cause update) and the replacement
+// placed in the same plan supersedes nothing. Seen in the e2e update test: the table
+// showed the old version "lost" on the dead coordinator's host for as long as the host
+// stayed dead.
+func TestLostOutdatedRecordDropped(t *testing.T) {
+	v1, v2 := policy.Version{Wall: 1, Node: "n0"}, policy.Version{Wall: 2, Node: "n0"}
+	caps := Resources{MilliCPU: 4000, MemoryBytes: 4 << 30}
+	region := func(want policy.Version, ps ...Placement) Input {
+		return Input{
+			Region: "r", Now: baseNow, Generation: 20,
+			Nodes: []Node{
+				{Name: "a", Status: StatusAlive, Capacity: caps},
+				{Name: "b", Status: StatusAlive, Capacity: caps},
+				{Name: "x", Status: StatusDead, DeadSince: baseNow.Add(-time.Minute), Capacity: caps},
+			},
+			Workloads: []Workload{{Name: "web", Replicas: 2, Version: want, SpecHash: "h" + want.String(),
+				Resources: Resources{MilliCPU: 100, MemoryBytes: 64 << 20}}},
+			Placements: ps,
+		}
+	}
+	run := func(id, node string, v policy.Version, supersedes string) Placement {
+		return Placement{ID: id, Workload: "web", Node: node, Generation: 1, Version: v, SpecHash: "h" + v.String(),
+			State: StateRunning, Healthy: true, Supersedes: supersedes}
+	}
+
+	// Current version, replaced already: the record stays for the rule.
+	in := region(v2, run("web-1-0", "a", v2, ""), run("web-1-1", "x", v2, ""), run("web-3-0", "b", v2, "web-1-1"))
+	if r := plan(t, in); !r.Empty() {
+		t.Errorf("lost record of the current version: want an empty plan, got:\n%s", render(r))
+	}
+
+	// Updated since the replacement: the survivors migrate and the lost record goes.
+	in = region(v2, run("web-1-0", "a", v1, ""), run("web-1-1", "x", v1, ""), run("web-3-0", "b", v1, "web-1-1"))
+	r := plan(t, in)
+	got := brief(r)
+	if !slices.Contains(got, "stop web-1-1 [update]") || len(got) != 3 {
+		t.Fatalf("update with a lost v1 record: actions = %q, want its record stopped [update] and two migrations\n%s", got, render(r))
+	}
+	for _, a := range r.Actions {
+		if a.Instance == "web-1-1" && !strings.Contains(a.Reason, "lost with node x (dead since") {
+			t.Errorf("reason %q does not say the instance was lost with x", a.Reason)
+		}
+	}
+	in = settle(in, r)
+	if r := plan(t, in); !r.Empty() {
+		t.Errorf("after the update: want an empty plan, got:\n%s", render(r))
+	}
+
+	// Updated and the node died in the same window (no replacement yet): the record
+	// goes, and the replacement (new version) supersedes nothing.
+	in = region(v2, run("web-1-0", "a", v1, ""), run("web-1-1", "x", v1, ""))
+	r = plan(t, in)
+	if got := brief(r); !slices.Contains(got, "stop web-1-1 [update]") || !slices.Contains(got, "place web [replace]") {
+		t.Fatalf("actions = %q, want the lost record stopped and a replacement placed\n%s", got, render(r))
+	}
+	for _, a := range r.Actions {
+		if a.Kind == ActionPlace && a.Supersedes != "" {
+			t.Errorf("replacement %s supersedes %s, a record stopped in the same plan", a.Instance, a.Supersedes)
 		}
 	}
 }
