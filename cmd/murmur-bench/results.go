@@ -52,6 +52,15 @@ type simResult struct {
 	FailoverN      int     `json:"failover_count"` // host death → its instances running elsewhere
 	FailoverP50    float64 `json:"failover_p50_ms"`
 	FailoverP99    float64 `json:"failover_p99_ms"`
+	// The coordinator's part of each failover, per death (the mean of its
+	// observations): dead in its view → replacement committed, and commit → applied
+	// on the new host.
+	CommitN    int     `json:"commit_count,omitempty"`
+	CommitP50  float64 `json:"commit_p50_ms,omitempty"`
+	CommitP99  float64 `json:"commit_p99_ms,omitempty"`
+	DeliverN   int     `json:"deliver_count,omitempty"`
+	DeliverP50 float64 `json:"deliver_p50_ms,omitempty"`
+	DeliverP99 float64 `json:"deliver_p99_ms,omitempty"`
 }
 
 // intentResult is one intent size: the worst, over Count pushes, of the time until 99,

@@ -271,6 +271,10 @@ func runSim(ctx context.Context, o simOptions, log *slog.Logger, out io.Writer) 
 	fmt.Fprintf(out, "| detection, first node (p50 / p99 of %d deaths) | %s / %s |\n", len(detect.first), ms(percentile(detect.first, 50)), ms(percentile(detect.first, 99)))
 	fmt.Fprintf(out, "| detection, every node (p50 / p99 of %d observations) | %s / %s |\n", ds.N, ms(ds.P50), ms(ds.P99))
 	fmt.Fprintf(out, "| host death → instances running elsewhere (p50 / p99 of %d) | %s / %s |\n", fs.N, ms(fs.P50), ms(fs.P99))
+	fmt.Fprintf(out, "| of which: dead in the coordinator's view → replacement committed (plan + Raft commit; p50 / p99 of %d deaths) | %s / %s |\n",
+		len(detect.commit), msFine(percentile(detect.commit, 50)), msFine(percentile(detect.commit, 99)))
+	fmt.Fprintf(out, "| of which: commit → the new host applied its assignment (delivery; p50 / p99 of %d deaths) | %s / %s |\n",
+		len(detect.deliver), msFine(percentile(detect.deliver, 50)), msFine(percentile(detect.deliver, 99)))
 	worst := time.Duration(0)
 	for _, r := range intents {
 		worst = max(worst, r.p999)
@@ -305,6 +309,8 @@ func newSimResult(o simOptions, idle idleFigures, intents []intentFigure, det de
 		DetectFirstN: len(det.first), DetectFirstP50: msOf(percentile(det.first, 50)), DetectFirstP99: msOf(percentile(det.first, 99)),
 		DetectAllN: ds.N, DetectAllP50: msOf(ds.P50), DetectAllP99: msOf(ds.P99),
 		FailoverN: fs.N, FailoverP50: msOf(fs.P50), FailoverP99: msOf(fs.P99),
+		CommitN: len(det.commit), CommitP50: msOf(percentile(det.commit, 50)), CommitP99: msOf(percentile(det.commit, 99)),
+		DeliverN: len(det.deliver), DeliverP50: msOf(percentile(det.deliver, 50)), DeliverP99: msOf(percentile(det.deliver, 99)),
 	}
 	for _, in := range intents {
 		r.Intents = append(r.Intents, intentResult{Label: in.label, SizeBytes: in.size, Count: in.n, P99: msOf(in.p99), P999: msOf(in.p999), P100: msOf(in.all)})
@@ -683,7 +689,49 @@ func simPost(addr, body string) error {
 	return nil
 }
 
-type detection struct{ first, all []time.Duration }
+// detection is what the host deaths measured: failure detection (the first node and
+// every node), and for each death the coordinator's part of the failover, from the
+// agents' own histograms: death in the coordinator's view → replacement committed
+// (murmur_coordinator_replacement_seconds: plan and Raft commit) and commit → the new
+// host applied its assignment (murmur_assignment_delivery_seconds), each the mean of
+// the death's observations.
+type detection struct{ first, all, commit, deliver []time.Duration }
+
+// histTotals sums a histogram's sample sum (seconds) and count over every agent's
+// registry (dead agents' included: theirs no longer change).
+func (f *simFleet) histTotals(name string) (sum float64, count uint64) {
+	for _, nd := range f.nodes {
+		mfs, err := nd.reg.Gather()
+		if err != nil {
+			continue
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				sum += m.GetHistogram().GetSampleSum()
+				count += m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	return sum, count
+}
+
+// meanSince is the mean of the observations of histogram name made since (sum0,
+// count0); ok is false when there were none.
+func (f *simFleet) meanSince(name string, sum0 float64, count0 uint64) (time.Duration, bool) {
+	sum, count := f.histTotals(name)
+	if count <= count0 {
+		return 0, false
+	}
+	return time.Duration((sum - sum0) / float64(count-count0) * float64(time.Second)), true
+}
+
+const (
+	histReplacement = "murmur_coordinator_replacement_seconds"
+	histDelivery    = "murmur_assignment_delivery_seconds"
+)
 
 // hostDeaths places a workload with --replicas instances per region, then kills, one
 // at a time, a node that runs one: detection from every live node's node_dead event,
@@ -710,6 +758,8 @@ func (f *simFleet) hostDeaths(ctx context.Context) (detection, []time.Duration, 
 			}
 		}
 		victim := hosts[rng.IntN(len(hosts))]
+		rSum, rCount := f.histTotals(histReplacement)
+		dSum, dCount := f.histTotals(histDelivery)
 		at := f.clock.Now()
 		f.gnet.SetDown(victim.name, true) // its packets are lost from now on, as with a power cut
 		f.rnet.Down(victim.raftAddr)
@@ -720,6 +770,12 @@ func (f *simFleet) hostDeaths(ctx context.Context) (detection, []time.Duration, 
 			return det, nil, fmt.Errorf("host death %d (%s): %w", k, victim.name, err)
 		}
 		moved = append(moved, f.clock.Now().Sub(at))
+		if d, ok := f.meanSince(histReplacement, rSum, rCount); ok {
+			det.commit = append(det.commit, d)
+		}
+		if d, ok := f.meanSince(histDelivery, dSum, dCount); ok {
+			det.deliver = append(det.deliver, d)
+		}
 		first, all, err := f.detected(ctx, victim.name, at)
 		if err != nil {
 			return det, nil, fmt.Errorf("host death %d (%s): %w", k, victim.name, err)

@@ -74,6 +74,12 @@ func TestSimSmallFleet(t *testing.T) {
 			t.Errorf("%s = %v in the results line: every figure is measured", name, v)
 		}
 	}
+	// The coordinator's part of the failover: one death, one replacement committed and
+	// delivered, each a part of the whole.
+	if r.CommitN != 1 || r.DeliverN != 1 || r.CommitP99 <= 0 || r.DeliverP99 <= 0 || r.CommitP99+r.DeliverP99 > r.FailoverP99 {
+		t.Errorf("commit %d × %v ms, delivery %d × %v ms: want one each, above 0, together under the failover's %v ms",
+			r.CommitN, r.CommitP99, r.DeliverN, r.DeliverP99, r.FailoverP99)
+	}
 	if got, want := int64(r.DetectAllP99), m[1]; strconv.FormatInt(got, 10) != want {
 		t.Errorf("detect_all_p99_ms %v, the sim: line says %s", r.DetectAllP99, want)
 	}

@@ -61,6 +61,15 @@ func ms(d time.Duration) string {
 	return strconv.FormatInt(d.Milliseconds(), 10) + " ms"
 }
 
+// msFine is ms with a tenth of a millisecond below 10 ms: the coordinator's steps in
+// one process take less than a millisecond, which ms shows as 0.
+func msFine(d time.Duration) string {
+	if d < 10*time.Millisecond {
+		return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 1, 64) + " ms"
+	}
+	return ms(d)
+}
+
 // procCPUTicks parses /proc/PID/stat and returns utime+stime in clock ticks.
 // The command name (field 2) may contain spaces and parentheses, so fields are counted
 // from the last ')'.
