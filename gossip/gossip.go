@@ -333,11 +333,11 @@ func New(cfg Config) (*Gossip, error) {
 	}
 	g.keys = newKeyManager(g)
 	g.handlers[KindKeyring] = registration{handler: g.keys.handleMessage}
+	g.queue = &memberlist.TransmitLimitedQueue{NumNodes: g.numNodes, RetransmitMult: 4}
 	g.metrics, err = newMetrics(cfg.Registerer, g)
 	if err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
-	g.queue = &memberlist.TransmitLimitedQueue{NumNodes: g.numNodes, RetransmitMult: 4}
 	g.dirty.Store(true)
 	return g, nil
 }
@@ -745,6 +745,10 @@ func (g *Gossip) memberlistConfig() (*memberlist.Config, error) {
 	}
 	return mlc, nil
 }
+
+// queuedBroadcasts is the number of murmur broadcasts waiting in this node's queue
+// for their relays.
+func (g *Gossip) queuedBroadcasts() int { return g.queue.NumQueued() }
 
 func (g *Gossip) numNodes() int {
 	if ml := g.ml.Load(); ml != nil {

@@ -40,6 +40,12 @@ type simResult struct {
 	MachineLoad   float64 `json:"machine_load"`         // real CPU seconds per real second, of Cores
 	HeapPerAgent  float64 `json:"heap_bytes_per_agent"` // the process's in-use heap over Nodes
 	Stalls        int     `json:"agent_stalls"`         // murmur_gossip_stalls_total over all agents and the run: above 0, the machine did not keep up at this K
+	// The join's broadcast backlog: from convergence until the agents' queues held
+	// under one message each (--settle included), the largest mean backlog per agent
+	// seen meanwhile, and what was still queued at --drain-timeout (0: drained).
+	DrainMS   float64 `json:"drain_ms,omitempty"`
+	QueuePeak float64 `json:"queue_peak_per_node,omitempty"`
+	QueueLeft int     `json:"queue_left,omitempty"`
 
 	Intents []intentResult `json:"intents"` // "small" (--pushes of them) and "64 KiB" (one)
 

@@ -37,6 +37,7 @@ type simOptions struct {
 	Nodes, Regions int
 	Duration       time.Duration // idle window for the gossip bytes and CPU figures
 	Settle         time.Duration // pause between convergence and the idle window
+	Drain          time.Duration // then, bound on the broadcast backlog draining
 	Loss           float64
 	Latency        time.Duration
 	Kills          int
@@ -76,6 +77,8 @@ func (o simOptions) validate() error {
 		return fmt.Errorf("--pushes %d: give 1 or more", o.Pushes)
 	case o.Settle < 0:
 		return fmt.Errorf("--settle %v: must not be negative", o.Settle)
+	case o.Drain < 0:
+		return fmt.Errorf("--drain-timeout %v: must not be negative", o.Drain)
 	case o.Duration < time.Second:
 		return fmt.Errorf("--duration %v: give 1s or more", o.Duration)
 	case o.JoinRate <= 0:
@@ -135,6 +138,7 @@ against N as a PNG beside a markdown table.`,
 	fs.IntVar(&o.Regions, "regions", 2, "regions (nodes are spread round-robin)")
 	fs.DurationVar(&o.Duration, "duration", 20*time.Second, "idle window for the gossip bytes and CPU figures")
 	fs.DurationVar(&o.Settle, "settle", 15*time.Second, "pause after convergence before the idle window (the join's broadcasts drain)")
+	fs.DurationVar(&o.Drain, "drain-timeout", 10*time.Minute, "after --settle, bound on waiting for the join's broadcast backlog to drain (the agents' murmur_gossip_broadcast_queue under one message each)")
 	fs.Float64Var(&o.Loss, "loss", 0, "probability that a gossip packet is lost")
 	fs.DurationVar(&o.Latency, "latency", 0, "one-way latency of every packet and stream")
 	fs.IntVar(&o.Kills, "kills", 5, "host deaths to measure (one at a time)")
@@ -242,6 +246,18 @@ func runSim(ctx context.Context, o simOptions, log *slog.Logger, out io.Writer) 
 	if err := f.sleep(ctx, f.o.Settle); err != nil { // the joins' broadcasts drain: not what an idle fleet costs
 		return err
 	}
+	// Then wait for the broadcast backlog of the join to drain: until it has, every
+	// node gossips at its packet ceiling and the idle window would measure the join.
+	drain, peak, left, err := f.drainQueues(ctx, f.o.Drain)
+	if err != nil {
+		return err
+	}
+	if left > 0 {
+		fmt.Fprintf(out, "broadcast queues not drained after %v: %d messages still queued (peak %.1f per node); the idle window measures part of the join\n",
+			f.o.Drain, left, peak)
+	} else {
+		fmt.Fprintf(out, "broadcast queues drained %v after convergence (peak %.1f messages per node)\n", (f.o.Settle + drain).Round(time.Millisecond), peak)
+	}
 
 	idle, err := f.idle(ctx)
 	if err != nil {
@@ -286,6 +302,7 @@ func runSim(ctx context.Context, o simOptions, log *slog.Logger, out io.Writer) 
 	}
 	r := newSimResult(o, idle, intents, detect, failover)
 	r.Stalls = stalls
+	r.DrainMS, r.QueuePeak, r.QueueLeft = msOf(f.o.Settle+drain), peak, left
 	if err := appendResult(results, r); err != nil {
 		return fmt.Errorf("--results %s: %w", o.Results, err)
 	}
@@ -696,6 +713,47 @@ func simPost(addr, body string) error {
 // host applied its assignment (murmur_assignment_delivery_seconds), each the mean of
 // the death's observations.
 type detection struct{ first, all, commit, deliver []time.Duration }
+
+// queued sums murmur_gossip_broadcast_queue over the live agents.
+func (f *simFleet) queued() int {
+	n := 0.0
+	for _, nd := range f.live() {
+		mfs, err := nd.reg.Gather()
+		if err != nil {
+			continue
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "murmur_gossip_broadcast_queue" {
+				for _, m := range mf.GetMetric() {
+					n += m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return int(n)
+}
+
+// drainQueues waits, at most bound, until the live agents' broadcast queues hold
+// fewer messages than there are agents (under one each on average: what record
+// changes keep in them when idle). It returns how long that took, the largest mean
+// backlog per agent it saw, and what was still queued at the bound (0: drained).
+func (f *simFleet) drainQueues(ctx context.Context, bound time.Duration) (took time.Duration, peak float64, left int, err error) {
+	start := f.clock.Now()
+	deadline := start.Add(bound)
+	for {
+		n, live := f.queued(), len(f.live())
+		peak = max(peak, float64(n)/float64(max(live, 1)))
+		if n < live {
+			return f.clock.Now().Sub(start), peak, 0, nil
+		}
+		if f.clock.Now().After(deadline) {
+			return f.clock.Now().Sub(start), peak, n, nil
+		}
+		if err := f.sleep(ctx, time.Second); err != nil {
+			return 0, peak, n, err
+		}
+	}
+}
 
 // histTotals sums a histogram's sample sum (seconds) and count over every agent's
 // registry (dead agents' included: theirs no longer change).

@@ -26,7 +26,7 @@ func TestSimSmallFleet(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := simOptions{Results: results, Nodes: 9, Regions: 1, Duration: 2 * time.Second, Kills: 1, Pushes: 2, Replicas: 2,
-		Converge: 2 * time.Minute, Event: time.Minute, AgentLog: "error", JoinRate: 50,
+		Converge: 2 * time.Minute, Event: time.Minute, AgentLog: "error", JoinRate: 50, Drain: time.Minute,
 		Dilation: 2} // every timer twice as long: the dilated clock and timers are exercised end to end
 	if err := o.validate(); err != nil {
 		t.Fatal(err)
@@ -73,6 +73,9 @@ func TestSimSmallFleet(t *testing.T) {
 		if v <= 0 {
 			t.Errorf("%s = %v in the results line: every figure is measured", name, v)
 		}
+	}
+	if !strings.Contains(out.String(), "broadcast queues drained") || r.QueueLeft != 0 || r.DrainMS <= 0 {
+		t.Errorf("9 agents: want the join's broadcast backlog drained within a minute; results say %v ms, %d left\n%s", r.DrainMS, r.QueueLeft, out.String())
 	}
 	// The coordinator's part of the failover: one death, one replacement committed and
 	// delivered, each a part of the whole.
