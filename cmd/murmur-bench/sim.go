@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/spf13/cobra"
 
 	"github.com/murmur-edge/murmur/agent"
@@ -435,20 +436,25 @@ func (f *simFleet) stop(bound time.Duration) (stuck []string) {
 // none; many mean the figures are the machine's, not murmur's.
 func (f *simFleet) stalls() int {
 	n := 0.0
-	for _, nd := range f.nodes {
+	eachMetric(f.nodes, "murmur_gossip_stalls_total", func(m *dto.Metric) { n += m.GetCounter().GetValue() })
+	return int(n)
+}
+
+// eachMetric calls fn with every sample of metric name in the registries of nodes.
+func eachMetric(nodes []*simNode, name string, fn func(m *dto.Metric)) {
+	for _, nd := range nodes {
 		mfs, err := nd.reg.Gather()
 		if err != nil {
 			continue
 		}
 		for _, mf := range mfs {
-			if mf.GetName() == "murmur_gossip_stalls_total" {
+			if mf.GetName() == name {
 				for _, m := range mf.GetMetric() {
-					n += m.GetCounter().GetValue()
+					fn(m)
 				}
 			}
 		}
 	}
-	return int(n)
 }
 
 // real is the wall-clock length of a dilated duration.
@@ -717,19 +723,7 @@ type detection struct{ first, all, commit, deliver []time.Duration }
 // queued sums murmur_gossip_broadcast_queue over the live agents.
 func (f *simFleet) queued() int {
 	n := 0.0
-	for _, nd := range f.live() {
-		mfs, err := nd.reg.Gather()
-		if err != nil {
-			continue
-		}
-		for _, mf := range mfs {
-			if mf.GetName() == "murmur_gossip_broadcast_queue" {
-				for _, m := range mf.GetMetric() {
-					n += m.GetGauge().GetValue()
-				}
-			}
-		}
-	}
+	eachMetric(f.live(), "murmur_gossip_broadcast_queue", func(m *dto.Metric) { n += m.GetGauge().GetValue() })
 	return int(n)
 }
 
@@ -758,21 +752,10 @@ func (f *simFleet) drainQueues(ctx context.Context, bound time.Duration) (took t
 // histTotals sums a histogram's sample sum (seconds) and count over every agent's
 // registry (dead agents' included: theirs no longer change).
 func (f *simFleet) histTotals(name string) (sum float64, count uint64) {
-	for _, nd := range f.nodes {
-		mfs, err := nd.reg.Gather()
-		if err != nil {
-			continue
-		}
-		for _, mf := range mfs {
-			if mf.GetName() != name {
-				continue
-			}
-			for _, m := range mf.GetMetric() {
-				sum += m.GetHistogram().GetSampleSum()
-				count += m.GetHistogram().GetSampleCount()
-			}
-		}
-	}
+	eachMetric(f.nodes, name, func(m *dto.Metric) {
+		sum += m.GetHistogram().GetSampleSum()
+		count += m.GetHistogram().GetSampleCount()
+	})
 	return sum, count
 }
 
