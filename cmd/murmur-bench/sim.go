@@ -276,6 +276,7 @@ func runSim(ctx context.Context, o simOptions, log *slog.Logger, out io.Writer) 
 	fmt.Fprintf(out, "\n| figure | value |\n|---|---|\n")
 	fmt.Fprintf(out, "| gossip bytes per node per second, out / in (mean) | %.0f / %.0f |\n", idle.outPerNode, idle.inPerNode)
 	fmt.Fprintf(out, "| gossip bytes per node per second, out / in (max node) | %.0f / %.0f |\n", idle.outMax, idle.inMax)
+	fmt.Fprintf(out, "| the node that sent most | %s |\n", idle.busiest)
 	fmt.Fprintf(out, "| CPU per agent, idle (CPU seconds per dilated second) | %.2f %% of a core |\n", idle.cpuPerAgent*100)
 	fmt.Fprintf(out, "| machine load while idle (real CPU seconds per real second, %d cores) | %.2f |\n", goruntime.NumCPU(), idle.machineLoad)
 	stalls := f.stalls()
@@ -577,6 +578,25 @@ type idleFigures struct {
 	outPerNode, inPerNode, outMax, inMax float64
 	cpuPerAgent, heapPerAgent            float64
 	machineLoad                          float64
+	busiest                              string // the node that sent most, and what it is (seed, coordinator)
+}
+
+// role says what sets node i apart: a seed (every agent joined through the first
+// three), a region's coordinator (murmur_region_is_leader), or nothing.
+func (f *simFleet) role(i int) string {
+	var roles []string
+	if i < 3 {
+		roles = append(roles, "seed")
+	}
+	lead := false
+	eachMetric(f.nodes[i:i+1], "murmur_region_is_leader", func(m *dto.Metric) { lead = lead || m.GetGauge().GetValue() > 0 })
+	if lead {
+		roles = append(roles, "coordinator")
+	}
+	if len(roles) == 0 {
+		return "neither seed nor coordinator"
+	}
+	return strings.Join(roles, ", ")
 }
 
 // idle measures gossip bytes, CPU and heap over the idle window.
@@ -602,7 +622,9 @@ func (f *simFleet) idle(ctx context.Context) (idleFigures, error) {
 		o := float64(after[i].out-before[i].out) / el
 		fig.outPerNode += o
 		fig.inPerNode += float64(after[i].in-before[i].in) / el
-		fig.outMax = max(fig.outMax, o)
+		if o > fig.outMax {
+			fig.outMax, fig.busiest = o, f.nodes[i].name+" ("+f.role(i)+")"
+		}
 		fig.inMax = max(fig.inMax, float64(after[i].in-before[i].in)/el)
 	}
 	n := float64(len(f.nodes))
