@@ -122,6 +122,7 @@ type chaos struct {
 	// (measured within the fault's hold; guarded by mu).
 	failovers []time.Duration
 	failMiss  int
+	missed    []string // each failover that missed its 10 s, and what ran elsewhere then
 	falseDed  int
 	stuck     int // faults in a row that did not converge
 	wiped     int
@@ -340,7 +341,7 @@ func (c *chaos) fault(i int) {
 			}
 		}
 		c.setDown(victim.name, true)
-		moved := c.watchFailover(victim)
+		moved := c.watchFailover(victim, fmt.Sprintf("fault %d (%s %s, region %s)", i, kind, victim.name, c.regionOf[victim.name]))
 		killHost(t, victim.proc)
 		c.burst(hold)
 		moved()
@@ -513,7 +514,7 @@ func (c *chaos) isLabNode(name string) bool {
 // back, waits for that (10 s after the death at most, so a short hold does not bias
 // the figure toward fast failovers) and ends the watch; a failover slower than that
 // is counted as a miss.
-func (c *chaos) watchFailover(victim *nsNode) func() {
+func (c *chaos) watchFailover(victim *nsNode, what string) func() {
 	lost := 0
 	var intents []string
 	for _, in := range []string{"web", "cam"} {
@@ -561,8 +562,15 @@ func (c *chaos) watchFailover(victim *nsNode) func() {
 		case <-time.After(time.Until(start.Add(10 * time.Second))):
 			close(stop)
 			<-done
+			// Say which death missed and what ran elsewhere by then, so a miss can be
+			// traced in the agents' logs.
+			var ran []string
+			for _, in := range intents {
+				ran = append(ran, fmt.Sprintf("%s %d of %d", in, total(processesOn(others, in)), chaosDesired[in]))
+			}
 			c.mu.Lock()
 			c.failMiss++
+			c.missed = append(c.missed, what+": after 10 s running elsewhere "+strings.Join(ran, ", "))
 			c.mu.Unlock()
 		}
 	}
@@ -982,12 +990,15 @@ func (c *chaos) finish(faults int) {
 		fmt.Fprintf(&table, "%-12s %d\n", k, c.counts[k])
 	}
 	c.mu.Lock()
-	fo := slices.Clone(c.failovers)
+	fo, missed := slices.Clone(c.failovers), slices.Clone(c.missed)
 	c.mu.Unlock()
 	slices.Sort(fo)
 	if len(fo) > 0 {
 		fmt.Fprintf(&table, "host death → instances running elsewhere: %d deaths, p50 %d ms, p99 %d ms, max %d ms; %d not within 10 s\n",
 			len(fo), fo[len(fo)/2].Milliseconds(), fo[min(len(fo)-1, len(fo)*99/100)].Milliseconds(), fo[len(fo)-1].Milliseconds(), c.failMiss)
+	}
+	for _, m := range missed {
+		fmt.Fprintf(&table, "  missed: %s\n", m)
 	}
 	entries := 0
 	for _, seen := range c.logs {
