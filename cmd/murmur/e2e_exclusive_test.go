@@ -118,16 +118,7 @@ spec:
   command: [%q, "--beat-dir", %q, "--beat-every", "10ms"]
   resources: {cpu: 20m, memory: 16Mi}
 `, workloadBin(t), beats)), "")
-	runsOn = func() string {
-		procs := processes(alive(*ps), "lock")
-		if total(procs) != 1 {
-			return ""
-		}
-		for n := range procs {
-			return n
-		}
-		return ""
-	}
+	runsOn = func() string { return soleHost(processes(alive(*ps), "lock")) }
 	eventually(t, 30*time.Second, "lock runs once", func() bool { return runsOn() != "" })
 	return beats, runsOn
 }

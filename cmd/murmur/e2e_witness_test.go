@@ -77,16 +77,7 @@ spec:
   command: ["/bin/sleep", "3600"]
   resources: {cpu: 50m, memory: 16Mi}
 `), "")
-	runsOn := func() string {
-		procs := processes(site(), "cam")
-		if total(procs) != 1 {
-			return ""
-		}
-		for n := range procs {
-			return n
-		}
-		return ""
-	}
+	runsOn := func() string { return soleHost(processes(site(), "cam")) }
 	eventually(t, 30*time.Second, "cam runs once on a site device", func() bool { return runsOn() != "" })
 
 	var took []time.Duration

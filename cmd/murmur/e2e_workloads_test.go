@@ -82,6 +82,20 @@ func instanceCounts(dirs map[string]string, intent string) map[string]int {
 	return out
 }
 
+// soleHost is the node of procs (node → live instance processes) when exactly one
+// process runs in all, else "".
+func soleHost(procs map[string]int) string {
+	if total(procs) != 1 {
+		return ""
+	}
+	for n, k := range procs {
+		if k == 1 {
+			return n
+		}
+	}
+	return ""
+}
+
 func alive(ps []*proc) []*proc {
 	var out []*proc
 	for _, p := range ps {
