@@ -29,16 +29,7 @@ func readBeats(t *testing.T, dir string) []agenttest.Interval {
 // onlyRunner is the node whose process table holds the one live instance of intent
 // among nodes ("" when there is none, or more than one).
 func onlyRunner(nodes []*inprocNode, intent string) string {
-	procs := processesOf(nodes, intent)
-	if sum(procs) != 1 {
-		return ""
-	}
-	for n, c := range procs {
-		if c == 1 {
-			return n
-		}
-	}
-	return ""
+	return agenttest.SoleHost(processesOf(nodes, intent))
 }
 
 // beatWorkload is an exclusive exec workload that writes beat files (as

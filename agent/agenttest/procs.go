@@ -64,3 +64,19 @@ func Zombie(pid int) bool {
 	i := strings.LastIndexByte(s, ')')
 	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z'
 }
+
+// SoleHost is the node of procs (node → live instance processes of one workload) when
+// exactly one process runs in all, else "".
+func SoleHost(procs map[string]int) string {
+	host, n := "", 0
+	for node, k := range procs {
+		n += k
+		if k > 0 {
+			host = node
+		}
+	}
+	if n != 1 {
+		return ""
+	}
+	return host
+}

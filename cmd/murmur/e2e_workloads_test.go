@@ -19,6 +19,7 @@ import (
 var (
 	instancePids = agenttest.InstancePids
 	processesIn  = agenttest.ProcessesIn
+	soleHost     = agenttest.SoleHost
 )
 
 // killHost cuts a node's power: SIGKILL of its agent and of every instance process
@@ -80,20 +81,6 @@ func instanceCounts(dirs map[string]string, intent string) map[string]int {
 		}
 	}
 	return out
-}
-
-// soleHost is the node of procs (node → live instance processes) when exactly one
-// process runs in all, else "".
-func soleHost(procs map[string]int) string {
-	if total(procs) != 1 {
-		return ""
-	}
-	for n, k := range procs {
-		if k == 1 {
-			return n
-		}
-	}
-	return ""
 }
 
 func alive(ps []*proc) []*proc {
