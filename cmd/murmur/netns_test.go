@@ -412,7 +412,7 @@ func (l *netLab) start(name string, extra ...string) *proc {
 		<-p.done
 		killInstances(p.dataDir)
 		if t.Failed() {
-			t.Logf("--- log of %s (%s, %s):\n%s", p.name, nd.ns, nd.ip, tail(p.logs(), 60))
+			t.Logf("--- log of %s (%s, %s; the last lines above DEBUG):\n%s", p.name, nd.ns, nd.ip, tail(withoutDebug(p.logs()), 60))
 			if dir := os.Getenv("MURMUR_E2E_LOGDIR"); dir != "" {
 				f := filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+"-"+p.name+"-"+strconv.Itoa(p.cmd.Process.Pid)+".log")
 				_ = os.WriteFile(f, []byte(p.logs()), 0o644)
