@@ -32,7 +32,7 @@
 //     - Placements: the table, with each instance's latest reported State, Healthy,
 //     consecutive Failures and measured Usage (from its node's reports); plus, for
 //     exclusive workloads, a record with Stopping set for each instance whose stop
-//     was committed but which its node still reports running.
+//     was committed but which its node may still run (not confirmed stopped yet).
 //     - Leases: per node, until when it may still run the exclusive instances
 //     assigned to it (see Exclusive workloads).
 //     - Now (the coordinator's clock), Seed (any number; e.g. the Raft index) and

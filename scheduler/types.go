@@ -246,7 +246,8 @@ type Placement struct {
 	// and its record was removed in the same plan.
 	Supersedes string `json:"supersedes,omitempty"`
 	// Stopping marks a record the coordinator adds for an instance of an exclusive
-	// workload whose stop was committed but which its node still reports running.
+	// workload whose stop was committed but which its node may still run: its node
+	// has not confirmed the stop yet, or still reports it running.
 	// It counts as a running instance of its workload (it occupies one of the desired
 	// slots, and its node's resources) while its node is alive or suspect, or, on a
 	// dead, left or gone node, for as long as an instance there would count (see

@@ -439,6 +439,11 @@ func (c *Coordinator) leaderLoop(ctx context.Context) {
 // changed.
 func (c *Coordinator) absorb(ls *loopState, in map[string]Report) bool {
 	changed := false
+	st := c.cfg.Raft.State()
+	held := map[string]bool{} // nodes with a held stop: a newer generation may confirm it
+	for _, sp := range st.Stopping {
+		held[sp.Placement.Node] = true
+	}
 	for node, r := range in {
 		old, had := ls.reports[node]
 		if had && old.Seq > r.Seq {
@@ -454,11 +459,11 @@ func (c *Coordinator) absorb(ls *loopState, in map[string]Report) bool {
 				t.tries = 0
 			}
 		}
-		if !had || instanceKey(old) != instanceKey(r) {
+		if !had || instanceKey(old) != instanceKey(r) || (held[node] && old.Generation != r.Generation) {
 			changed = true
 		}
 	}
-	c.publishView(ls, c.cfg.Raft.State())
+	c.publishView(ls, st)
 	return changed
 }
 
@@ -506,13 +511,23 @@ func (c *Coordinator) planOnce(ctx context.Context, ls *loopState, fleetOnly boo
 		ls.recheckAt = graceEnd // plan again when the missing nodes start to count as gone
 	}
 	defer func() { c.publishView(ls, c.cfg.Raft.State()) }()
+	release, leaseEnd := Released(snap, in)
+	if !leaseEnd.IsZero() && (ls.recheckAt.IsZero() || leaseEnd.Before(ls.recheckAt)) {
+		ls.recheckAt = leaseEnd // a held stop is released when its node's lease ends
+	}
 	handovers := Handovers(st, ls.reports)
 	unplaced := UnplacedList(res, rejected)
 	unplacedChanged := !slices.EqualFunc(unplaced, st.Unplaced, sameUnplaced)
-	if res.Empty() && len(handovers) == 0 && !unplacedChanged {
+	if res.Empty() && len(handovers) == 0 && !unplacedChanged && len(release) == 0 {
 		return false
 	}
-	cmd := PlanCommand(st.Generation, res, handovers)
+	exclusive := map[string]bool{}
+	for _, w := range in.Workloads {
+		if w.Exclusive {
+			exclusive[w.Name] = true
+		}
+	}
+	cmd := PlanCommand(st.Generation, res, handovers, exclusive, release)
 	cmd.Plan.Why = append(cmd.Plan.Why, handoverNotes(st, handovers)...)
 	if unplacedChanged {
 		cmd.Plan.SetUnplaced, cmd.Plan.Unplaced = true, unplaced
@@ -569,8 +584,8 @@ func gossipedLeases(ms []gossip.Member, r string) func(node string) time.Duratio
 	return func(n string) time.Duration { return by[n] }
 }
 
-// leaseNodes names the nodes whose leases the planner may need: the region's members
-// and every node holding a placement.
+// leaseNodes names the nodes whose leases the planner may need: the region's members,
+// every node holding a placement, and every node of a held stop (State.Stopping).
 func leaseNodes(ms []gossip.Member, r string, st region.State) []string {
 	seen := map[string]bool{}
 	var out []string
@@ -584,6 +599,12 @@ func leaseNodes(ms []gossip.Member, r string, st region.State) []string {
 		if !seen[p.Node] {
 			seen[p.Node] = true
 			out = append(out, p.Node)
+		}
+	}
+	for _, sp := range st.Stopping {
+		if n := sp.Placement.Node; !seen[n] {
+			seen[n] = true
+			out = append(out, n)
 		}
 	}
 	return out
@@ -620,13 +641,22 @@ func countRegion(ms []gossip.Member, r string) int {
 // replacement runs, from Handovers). A migration is two-phase: its new placement
 // records the instance it Replaces, which keeps running until the new one is reported
 // running; a later plan stops it.
-func PlanCommand(base uint64, res scheduler.Result, handedOver []string) region.Command {
-	p := region.Plan{Base: base, Generation: res.Generation, At: res.Now}
+//
+// The stop of an exclusive instance (a workload in exclusive) is held (Plan.Hold): its
+// record moves to State.Stopping, where it keeps the instance's slot until the node
+// confirms the stop or its lease ends (Released). Except one lost with its node
+// (cause node-gone): that stop is made only once the node's lease has ended. release
+// lists the State.Stopping entries the plan forgets.
+func PlanCommand(base uint64, res scheduler.Result, handedOver []string, exclusive map[string]bool, release []string) region.Command {
+	p := region.Plan{Base: base, Generation: res.Generation, At: res.Now, Release: release}
 	for _, a := range res.Actions {
 		switch a.Kind {
 		case scheduler.ActionStop:
 			p.Stops = append(p.Stops, a.Instance)
 			p.Why = append(p.Why, region.Note{Instance: a.Instance, Cause: string(a.Cause), Reason: clip(a.Reason)})
+			if exclusive[a.Workload] && a.Cause != scheduler.CauseNodeGone {
+				p.Hold = append(p.Hold, a.Instance)
+			}
 		case scheduler.ActionMigrate, scheduler.ActionPlace:
 			p.Places = append(p.Places, region.Placement{ID: a.Instance, Workload: a.Workload, Node: a.Node, Version: a.Version, SpecHash: a.SpecHash,
 				StartedAt: res.Now, Replaces: a.Replaces, Cause: a.Cause, Reason: clip(a.Reason), Supersedes: a.Supersedes})

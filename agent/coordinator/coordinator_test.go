@@ -237,7 +237,7 @@ func TestHandovers(t *testing.T) {
 	if got := Handovers(st, running("c", "w-3-0", 3, "running")); !slices.Equal(got, []string{"w-1-0", "w-2-0"}) {
 		t.Errorf("Handovers = %v, want the whole chain w-1-0, w-2-0", got)
 	}
-	if got := PlanCommand(3, scheduler.Result{Generation: 4}, []string{"w-1-0"}); len(got.Plan.Stops) != 1 || got.Plan.Base != 3 {
+	if got := PlanCommand(3, scheduler.Result{Generation: 4}, []string{"w-1-0"}, nil, nil); len(got.Plan.Stops) != 1 || got.Plan.Base != 3 {
 		t.Errorf("PlanCommand with a hand-over only = %+v", got.Plan)
 	}
 }

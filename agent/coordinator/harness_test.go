@@ -327,10 +327,11 @@ type harness struct {
 	version int64
 	ready   atomic.Bool // ViewReady
 
-	sendMu sync.Mutex
-	sent   []Assignment
-	grants []string
-	seq    uint64
+	sendMu    sync.Mutex
+	sent      []Assignment
+	grants    []string
+	seq       uint64 // lease renewals
+	reportSeq uint64
 }
 
 func newHarness(t *testing.T) *harness {
@@ -409,6 +410,12 @@ func (h *harness) run(dirty bool) string {
 		}
 		for _, s := range p.Stops {
 			fmt.Fprintf(&b, "  stop  %s (%s)\n", s, why[s])
+		}
+		for _, s := range p.Hold {
+			fmt.Fprintf(&b, "  hold  %s until its stop is confirmed\n", s)
+		}
+		for _, s := range p.Release {
+			fmt.Fprintf(&b, "  release %s\n", s)
 		}
 		for _, pl := range p.Places {
 			fmt.Fprintf(&b, "  place %s on %s (version %d, %s)\n", pl.ID, pl.Node, pl.Version.Wall, pl.Cause)
@@ -605,12 +612,34 @@ func (h *harness) handle(t *testing.T, d *datadriven.TestData) string {
 				continue
 			}
 			set := by[m.Name]
-			r := Report{Node: m.Name, Region: m.Region, Term: h.raft.Term(), Generation: st.Generation, Digest: Digest(set)}
+			h.reportSeq++
+			r := Report{Seq: h.reportSeq, Node: m.Name, Region: m.Region, Term: h.raft.Term(), Generation: st.Generation, Digest: Digest(set)}
 			for _, a := range set {
 				r.Instances = append(r.Instances, InstanceReport{ID: a.ID, Intent: a.Intent, Generation: a.Generation, State: arg(d, "state", runtime.StateRunning), Since: h.clock.Now()})
 			}
 			h.c.HandleReport(r)
 		}
+		return ""
+	case "report-as":
+		// The named node reports what it says, not what it was assigned: the generation
+		// of the assignment it applied (generation=N) and the instances it runs
+		// (running=id,id; none when empty), as after an agent restart (a fenced node)
+		// or before an assignment reached it.
+		r := Report{Node: name, Region: "r1", Term: h.raft.Term(), Generation: uint64(argInt(t, d, "generation", 0))}
+		if ids := arg(d, "running", ""); ids != "" {
+			for _, id := range strings.Split(ids, ",") {
+				parts := strings.Split(id, "-")
+				gen, err := strconv.ParseUint(parts[len(parts)-2], 10, 64)
+				if len(parts) < 3 || err != nil {
+					t.Fatalf("%s: instance id %q: want intent-generation-index", d.Pos, id)
+				}
+				r.Instances = append(r.Instances, InstanceReport{ID: id, Intent: strings.Join(parts[:len(parts)-2], "-"),
+					Generation: gen, State: runtime.StateRunning, Since: h.clock.Now()})
+			}
+		}
+		h.reportSeq++
+		r.Seq = h.reportSeq
+		h.c.HandleReport(r)
 		return ""
 	case "renew":
 		// The named node asks for its lease of exclusive workloads; the coordinator

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"cmp"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -281,11 +282,20 @@ func BuildInput(s Snapshot) (scheduler.Input, []Rejected) {
 	return in, rejected
 }
 
-// stoppingRecords are the exclusive instances that nodes still report running (or
-// starting, or in backoff) but that the table no longer holds: their stop was
-// committed and has not finished. They occupy their slot (scheduler Placement.Stopping)
-// so no successor starts while they run. Only nodes that are up count: a dead node's
-// instances are its lease's business.
+// stoppingRecords are the exclusive instances whose stop was committed and that may
+// still run, as scheduler records with Stopping set: they occupy their slot, so no
+// successor starts while they may run. Two sources:
+//
+//   - State.Stopping: every exclusive instance a plan stopped (Plan.Hold), until the
+//     stop is confirmed (StopConfirmed), on any node, up or not (on a lost node the
+//     scheduler holds it until the node's lease ends);
+//   - the reports of nodes that are up: an exclusive instance a node reports running
+//     (or starting, or in backoff) that the table does not hold on it.
+//
+// A node's report alone cannot say an instance is stopped: a report made before the
+// node applied the stop, or before a lease grant let a fenced node start the
+// instance again (after an agent restart), does not list it although it is about to
+// run. Hence State.Stopping and the generation test in StopConfirmed.
 func stoppingRecords(s Snapshot, ws []scheduler.Workload, up map[string]bool) []scheduler.Placement {
 	exclusive := map[string]bool{}
 	for _, w := range ws {
@@ -296,18 +306,29 @@ func stoppingRecords(s Snapshot, ws []scheduler.Workload, up map[string]bool) []
 	if len(exclusive) == 0 {
 		return nil
 	}
-	nodes := make([]string, 0, len(s.Reports))
-	for n := range s.Reports {
-		nodes = append(nodes, n)
-	}
-	slices.Sort(nodes)
 	var out []scheduler.Placement
-	for _, n := range nodes {
+	seen := map[string]bool{}
+	for _, id := range slices.Sorted(maps.Keys(s.State.Stopping)) {
+		sp := s.State.Stopping[id]
+		if !exclusive[sp.Placement.Workload] || StopConfirmed(s, sp) {
+			continue
+		}
+		seen[id] = true
+		p := sp.Placement
+		p.State, p.Stopping = scheduler.StateRunning, true
+		for _, ir := range s.Reports[p.Node].Instances {
+			if ir.ID == id {
+				p.State, p.StartedAt = schedState(ir.State), ir.Since
+			}
+		}
+		out = append(out, p)
+	}
+	for _, n := range slices.Sorted(maps.Keys(s.Reports)) {
 		if !up[n] {
 			continue
 		}
 		for _, ir := range s.Reports[n].Instances {
-			if !exclusive[ir.Intent] || ir.State == runtime.StateStopped || ir.State == runtime.StateFailed {
+			if !exclusive[ir.Intent] || !activeState(ir.State) || seen[ir.ID] {
 				continue
 			}
 			if p, ok := s.State.Placements[ir.ID]; ok && p.Node == n {
@@ -318,6 +339,63 @@ func stoppingRecords(s Snapshot, ws []scheduler.Workload, up map[string]bool) []
 		}
 	}
 	return out
+}
+
+// activeState: an instance in this state may run (or be about to).
+func activeState(st string) bool {
+	return st != runtime.StateStopped && st != runtime.StateFailed
+}
+
+// StopConfirmed reports whether the exclusive instance of sp is known stopped on its
+// node, so that its State.Stopping entry can be released:
+//   - the node's report says it applied an assignment at least as new as the plan
+//     that stopped the instance (so it was told to stop it, and a fenced node can no
+//     longer start it), and does not list it as running, starting or in backoff; or
+//   - the node's lease has ended in this coordinator's view (Snapshot.Leases), or it
+//     has none: it runs no exclusive instance then, and can start one again only after
+//     a new grant and an assignment at least as new as the grant's table, which holds
+//     no such stop.
+//
+// Pure.
+func StopConfirmed(s Snapshot, sp region.Stopping) bool {
+	node, id := sp.Placement.Node, sp.Placement.ID
+	if r, ok := s.Reports[node]; ok && r.Generation >= sp.Generation {
+		running := false
+		for _, ir := range r.Instances {
+			if ir.ID == id && activeState(ir.State) {
+				running = true
+			}
+		}
+		if !running {
+			return true
+		}
+	}
+	until, ok := s.Leases[node]
+	return !ok || !s.Now.Before(until)
+}
+
+// Released lists the State.Stopping entries to forget in the next plan: those whose
+// stop is confirmed (StopConfirmed), or whose workload is no longer exclusive (or no
+// longer exists). It also returns the earliest lease end among the others, when the
+// plan should be made again (zero if none). Pure.
+func Released(s Snapshot, in scheduler.Input) (release []string, recheck time.Time) {
+	exclusive := map[string]bool{}
+	for _, w := range in.Workloads {
+		if w.Exclusive {
+			exclusive[w.Name] = true
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(s.State.Stopping)) {
+		sp := s.State.Stopping[id]
+		if !exclusive[sp.Placement.Workload] || StopConfirmed(s, sp) {
+			release = append(release, id)
+			continue
+		}
+		if until := s.Leases[sp.Placement.Node]; recheck.IsZero() || until.Before(recheck) {
+			recheck = until
+		}
+	}
+	return release, recheck
 }
 
 // unmeasuredLoad adds to each node's load the instances its load record cannot show

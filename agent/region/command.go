@@ -78,6 +78,11 @@ type Plan struct {
 	Why         []Note      `codec:"w,omitempty"`
 	SetUnplaced bool        `codec:"su,omitempty"`
 	Unplaced    []Unplaced  `codec:"u,omitempty"`
+	// Hold lists the stops (a subset of Stops) of exclusive instances: their records
+	// move to State.Stopping instead of going, since their node may run them until it
+	// has applied this plan. Release lists State.Stopping entries to forget.
+	Hold    []string `codec:"hd,omitempty"`
+	Release []string `codec:"rl,omitempty"`
 }
 
 // Note is why one instance of a plan is stopped.
@@ -199,12 +204,28 @@ func (p *Plan) validate() error {
 	if p.Generation == 0 {
 		return fmt.Errorf("%w: plan: generation is required", ErrInvalidCommand)
 	}
-	if n := len(p.Stops) + len(p.Places); n > MaxPlanEntries {
+	if n := len(p.Stops) + len(p.Places) + len(p.Hold) + len(p.Release); n > MaxPlanEntries {
 		return fmt.Errorf("%w: plan of %d entries, the limit is %d: split it", ErrInvalidCommand, n, MaxPlanEntries)
 	}
 	for i, id := range p.Stops {
 		if id == "" || len(id) > MaxNameLen {
 			return fmt.Errorf("%w: plan: stops[%d]: instance id must be 1-%d bytes", ErrInvalidCommand, i, MaxNameLen)
+		}
+	}
+	if len(p.Hold) > 0 {
+		stops := make(map[string]bool, len(p.Stops))
+		for _, id := range p.Stops {
+			stops[id] = true
+		}
+		for i, id := range p.Hold {
+			if !stops[id] {
+				return fmt.Errorf("%w: plan: hold[%d]: instance %q is not one of the plan's stops", ErrInvalidCommand, i, id)
+			}
+		}
+	}
+	for i, id := range p.Release {
+		if id == "" || len(id) > MaxNameLen {
+			return fmt.Errorf("%w: plan: release[%d]: instance id must be 1-%d bytes", ErrInvalidCommand, i, MaxNameLen)
 		}
 	}
 	seen := make(map[string]bool, len(p.Places))

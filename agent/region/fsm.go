@@ -47,6 +47,21 @@ type State struct {
 	// LastOffload: node name → when (the plan's At) an offload migration last moved
 	// an instance away from it, so the per-node cooldown survives a failover.
 	LastOffload map[string]time.Time `codec:"lo,omitempty"`
+	// Stopping: instance name → an exclusive instance whose stop a plan committed
+	// (Plan.Hold) and that its node may still run, until a later plan releases it
+	// (Plan.Release): once the node has confirmed the stop, or its lease has ended.
+	// Committed, so that a new coordinator keeps the instance's slot as well.
+	Stopping map[string]Stopping `codec:"st,omitempty"`
+}
+
+// Stopping is an exclusive instance stopped in the table and not yet known stopped
+// on its node (State.Stopping).
+type Stopping struct {
+	// Placement is the instance's record as the plan that stopped it found it.
+	Placement Placement `codec:"p"`
+	// Generation is the generation of that plan: a node that reports having applied
+	// an assignment at least that new has been told to stop the instance.
+	Generation uint64 `codec:"g"`
 }
 
 // NewState returns an empty state with its maps allocated.
@@ -62,6 +77,7 @@ func (s State) Clone() State {
 	c.Drained = maps.Clone(s.Drained)
 	c.Unplaced = slices.Clone(s.Unplaced)
 	c.LastOffload = maps.Clone(s.LastOffload)
+	c.Stopping = maps.Clone(s.Stopping)
 	if c.Placements == nil {
 		c.Placements = map[string]Placement{}
 	}
@@ -144,7 +160,20 @@ func applyValid(s *State, idx uint64, cmd Command) {
 		s.Placements[cmd.Instance] = Placement{ID: cmd.Instance, Workload: cmd.Intent, Node: cmd.Node, Generation: idx}
 	case OpPlan:
 		p := cmd.Plan
+		for _, id := range p.Release {
+			delete(s.Stopping, id)
+		}
+		hold := make(map[string]bool, len(p.Hold))
+		for _, id := range p.Hold {
+			hold[id] = true
+		}
 		for _, id := range p.Stops {
+			if old, ok := s.Placements[id]; ok && hold[id] {
+				if s.Stopping == nil {
+					s.Stopping = map[string]Stopping{}
+				}
+				s.Stopping[id] = Stopping{Placement: old, Generation: p.Generation}
+			}
 			delete(s.Placements, id)
 		}
 		for _, pl := range p.Places {

@@ -407,6 +407,57 @@ func TestPlanExplanationsObservedAndKept(t *testing.T) {
 	}
 }
 
+// A held stop (an exclusive instance) leaves the table but stays in State.Stopping,
+// with the generation of the plan that stopped it, until a plan releases it; it
+// survives a snapshot. Hold must name stops of the same plan.
+func TestHeldStopsUntilReleased(t *testing.T) {
+	s := NewState()
+	steps := []Plan{
+		{Generation: 1, Places: []Placement{{ID: "lock-1-0", Workload: "lock", Node: "a"}, {ID: "web-1-0", Workload: "web", Node: "b"}}},
+		{Base: 1, Generation: 2, Stops: []string{"lock-1-0", "web-1-0"}, Hold: []string{"lock-1-0"}},
+	}
+	for i, p := range steps {
+		if err := ApplyCommand(&s, uint64(i+1), PlanCommand(p)); err != nil {
+			t.Fatalf("plan %d: %v", i, err)
+		}
+	}
+	want := map[string]Stopping{"lock-1-0": {Placement: Placement{ID: "lock-1-0", Workload: "lock", Node: "a", Generation: 1}, Generation: 2}}
+	if d := cmp.Diff(want, s.Stopping); d != "" || len(s.Placements) != 0 {
+		t.Fatalf("after the held stop: placements %v, stopping differs:\n%s", s.Placements, d)
+	}
+	b, err := EncodeState(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := DecodeState(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(want, back.Stopping); d != "" {
+		t.Errorf("stopping after a snapshot round trip differs:\n%s", d)
+	}
+	c := s.Clone()
+	delete(c.Stopping, "lock-1-0")
+	if len(s.Stopping) != 1 {
+		t.Error("Clone shares the stopping map")
+	}
+	if err := ApplyCommand(&s, 3, PlanCommand(Plan{Base: 2, Generation: 3, Release: []string{"lock-1-0", "unknown-1-0"}})); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Stopping) != 0 {
+		t.Errorf("stopping after the release = %v", s.Stopping)
+	}
+	for _, bad := range []Plan{
+		{Generation: 9, Hold: []string{"x-1-0"}},
+		{Generation: 9, Stops: []string{"y-1-0"}, Hold: []string{"x-1-0"}},
+		{Generation: 9, Release: []string{""}},
+	} {
+		if err := PlanCommand(bad).Validate(); !errors.Is(err, ErrInvalidCommand) {
+			t.Errorf("plan %+v: got %v, want ErrInvalidCommand", bad, err)
+		}
+	}
+}
+
 // An offload migration records when it moved work off its source node, in the
 // replicated state, so a coordinator elected next still respects that node's cooldown.
 func TestOffloadMigrationRecordsTheSourcesCooldown(t *testing.T) {
