@@ -30,6 +30,9 @@ type Raft interface {
 	Barrier(ctx context.Context) error
 	Apply(ctx context.Context, cmd region.Command) (uint64, error)
 	State() region.State
+	// Index is State().Index without the copy (the coordinator reuses a State it read
+	// while the index is unchanged).
+	Index() uint64
 	Term() uint64
 	// VerifyLeader confirms with a quorum that this node still leads (lease grants).
 	VerifyLeader(ctx context.Context) error
@@ -264,6 +267,35 @@ type loopState struct {
 	results     chan sendResult
 	wg          sync.WaitGroup
 	heardFrom   uint64 // the table generation when this term's loop started (see viewInputs)
+
+	// The applied table as last read, and what deliver derives from it, kept while
+	// Raft's applied index is unchanged: reports and resends wake the loop many times
+	// per commit, and copying, grouping and hashing a large region's table each time
+	// was most of a step's cost (BenchmarkRegionCoordinator).
+	table   region.State
+	byNode  map[string][]Assigned
+	digests map[string]string
+}
+
+// applied returns the applied table, read again only when Raft has applied something
+// since the last read. Callers must not modify it.
+func (c *Coordinator) applied(ls *loopState) region.State {
+	if ls.byNode == nil || c.cfg.Raft.Index() != ls.table.Index {
+		ls.table = c.cfg.Raft.State()
+		ls.byNode = Assignments(ls.table)
+		ls.digests = make(map[string]string, len(ls.byNode))
+	}
+	return ls.table
+}
+
+// digestOf is Digest of node's set in the table applied() returned.
+func (ls *loopState) digestOf(node string) string {
+	d, ok := ls.digests[node]
+	if !ok {
+		d = Digest(ls.byNode[node])
+		ls.digests[node] = d
+	}
+	return d
 }
 
 func newLoopState() *loopState {
@@ -439,7 +471,7 @@ func (c *Coordinator) leaderLoop(ctx context.Context) {
 // changed.
 func (c *Coordinator) absorb(ls *loopState, in map[string]Report) bool {
 	changed := false
-	st := c.cfg.Raft.State()
+	st := c.applied(ls)
 	held := map[string]bool{} // nodes with a held stop: a newer generation may confirm it
 	for _, sp := range st.Stopping {
 		held[sp.Placement.Node] = true
@@ -759,13 +791,12 @@ func Assignments(st region.State) map[string][]Assigned {
 // table its new set, read from the applied state. It returns when the next resend is
 // due (zero if none).
 func (c *Coordinator) deliver(ctx context.Context, ls *loopState) time.Time {
-	st := c.cfg.Raft.State()
+	st := c.applied(ls)
 	term := ls.term
 	if term == 0 {
 		term = c.cfg.Raft.Term()
 	}
 	now := c.cfg.Clock.Now()
-	byNode := Assignments(st)
 	var next time.Time
 	seen := map[string]bool{}
 	for _, m := range c.cfg.Fleet.Members() {
@@ -783,8 +814,8 @@ func (c *Coordinator) deliver(ctx context.Context, ls *loopState) time.Time {
 			t.tries, t.sent, t.acked = 0, "", ""
 			continue
 		}
-		set := byNode[m.Name]
-		digest := Digest(set)
+		set := ls.byNode[m.Name]
+		digest := ls.digestOf(m.Name)
 		// The gossiped digest counts as an ack only for a node this loop has sent to:
 		// a new coordinator contacts every node once, and each answers with a report.
 		// It must also be of the generation sent or later: an empty set has the same

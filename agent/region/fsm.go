@@ -376,6 +376,14 @@ func (f *FSM) State() State {
 	return f.st.Clone()
 }
 
+// Index is State().Index without the copy: it changes with every applied command, so
+// a reader can tell whether a State it holds is still current.
+func (f *FSM) Index() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.Index
+}
+
 // Snapshot captures a deep copy; Persist encodes it outside the FSM lock.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	return &fsmSnapshot{st: f.State()}, nil

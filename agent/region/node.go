@@ -440,6 +440,9 @@ func (n *Node) LocalView() (v LocalView, ok bool) {
 // State returns a deep copy of the region state as applied on this node.
 func (n *Node) State() State { return n.fsm.State() }
 
+// Index is the Raft index of the last applied command (State().Index, without the copy).
+func (n *Node) Index() uint64 { return n.fsm.Index() }
+
 // Recent lists the last committed commands this node applied (FSM.Recent).
 func (n *Node) Recent() []Entry { return n.fsm.Recent() }
 
