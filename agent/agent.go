@@ -281,9 +281,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		Logger: a.log, Registerer: a.reg, Clock: deps.Clock, ConnAuth: a.raftChan, OnApply: a.onApplied,
 		WitnessOff: cfg.NoWitness, WitnessFor: cfg.WitnessFor,
 	}
-	if deps.Dilation > 1 {
-		rcfg.Tick = time.Duration(float64(region.DefaultTick) * deps.Dilation) // a real-time ticker
-	}
+	rcfg.Tick = regionTick(deps.Dilation)
 	switch {
 	case deps.RaftNetwork != nil:
 		rcfg.Transport, rcfg.Control = deps.RaftNetwork.Add(raftAdvertise, cfg.Region)
@@ -492,12 +490,24 @@ func (a *Agent) Run(ctx context.Context) error {
 	return runErr
 }
 
-// regionTiming is the Raft timing of every group the node runs (--profile).
+// regionTick is the period of a region group's control loop: the default, or k times
+// it under the fleet simulator's dilation (the loop's ticker runs in real time).
+func regionTick(k float64) time.Duration {
+	if k > 1 {
+		return time.Duration(float64(region.DefaultTick) * k)
+	}
+	return 0 // region.DefaultTick
+}
+
+// regionTiming is the Raft timing of every group the node runs (--profile), before
+// the simulator's dilation (Timing.Dilated).
 func (a *Agent) regionTiming() region.Timing {
 	if a.cfg.Profile == gossip.ProfileWAN {
 		return region.WANTiming()
 	}
-	return region.Timing{} // the LAN default
+	// Explicit, not the zero Timing: Dilated scales the fields it is given, and the
+	// zero value would leave the fleet simulator's Raft timers undilated.
+	return region.DefaultTiming()
 }
 
 // sampleLoop publishes the node's load record every second.

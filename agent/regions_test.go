@@ -38,3 +38,23 @@ func TestIndexDue(t *testing.T) {
 		t.Errorf("LastIndexStep %d must be under PromoteMaxLag %d, or a caught-up nonvoter can look behind", region.LastIndexStep, region.PromoteMaxLag)
 	}
 }
+
+// The fleet simulator dilates every timer of the region groups an agent runs (its own
+// and the ones it witnesses), the LAN profile's included: the zero Timing it once
+// returned stayed undilated, so Raft ran in real time while the rest ran k times slower.
+func TestRegionTimingDilates(t *testing.T) {
+	for _, profile := range []string{"", "wan"} {
+		a := &Agent{cfg: Config{Profile: profile}}
+		base := a.regionTiming()
+		got := base.Dilated(30)
+		if base.HeartbeatTimeout == 0 || got.HeartbeatTimeout != 30*base.HeartbeatTimeout || got.ElectionTimeout != 30*base.ElectionTimeout {
+			t.Errorf("profile %q: %+v dilated by 30 = %+v", profile, base, got)
+		}
+		if got.ControlTimeout != 30*region.DefaultControlTimeout {
+			t.Errorf("profile %q: control timeout dilated by 30 = %v, want %v", profile, got.ControlTimeout, 30*region.DefaultControlTimeout)
+		}
+	}
+	if regionTick(1) != 0 || regionTick(30) != 30*region.DefaultTick {
+		t.Errorf("region tick: %v undilated, %v at 30", regionTick(1), regionTick(30))
+	}
+}

@@ -100,8 +100,8 @@ func (w *witnesses) start(ctx context.Context, r string) {
 	}
 	cfg := region.Config{
 		NodeID: w.a.id.ID, Name: w.a.cfg.Name, Region: r, Witness: true, DataDir: w.dir(r),
-		Timing: w.a.regionTiming(), Logger: w.a.log.With("witness_of", r), Clock: w.a.deps.Clock,
-		ConnAuth: w.a.raftChan, Mux: w.a.mux,
+		Timing: w.a.regionTiming().Dilated(w.a.deps.Dilation), Logger: w.a.log.With("witness_of", r), Clock: w.a.deps.Clock,
+		ConnAuth: w.a.raftChan, Mux: w.a.mux, Tick: regionTick(w.a.deps.Dilation),
 	}
 	if nw := w.a.deps.RaftNetwork; nw != nil {
 		cfg.Transport, cfg.Control = nw.Add(w.a.raftAdvertise, r)

@@ -134,7 +134,7 @@ func (n *Node) handOver(ctx context.Context, r *raft.Raft, ctl Control, ls *loop
 		}
 		// Gossip may still call a cut-off node alive: ask it first, so a transfer to
 		// it does not hold the lead for a whole transfer timeout.
-		pctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		pctx, cancel := context.WithTimeout(ctx, n.cfg.Timing.ControlTimeout*3/10)
 		resp, err := ctl.Call(pctx, string(s.Address), ControlRequest{Kind: CtlProbe, From: n.cfg.NodeID})
 		cancel()
 		if err != nil || !resp.OK {

@@ -43,6 +43,12 @@ type Timing struct {
 	// 1-2× this between two. Zero keeps raft's own, HeartbeatTimeout/10. It must be
 	// under HeartbeatTimeout/2 so a follower hears at least one heartbeat per timeout.
 	HeartbeatInterval time.Duration
+	// ControlTimeout bounds one call on the region's control channel: a probe of a
+	// node's Raft port, a bootstrap promise or its release (a witness handover's
+	// probe gets 3/10 of it). Zero means 1 s. The fleet simulator dilates it with the
+	// rest: undilated, a dilation of 30 made it a 33 ms timeout, and overloaded peers
+	// dropped out of the bootstrap promise round.
+	ControlTimeout time.Duration
 }
 
 // DefaultTiming is the LAN profile: see docs/regions.md for the trade-off.
@@ -66,8 +72,12 @@ func DefaultTiming() Timing {
 		LeaderLeaseTimeout: 250 * time.Millisecond,
 		CommitTimeout:      100 * time.Millisecond,
 		HeartbeatInterval:  75 * time.Millisecond,
+		ControlTimeout:     DefaultControlTimeout,
 	}
 }
+
+// DefaultControlTimeout is Timing.ControlTimeout's default.
+const DefaultControlTimeout = time.Second
 
 // Dilated is t with every timer k times longer (the fleet simulator's dilation, see
 // runtime.DilatedClock); k <= 1 leaves it unchanged.
@@ -75,7 +85,8 @@ func (t Timing) Dilated(k float64) Timing {
 	if k <= 1 {
 		return t
 	}
-	for _, d := range []*time.Duration{&t.HeartbeatTimeout, &t.ElectionTimeout, &t.LeaderLeaseTimeout, &t.CommitTimeout, &t.HeartbeatInterval} {
+	t.ControlTimeout = cmp.Or(t.ControlTimeout, DefaultControlTimeout)
+	for _, d := range []*time.Duration{&t.HeartbeatTimeout, &t.ElectionTimeout, &t.LeaderLeaseTimeout, &t.CommitTimeout, &t.HeartbeatInterval, &t.ControlTimeout} {
 		*d = time.Duration(float64(*d) * k)
 	}
 	return t
@@ -90,6 +101,7 @@ func WANTiming() Timing {
 		ElectionTimeout:    time.Second,
 		LeaderLeaseTimeout: 500 * time.Millisecond,
 		CommitTimeout:      50 * time.Millisecond,
+		ControlTimeout:     DefaultControlTimeout,
 	}
 }
 
@@ -211,6 +223,7 @@ func (c *Config) setDefaults() error {
 	c.Timing.ElectionTimeout = cmp.Or(c.Timing.ElectionTimeout, d.ElectionTimeout)
 	c.Timing.LeaderLeaseTimeout = cmp.Or(c.Timing.LeaderLeaseTimeout, min(d.LeaderLeaseTimeout, c.Timing.HeartbeatTimeout))
 	c.Timing.CommitTimeout = cmp.Or(c.Timing.CommitTimeout, d.CommitTimeout)
+	c.Timing.ControlTimeout = cmp.Or(c.Timing.ControlTimeout, d.ControlTimeout)
 	if hi := c.Timing.HeartbeatInterval; hi < 0 || (hi > 0 && 2*hi >= c.Timing.HeartbeatTimeout) {
 		return fmt.Errorf("region: heartbeat interval %s must be under half the heartbeat timeout (%s)", hi, c.Timing.HeartbeatTimeout)
 	} else if hi > 0 && 10*hi < c.Timing.HeartbeatTimeout {
@@ -1012,7 +1025,7 @@ func (n *Node) setMyList(l []string) {
 }
 
 // probe reports whether each id's Raft port answers the region handshake, probing in
-// parallel (1 s timeout) those without a fresh cached result.
+// parallel (Timing.ControlTimeout) those without a fresh cached result.
 func (n *Node) probe(ctx context.Context, ctl Control, ls *loopState, region map[string]Peer, ids []string, now time.Time) map[string]bool {
 	out := map[string]bool{}
 	type res struct {
@@ -1037,7 +1050,7 @@ func (n *Node) probe(ctx context.Context, ctl Control, ls *loopState, region map
 	if len(todo) == 0 {
 		return out
 	}
-	pctx, cancel := context.WithTimeout(ctx, time.Second)
+	pctx, cancel := context.WithTimeout(ctx, n.cfg.Timing.ControlTimeout)
 	defer cancel()
 	ch := make(chan res, len(todo))
 	for _, p := range todo {
@@ -1215,7 +1228,7 @@ func (n *Node) tryBootstrap(ctx context.Context, r *raft.Raft, ctl Control, ls *
 		if id == n.cfg.NodeID {
 			continue
 		}
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		cctx, cancel := context.WithTimeout(ctx, n.cfg.Timing.ControlTimeout)
 		resp, err := ctl.Call(cctx, region[id].RaftAddr, ControlRequest{Kind: CtlPropose, From: n.cfg.NodeID, List: list})
 		cancel()
 		if err != nil || !resp.OK {
@@ -1229,7 +1242,7 @@ func (n *Node) tryBootstrap(ctx context.Context, r *raft.Raft, ctl Control, ls *
 		// not keep refusing each other in lockstep.
 		ls.retryAt = now.Add(n.cfg.Tick * time.Duration(2+rand.IntN(5)))
 		for _, id := range promised {
-			cctx, cancel := context.WithTimeout(ctx, time.Second)
+			cctx, cancel := context.WithTimeout(ctx, n.cfg.Timing.ControlTimeout)
 			_, _ = ctl.Call(cctx, region[id].RaftAddr, ControlRequest{Kind: CtlRelease, From: n.cfg.NodeID})
 			cancel()
 		}
