@@ -543,7 +543,8 @@ func (c *Coordinator) planOnce(ctx context.Context, ls *loopState, fleetOnly boo
 		ls.recheckAt = graceEnd // plan again when the missing nodes start to count as gone
 	}
 	defer func() { c.publishView(ls, c.cfg.Raft.State()) }()
-	release, leaseEnd := Released(snap, in)
+	exclusive := ExclusiveWorkloads(in.Workloads)
+	release, leaseEnd := Released(snap, exclusive)
 	if !leaseEnd.IsZero() && (ls.recheckAt.IsZero() || leaseEnd.Before(ls.recheckAt)) {
 		ls.recheckAt = leaseEnd // a held stop is released when its node's lease ends
 	}
@@ -552,12 +553,6 @@ func (c *Coordinator) planOnce(ctx context.Context, ls *loopState, fleetOnly boo
 	unplacedChanged := !slices.EqualFunc(unplaced, st.Unplaced, sameUnplaced)
 	if res.Empty() && len(handovers) == 0 && !unplacedChanged && len(release) == 0 {
 		return false
-	}
-	exclusive := map[string]bool{}
-	for _, w := range in.Workloads {
-		if w.Exclusive {
-			exclusive[w.Name] = true
-		}
 	}
 	cmd := PlanCommand(st.Generation, res, handovers, exclusive, release)
 	cmd.Plan.Why = append(cmd.Plan.Why, handoverNotes(st, handovers)...)

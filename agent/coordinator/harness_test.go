@@ -652,9 +652,12 @@ func (h *harness) handle(t *testing.T, d *datadriven.TestData) string {
 		if ids := arg(d, "running", ""); ids != "" {
 			for _, id := range strings.Split(ids, ",") {
 				parts := strings.Split(id, "-")
-				gen, err := strconv.ParseUint(parts[len(parts)-2], 10, 64)
-				if len(parts) < 3 || err != nil {
+				if len(parts) < 3 {
 					t.Fatalf("%s: instance id %q: want intent-generation-index", d.Pos, id)
+				}
+				gen, err := strconv.ParseUint(parts[len(parts)-2], 10, 64)
+				if err != nil {
+					t.Fatalf("%s: instance id %q: want intent-generation-index: %v", d.Pos, id, err)
 				}
 				r.Instances = append(r.Instances, InstanceReport{ID: id, Intent: strings.Join(parts[:len(parts)-2], "-"),
 					Generation: gen, State: runtime.StateRunning, Since: h.clock.Now()})

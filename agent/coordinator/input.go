@@ -297,12 +297,7 @@ func BuildInput(s Snapshot) (scheduler.Input, []Rejected) {
 // instance again (after an agent restart), does not list it although it is about to
 // run. Hence State.Stopping and the generation test in StopConfirmed.
 func stoppingRecords(s Snapshot, ws []scheduler.Workload, up map[string]bool) []scheduler.Placement {
-	exclusive := map[string]bool{}
-	for _, w := range ws {
-		if w.Exclusive {
-			exclusive[w.Name] = true
-		}
-	}
+	exclusive := ExclusiveWorkloads(ws)
 	if len(exclusive) == 0 {
 		return nil
 	}
@@ -336,6 +331,17 @@ func stoppingRecords(s Snapshot, ws []scheduler.Workload, up map[string]bool) []
 			}
 			out = append(out, scheduler.Placement{ID: ir.ID, Workload: ir.Intent, Node: n, Generation: ir.Generation,
 				State: schedState(ir.State), StartedAt: ir.Since, Stopping: true})
+		}
+	}
+	return out
+}
+
+// ExclusiveWorkloads is the set of the exclusive workloads' names. Pure.
+func ExclusiveWorkloads(ws []scheduler.Workload) map[string]bool {
+	out := map[string]bool{}
+	for _, w := range ws {
+		if w.Exclusive {
+			out[w.Name] = true
 		}
 	}
 	return out
@@ -375,16 +381,10 @@ func StopConfirmed(s Snapshot, sp region.Stopping) bool {
 }
 
 // Released lists the State.Stopping entries to forget in the next plan: those whose
-// stop is confirmed (StopConfirmed), or whose workload is no longer exclusive (or no
-// longer exists). It also returns the earliest lease end among the others, when the
-// plan should be made again (zero if none). Pure.
-func Released(s Snapshot, in scheduler.Input) (release []string, recheck time.Time) {
-	exclusive := map[string]bool{}
-	for _, w := range in.Workloads {
-		if w.Exclusive {
-			exclusive[w.Name] = true
-		}
-	}
+// stop is confirmed (StopConfirmed), or whose workload is no longer exclusive (not in
+// exclusive, ExclusiveWorkloads of the plan's input). It also returns the earliest
+// lease end among the others, when the plan should be made again (zero if none). Pure.
+func Released(s Snapshot, exclusive map[string]bool) (release []string, recheck time.Time) {
 	for _, id := range slices.Sorted(maps.Keys(s.State.Stopping)) {
 		sp := s.State.Stopping[id]
 		if !exclusive[sp.Placement.Workload] || StopConfirmed(s, sp) {
