@@ -379,3 +379,44 @@ func TestStalledNodeRefutesWithoutHearingTheSuspicion(t *testing.T) {
 		t.Fatalf("murmur_gossip_stalls_total = %v on n01, want at least 1", got)
 	}
 }
+
+// A node cut off from the fleet suspects its peers, and its suspicion broadcasts are
+// lost on the cut link. After the heal nobody repeats them, so the suspected peer
+// would never refute, and once this node's suspicion timer ran out it would declare a
+// healthy peer dead, which the whole fleet believes (issue 13's CI). The notice path
+// (notice.go) pings the members this node suspects and, once one answers, tells it,
+// and the member refutes.
+func TestHealedNodeTellsTheMembersItSuspects(t *testing.T) {
+	net := gossiptest.NewNetwork()
+	var alive atomic.Int64 // alive messages about n01 received by n00
+	tune := func(c *gossip.Config) {
+		name := c.Name
+		c.Tune = func(mc *memberlist.Config) {
+			mc.PushPullInterval = 0 // push/pull would carry the suspicion to n01
+			mc.SuspicionMult = 1000 // a suspicion outlasts the test: suspect, never dead
+			if name == "n00" {
+				mc.Alive = aliveCounter{name: "n01", n: &alive}
+			}
+		}
+	}
+	nodes := startFleet(t, net, 3, tune)
+	net.Partition([]string{"n00"}, []string{"n01", "n02"})
+	gossiptest.Eventually(t, wait, "n00, cut off, suspects n01", func() bool {
+		return gossiptest.StatusOf(nodes[0].Gossip, "n01") == gossip.StatusSuspect
+	})
+	if got := metricValue(t, nodes[0], "murmur_gossip_suspicion_notices_total"); got != 0 {
+		t.Fatalf("n00 sent %v suspicion notices while cut off, want 0 (n01 cannot answer a ping)", got)
+	}
+	before := alive.Load()
+	net.Heal()
+	// The refutation may also come from a suspicion broadcast that had not been
+	// spent yet when the link came back; the notice must arrive either way.
+	gossiptest.Eventually(t, wait, "n00 notices n01, n01 refutes: n00 receives its alive", func() bool {
+		return metricValue(t, nodes[1], "murmur_gossip_suspicion_notices_total") >= 1 && alive.Load() > before
+	})
+	for _, nd := range nodes[1:] {
+		if st := gossiptest.StatusOf(nd.Gossip, "n01"); st == gossip.StatusDead {
+			t.Fatalf("%s holds n01 dead", nd.Name)
+		}
+	}
+}

@@ -201,9 +201,12 @@ type Gossip struct {
 	seen       map[uint64]time.Time // extension broadcasts already delivered
 	running    bool
 
-	suspicionUnit time.Duration // set by Run before any goroutine starts; see suspicionMax
-	pushPullBase  time.Duration // set by Run: the profile's push/pull interval (pushpull.go)
-	reclaimAfter  time.Duration // set by Run: when memberlist lets a dead name move address
+	suspicionUnit time.Duration       // set by Run before any goroutine starts; see suspicionMax
+	probeEvery    time.Duration       // set by Run: memberlist's probe interval (dilated)
+	unheard       map[string]*unheard // members this node's own probes failed (notice.go)
+	noticeRefuted time.Time           // the last refutation a notice caused (notice.go)
+	pushPullBase  time.Duration       // set by Run: the profile's push/pull interval (pushpull.go)
+	reclaimAfter  time.Duration       // set by Run: when memberlist lets a dead name move address
 
 	subMu sync.Mutex // guards subs; a leaf lock (taken under mu)
 	subs  map[chan struct{}]struct{}
@@ -327,6 +330,7 @@ func New(cfg Config) (*Gossip, error) {
 		records:   make(map[string]Record),
 		seen:      make(map[uint64]time.Time),
 		conflicts: make(map[string]conflict),
+		unheard:   make(map[string]*unheard),
 		rejoin:    make(chan struct{}, 1),
 		subs:      make(map[chan struct{}]struct{}),
 		keyring:   ring,
@@ -737,6 +741,7 @@ func (g *Gossip) memberlistConfig() (*memberlist.Config, error) {
 	g.pushPullBase = mlc.PushPullInterval
 	mlc.PushPullInterval = 0
 	g.suspicionUnit = time.Duration(mlc.SuspicionMaxTimeoutMult*mlc.SuspicionMult) * mlc.ProbeInterval
+	g.probeEvery = mlc.ProbeInterval
 	// A dead member's entry accepts a new address after DeadNodeReclaimTime or, when
 	// that is off, once memberlist drops the entry after GossipToTheDeadTime.
 	g.reclaimAfter = mlc.DeadNodeReclaimTime
@@ -965,6 +970,8 @@ func (g *Gossip) reconnectLoop(ctx context.Context) {
 	defer t.Stop()
 	fast := time.NewTicker(g.cfg.RejoinInterval)
 	defer fast.Stop()
+	notice := time.NewTicker(g.probeEvery)
+	defer notice.Stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	inflight := make(chan struct{}, 2)
@@ -972,6 +979,11 @@ func (g *Gossip) reconnectLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case now := <-notice.C:
+			for _, u := range g.dueNotices(now) {
+				wg.Add(1)
+				go func() { defer wg.Done(); g.sendNotice(u) }()
+			}
 		case <-t.C:
 			g.reconnect(ctx)
 		case <-fast.C:
@@ -1240,10 +1252,18 @@ const forgetAfter = 72 * time.Hour
 func (g *Gossip) markSuspect(name string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if e, ok := g.nodes[name]; ok && e.status == StatusAlive {
-		g.setStatus(e, StatusSuspect, time.Now())
+	e, ok := g.nodes[name]
+	if !ok || name == g.cfg.Name {
+		return
+	}
+	now := time.Now()
+	if e.status == StatusAlive {
+		g.setStatus(e, StatusSuspect, now)
 		g.metrics.suspicions.Inc()
 		g.changed()
+	}
+	if e.status == StatusSuspect && g.unheard[name] == nil {
+		g.unheard[name] = &unheard{since: now}
 	}
 }
 
@@ -1328,6 +1348,9 @@ func (g *Gossip) applyEvent(ev nodeEvent) {
 	if ev.status == StatusDead && g.records[ev.name].Left {
 		ev.status = StatusLeft
 	}
+	if ev.status == StatusDead || ev.status == StatusLeft {
+		delete(g.unheard, ev.name) // reconnectLoop's rejoin takes over
+	}
 	if e.status != ev.status {
 		g.setStatus(e, ev.status, now)
 		if ev.status != StatusAlive && ev.name != g.cfg.Name {
@@ -1365,6 +1388,8 @@ func (g *Gossip) handleMessage(b []byte) {
 		g.deliver(kind, env)
 	case frameDirect:
 		g.deliver(kind, env)
+	case frameNotice:
+		g.onNotice(env.From)
 	}
 }
 
@@ -1509,6 +1534,8 @@ func frameName(f byte) string {
 		return "broadcast"
 	case frameDirect:
 		return "direct"
+	case frameNotice:
+		return "notice"
 	}
 	return "unknown"
 }

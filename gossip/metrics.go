@@ -13,6 +13,7 @@ type metrics struct {
 	nameConflicts     prometheus.Counter
 	stalls            prometheus.Counter
 	suspicions        prometheus.Counter
+	notices           *prometheus.CounterVec
 }
 
 // membersCollector reports the fleet view's member count by status at scrape time.
@@ -35,10 +36,10 @@ func (c *membersCollector) Collect(ch chan<- prometheus.Metric) {
 func newMetrics(reg prometheus.Registerer, g *Gossip) (*metrics, error) {
 	m := &metrics{
 		msgsIn: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "murmur_gossip_messages_received_total", Help: "Gossip messages received, by type (record, broadcast, direct, pushpull).",
+			Name: "murmur_gossip_messages_received_total", Help: "Gossip messages received, by type (record, broadcast, direct, notice, pushpull).",
 		}, []string{"type"}),
 		msgsOut: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "murmur_gossip_messages_sent_total", Help: "Gossip messages sent, by type (record, broadcast, direct, pushpull).",
+			Name: "murmur_gossip_messages_sent_total", Help: "Gossip messages sent, by type (record, broadcast, direct, notice, pushpull).",
 		}, []string{"type"}),
 		bytesIn: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "murmur_gossip_received_bytes_total", Help: "Bytes of gossip messages received, by type.",
@@ -64,13 +65,16 @@ func newMetrics(reg prometheus.Registerer, g *Gossip) (*metrics, error) {
 		suspicions: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "murmur_gossip_suspicions_total", Help: "Members this node marked suspect because its probe of them failed (before memberlist declares them dead, or they refute).",
 		}),
+		notices: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "murmur_gossip_suspicion_notices_total", Help: "Notices that a probe failed, by direction: sent to a member this node suspected once it answered a ping again (after a heal its suspicion broadcast was lost), received from a member that suspected this node (it re-announces itself alive).",
+		}, []string{"direction"}),
 	}
 	members := &membersCollector{g: g, desc: prometheus.NewDesc("murmur_gossip_members", "Members of the fleet view, by status.", []string{"status"}, nil)}
 	queued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "murmur_gossip_broadcast_queue",
 		Help: "murmur's broadcasts (records, announcements) this node still has to relay. A backlog drains at up to GossipNodes packets per gossip interval (~21 KB/s on the LAN profile); after a mass join it can take minutes, and until then gossip runs at that ceiling.",
 	}, func() float64 { return float64(g.queuedBroadcasts()) })
-	for _, c := range []prometheus.Collector{m.msgsIn, m.msgsOut, m.bytesIn, m.bytesOut, m.decodeErrors, m.dropped, m.joinFailures, m.nameConflicts, m.stalls, m.suspicions, members, queued} {
+	for _, c := range []prometheus.Collector{m.msgsIn, m.msgsOut, m.bytesIn, m.bytesOut, m.decodeErrors, m.dropped, m.joinFailures, m.nameConflicts, m.stalls, m.suspicions, m.notices, members, queued} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -78,15 +82,17 @@ func newMetrics(reg prometheus.Registerer, g *Gossip) (*metrics, error) {
 	// Every known type is exported from the start, at 0: rate() over a series that
 	// appears only with its first message misses that message, and alerts on it see
 	// nothing until then.
-	for _, t := range []string{"record", "broadcast", "direct", "pushpull", "meta", "unknown"} {
+	for _, t := range []string{"record", "broadcast", "direct", "notice", "pushpull", "meta", "unknown"} {
 		m.decodeErrors.WithLabelValues(t)
 	}
-	for _, t := range []string{"record", "broadcast", "direct", "pushpull"} {
+	for _, t := range []string{"record", "broadcast", "direct", "notice", "pushpull"} {
 		m.msgsIn.WithLabelValues(t)
 		m.msgsOut.WithLabelValues(t)
 		m.bytesIn.WithLabelValues(t)
 		m.bytesOut.WithLabelValues(t)
 	}
+	m.notices.WithLabelValues("sent")
+	m.notices.WithLabelValues("received")
 	return m, nil
 }
 

@@ -13,6 +13,7 @@ const (
 	frameRecord    byte = 1 // a Record broadcast
 	frameBroadcast byte = 2 // an extension broadcast: kind, envelope{Key, From, Body}
 	frameDirect    byte = 3 // an extension direct message: kind, envelope{From, Body}
+	frameNotice    byte = 4 // "my probe of you failed": kind 0, envelope{From} (notice.go)
 )
 
 // Size limits of what the gossip layer accepts from the network.
@@ -30,6 +31,8 @@ const (
 	maxPushPullBytes = 16 << 20
 	// maxStateEntries bounds Record.State.
 	maxStateEntries = 32
+	// maxNoticeBytes bounds a suspicion notice (a sender's name).
+	maxNoticeBytes = 512
 )
 
 var mh = func() *codec.MsgpackHandle {
@@ -160,14 +163,17 @@ func decodeFrame(b []byte) (frame byte, kind MessageKind, env envelope, err erro
 	case frameRecord:
 		env.Body = b[1:]
 		return frame, 0, env, nil
-	case frameBroadcast, frameDirect:
+	case frameBroadcast, frameDirect, frameNotice:
 		if len(b) < 2 {
 			return frame, 0, env, fmt.Errorf("%w frame: no kind byte", ErrDecode)
 		}
 		kind = MessageKind(b[1])
 		limit := MaxReliablePayload + 1024
-		if frame == frameBroadcast {
+		switch frame {
+		case frameBroadcast:
 			limit = MaxBroadcastPayload + 512
+		case frameNotice:
+			limit = maxNoticeBytes
 		}
 		if err := decode(b[2:], limit, &env); err != nil {
 			return frame, kind, env, err

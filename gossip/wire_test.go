@@ -22,7 +22,37 @@ func validFrames(t testing.TB) [][]byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return [][]byte{append([]byte{frameRecord}, rec...), bc, dm}
+	nt, err := encodeFrame(frameNotice, 0, envelope{From: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return [][]byte{append([]byte{frameRecord}, rec...), bc, dm, nt}
+}
+
+// A notice names its sender and is small: a larger one is refused before decoding.
+func TestNoticeFrame(t *testing.T) {
+	b, err := encodeFrame(frameNotice, 0, envelope{From: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame, _, env, err := decodeFrame(b)
+	if err != nil || frame != frameNotice || env.From != "n1" {
+		t.Fatalf("decodeFrame = %d %+v %v, want a notice from n1", frame, env, err)
+	}
+	big, err := encodeFrame(frameNotice, 0, envelope{From: "n1", Body: make([]byte, maxNoticeBytes)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := decodeFrame(big); !errors.Is(err, ErrDecode) {
+		t.Fatalf("a %d-byte notice decoded (err %v), want ErrDecode", len(big), err)
+	}
+	anon, err := encodeFrame(frameNotice, 0, envelope{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := decodeFrame(anon); !errors.Is(err, ErrDecode) {
+		t.Fatalf("a notice without a sender decoded (err %v), want ErrDecode", err)
+	}
 }
 
 func TestWireRoundTrip(t *testing.T) {
