@@ -1,9 +1,11 @@
 package region
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -196,3 +198,84 @@ func TestNoBootstrapWhileARegionPeerIsInACluster(t *testing.T) {
 		t.Errorf("list %v computed while the region has a cluster", n.myList)
 	}
 }
+
+// A region peer whose record has not arrived (its membership has, with its Raft
+// address) may be in a cluster already: the node waits for the record instead of
+// bootstrapping beside it, and settles again once it came (issue 14: second Raft
+// groups in a 1,000-agent simulation whose records lagged minutes behind).
+func TestNoBootstrapBeforeEveryRegionPeerPublished(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(100, 0)}
+	n, err := New(Config{NodeID: "a", Name: "a", Region: "r", Eligible: true, inmemStores: true, RaftBind: "127.0.0.1:1", Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.UpdatePeers([]Peer{
+		{ID: "a", Name: "a", Region: "r", Eligible: true, Alive: true, RaftAddr: "127.0.0.1:1", State: map[string]string{KeyState: StateNone}},
+		{ID: "b", Name: "late", Region: "r", Eligible: true, Alive: true, RaftAddr: "127.0.0.1:2"},
+	})
+	region, others, _ := n.regionView()
+	ls := &loopState{candKey: "a,b", candSince: clk.t.Add(-time.Hour), probes: map[string]probeResult{}}
+	n.tryBootstrap(t.Context(), nil, &fakeControl{}, ls, region, others, clk.t)
+	if ls.candKey != "" || !strings.Contains(ls.waitReason, "late has not published its raft state") {
+		t.Errorf("tryBootstrap left candKey %q, reason %q; want the settle period restarted and a wait naming late", ls.candKey, ls.waitReason)
+	}
+	if len(n.myList) != 0 {
+		t.Errorf("list %v computed before every peer published", n.myList)
+	}
+}
+
+// A peer whose gossiped record still says "none" but whose Raft port answers that it
+// is in a cluster stops the bootstrap: its record is older than its bootstrap.
+func TestNoBootstrapWhenAProbeAnswersInACluster(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(100, 0)}
+	n, err := New(Config{NodeID: "a", Name: "a", Region: "r", Eligible: true, inmemStores: true, RaftBind: "127.0.0.1:1", Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	none := map[string]string{KeyState: StateNone}
+	n.UpdatePeers([]Peer{
+		{ID: "a", Name: "a", Region: "r", Eligible: true, Alive: true, RaftAddr: "127.0.0.1:1", State: none},
+		{ID: "b", Name: "b", Region: "r", Eligible: true, Alive: true, RaftAddr: "127.0.0.1:2", State: none},
+		{ID: "c", Name: "c", Region: "r", Eligible: true, Alive: true, RaftAddr: "127.0.0.1:3", State: none},
+	})
+	region, others, _ := n.regionView()
+	ctl := &fakeControl{hasState: map[string]bool{"127.0.0.1:3": true}}
+	ls := &loopState{candKey: "a,b,c", candSince: clk.t.Add(-time.Hour), probes: map[string]probeResult{}}
+	n.tryBootstrap(t.Context(), nil, ctl, ls, region, others, clk.t)
+	if !strings.Contains(ls.waitReason, "c answers that it is in a cluster") {
+		t.Errorf("reason %q, want a wait naming c", ls.waitReason)
+	}
+	if ctl.proposals != 0 {
+		t.Errorf("%d promises asked, want none", ctl.proposals)
+	}
+	// Without it the same view proceeds to the promise round.
+	ctl = &fakeControl{}
+	ls = &loopState{candKey: "a,b,c", candSince: clk.t.Add(-time.Hour), probes: map[string]probeResult{}}
+	n.tryBootstrap(t.Context(), nil, ctl, ls, region, others, clk.t)
+	if ctl.proposals == 0 {
+		t.Errorf("no promise asked of an all-empty region (reason %q)", ls.waitReason)
+	}
+}
+
+// fakeControl answers probes (HasState for the addresses in hasState) and refuses
+// every promise, counting them.
+type fakeControl struct {
+	mu        sync.Mutex
+	hasState  map[string]bool
+	proposals int
+}
+
+func (f *fakeControl) Call(_ context.Context, addr string, req ControlRequest) (ControlResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch req.Kind {
+	case CtlProbe:
+		return ControlResponse{OK: true, HasState: f.hasState[addr]}, nil
+	case CtlPropose:
+		f.proposals++
+		return ControlResponse{Reason: "refused by the fake"}, nil
+	}
+	return ControlResponse{OK: true}, nil
+}
+
+func (f *fakeControl) Serve(func(ControlRequest) ControlResponse) {}

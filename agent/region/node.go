@@ -772,9 +772,10 @@ type loopState struct {
 }
 
 type probeResult struct {
-	addr string
-	ok   bool
-	at   time.Time
+	addr     string
+	ok       bool
+	hasState bool // the node answered that it is in a cluster
+	at       time.Time
 }
 
 func (n *Node) loop(ctx context.Context, r *raft.Raft, ctl Control) {
@@ -1029,8 +1030,8 @@ func (n *Node) setMyList(l []string) {
 func (n *Node) probe(ctx context.Context, ctl Control, ls *loopState, region map[string]Peer, ids []string, now time.Time) map[string]bool {
 	out := map[string]bool{}
 	type res struct {
-		id string
-		ok bool
+		id           string
+		ok, hasState bool
 	}
 	var todo []Peer
 	for _, id := range ids {
@@ -1056,12 +1057,12 @@ func (n *Node) probe(ctx context.Context, ctl Control, ls *loopState, region map
 	for _, p := range todo {
 		go func() {
 			resp, err := ctl.Call(pctx, p.RaftAddr, ControlRequest{Kind: CtlProbe, From: n.cfg.NodeID})
-			ch <- res{p.ID, err == nil && resp.OK}
+			ch <- res{p.ID, err == nil && resp.OK, err == nil && resp.HasState}
 		}()
 	}
 	for range todo {
 		r := <-ch
-		ls.probes[r.id] = probeResult{addr: region[r.id].RaftAddr, ok: r.ok, at: now}
+		ls.probes[r.id] = probeResult{addr: region[r.id].RaftAddr, ok: r.ok, hasState: r.hasState, at: now}
 		out[r.id] = r.ok
 		if !r.ok {
 			n.log.Debug("raft port unreachable: not a voter candidate", "id", r.id, "addr", region[r.id].RaftAddr)
@@ -1075,7 +1076,9 @@ func (n *Node) probe(ctx context.Context, ctl Control, ls *loopState, region map
 func (n *Node) handleControl(req ControlRequest) ControlResponse {
 	switch req.Kind {
 	case CtlProbe:
-		return ControlResponse{OK: true}
+		// HasState lets a node about to bootstrap see a cluster whose gossip has not
+		// reached it yet (tryBootstrap).
+		return ControlResponse{OK: true, HasState: n.inCluster()}
 	case CtlRelease:
 		n.mu.Lock()
 		if n.promise != nil && n.promise.proposer == req.From {
@@ -1097,6 +1100,15 @@ func (n *Node) handleControl(req ControlRequest) ControlResponse {
 		return n.promiseTo(req.From, req.List)
 	}
 	return ControlResponse{Reason: "unknown request"}
+}
+
+// inCluster reports whether this node has Raft state, or had a log (integrity.go).
+func (n *Node) inCluster() bool {
+	if r := n.raftPtr(); r != nil && hasState(r) {
+		return true
+	}
+	ev := n.had.Load()
+	return ev != nil && ev.Index > 0
 }
 
 // promiseTo gives (or refreshes) this node's single bootstrap promise: to proposer for
@@ -1166,6 +1178,18 @@ func (n *Node) tryBootstrap(ctx context.Context, r *raft.Raft, ctl Control, ls *
 		wait("not coordinator-eligible: waiting for the region's coordinator")
 		return
 	}
+	// A peer's Raft address and eligibility come with its membership, its Raft state
+	// only with its record, which lags far behind while a large fleet joins (issue 14:
+	// 1,000 agents on two cores, records minutes late). A peer whose record has not
+	// arrived may be in a cluster already: wait for it, and settle again once it came.
+	for _, p := range sortedPeers(region) {
+		if p.Alive && p.ID != n.cfg.NodeID && p.RaftAddr != "" && p.State[KeyState] == "" {
+			n.setMyList(nil)
+			ls.candKey = ""
+			wait("node " + cmp.Or(p.Name, p.ID) + " has not published its raft state yet: waiting for its record")
+			return
+		}
+	}
 	var cands []string
 	for _, p := range sortedPeers(region) {
 		if !p.Alive {
@@ -1193,9 +1217,16 @@ func (n *Node) tryBootstrap(ctx context.Context, r *raft.Raft, ctl Control, ls *
 	reach := n.probe(ctx, ctl, ls, region, cands, now)
 	var ok []string
 	for _, id := range cands {
-		if reach[id] {
-			ok = append(ok, id)
+		if !reach[id] {
+			continue
 		}
+		// Its record may be older than its bootstrap: its own answer is not.
+		if id != n.cfg.NodeID && ls.probes[id].hasState {
+			n.setMyList(nil)
+			wait("node " + cmp.Or(region[id].Name, id) + " answers that it is in a cluster: waiting to be added by its leader")
+			return
+		}
+		ok = append(ok, id)
 	}
 	if n.cfg.BootstrapExpect > 0 && len(ok) < n.cfg.BootstrapExpect {
 		n.setMyList(nil)
