@@ -78,11 +78,12 @@ type Agent struct {
 	id   identity
 	auth *secure.Authenticator // channels of gossip streams and the Raft port
 	// insecure: reachable beyond loopback without encryption or TLS, by --insecure.
-	insecure bool
-	contact  contactTracker   // where the node's assignment comes from, since when
-	headless *headlessTracker // regions without a coordinator in this node's view (headless.go)
-	tls      *secure.Source   // nil without --tls-*
-	tlsErr   atomic.Value     // string: the last failed reload's error, "" after a good one
+	insecure  bool
+	contact   contactTracker   // where the node's assignment comes from, since when
+	headless  *headlessTracker // regions without a coordinator in this node's view (headless.go)
+	summaries summaryCache     // region summaries of the current gossip snapshot (regions.go)
+	tls       *secure.Source   // nil without --tls-*
+	tlsErr    atomic.Value     // string: the last failed reload's error, "" after a good one
 
 	tlsReloads *prometheus.CounterVec
 	gossip     *gossip.Gossip

@@ -83,10 +83,11 @@ func (a *Agent) eventLoop(ctx context.Context) {
 	defer unsubscribeRegion()
 	w := fleetWatch{status: map[string]gossip.Member{}, coord: map[string]regionWatch{}}
 	for {
-		a.watchFleet(&w, a.gossip.Members(), a.regionSummaries(), a.now())
+		ms := a.gossip.Members()
+		a.watchFleet(&w, ms, a.regionSummaries(), a.now())
 		// Load samples signal too: look at most 10 times a second, and at least once a
 		// second (a region without a coordinator becomes headless as time passes).
-		t := a.clock.NewTimer(100 * time.Millisecond)
+		t := a.clock.NewTimer(eventLookEvery(len(ms)))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -104,6 +105,15 @@ func (a *Agent) eventLoop(ctx context.Context) {
 		}
 		tick.Stop()
 	}
+}
+
+// eventLookEvery is the shortest time between two looks at a fleet of n members. Each
+// look compares every member, and on a large fleet some record changes every moment:
+// 10 looks a second on 100 members, stretched so that a node compares about 1,000
+// members a second, but looks at least once a second (1,000 agents simulated on two
+// cores spent 15 % of their CPU here, issue 14).
+func eventLookEvery(n int) time.Duration {
+	return min(time.Second, max(100*time.Millisecond, time.Duration(n)*time.Millisecond))
 }
 
 // watchFleet compares the view with what w remembers and records the differences.

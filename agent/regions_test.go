@@ -1,11 +1,13 @@
 package agent
 
 import (
+	"slices"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/murmur-edge/murmur/agent/region"
+	"github.com/murmur-edge/murmur/gossip"
 )
 
 func TestIndexDue(t *testing.T) {
@@ -56,5 +58,47 @@ func TestRegionTimingDilates(t *testing.T) {
 	}
 	if regionTick(1) != 0 || regionTick(30) != 30*region.DefaultTick {
 		t.Errorf("region tick: %v undilated, %v at 30", regionTick(1), regionTick(30))
+	}
+}
+
+// The summaries are computed once per gossip snapshot, and a caller's copy can be
+// changed without changing what the next caller gets.
+func TestSummaryCachePerSnapshot(t *testing.T) {
+	state := map[string]string{region.KeyState: region.StateBootstrapped, region.KeyLeader: "3", region.KeyVoters: "a,b"}
+	ms := []gossip.Member{
+		{Name: "a", ID: "a", Region: "r", Status: gossip.StatusAlive, State: state},
+		{Name: "b", ID: "b", Region: "r", Status: gossip.StatusAlive},
+	}
+	var c summaryCache
+	_, first := c.of(ms)
+	_, again := c.of(ms)
+	if len(first) != 1 || &first[0] != &again[0] {
+		t.Fatalf("the same snapshot summarized twice: %p, %p", first, again)
+	}
+	if first[0].Coordinator != "a" || !slices.Equal(first[0].Voters, []string{"a", "b"}) {
+		t.Fatalf("summary %+v, want coordinator a and voters a,b", first[0])
+	}
+	mine := slices.Clone(first)
+	mine[0].Coordinator = "x"
+	if _, next := c.of(ms); next[0].Coordinator != "a" {
+		t.Fatalf("a caller's copy changed the cache: %+v", next[0])
+	}
+	// A new snapshot (gossip rebuilds it on any change) is summarized anew.
+	ms2 := slices.Clone(ms)
+	ms2[0].State = map[string]string{region.KeyState: region.StateBootstrapped, region.KeyLeader: "4", region.KeyVoters: "a,b"}
+	ms2[1].State = ms2[0].State
+	if _, next := c.of(ms2); next[0].Term != 4 {
+		t.Fatalf("a new snapshot gave %+v, want term 4", next[0])
+	}
+}
+
+func TestEventLookEvery(t *testing.T) {
+	for _, c := range []struct {
+		n    int
+		want time.Duration
+	}{{5, 100 * time.Millisecond}, {100, 100 * time.Millisecond}, {400, 400 * time.Millisecond}, {1000, time.Second}, {10000, time.Second}} {
+		if got := eventLookEvery(c.n); got != c.want {
+			t.Errorf("eventLookEvery(%d) = %v, want %v", c.n, got, c.want)
+		}
 	}
 }

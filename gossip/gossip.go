@@ -13,7 +13,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -494,7 +493,7 @@ func (g *Gossip) Members() []Member {
 			MilliCPU: g.cfg.Meta.MilliCPU, MemoryBytes: g.cfg.Meta.MemoryBytes,
 		})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	g.snap.Store(&out)
 	g.dirty.Store(false) // after the store: writers set dirty under mu, which we hold
 	return out

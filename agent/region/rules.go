@@ -547,10 +547,20 @@ func clusterEvidence(self, region string, regionPeers, others map[string]Peer) s
 			return "node " + cmp.Or(p.Name, p.ID) + " " + how + ": waiting to be added by its leader"
 		}
 	}
-	for _, p := range sortedPeers(others) {
-		if p.Alive && slices.Contains(splitList(p.State[KeyWitnessing]), region) {
-			return "node " + cmp.Or(p.Name, p.ID) + " of region " + p.Region + " is a witness of this region, so the region has a cluster: waiting to be added by its leader"
+	// Every other region's nodes, on every tick: no sort, no split unless the node
+	// witnesses some region (the first by rank is named, as sortedPeers would).
+	var witness *Peer
+	for _, p := range others {
+		w := p.State[KeyWitnessing]
+		if !p.Alive || w == "" || !strings.Contains(w, region) || (witness != nil && byRank(p.ID, witness.ID) > 0) {
+			continue
 		}
+		if slices.Contains(splitList(w), region) {
+			witness = &p
+		}
+	}
+	if witness != nil {
+		return "node " + cmp.Or(witness.Name, witness.ID) + " of region " + witness.Region + " is a witness of this region, so the region has a cluster: waiting to be added by its leader"
 	}
 	return ""
 }
