@@ -257,17 +257,76 @@ func TestNoBootstrapWhenAProbeAnswersInACluster(t *testing.T) {
 	}
 }
 
-// fakeControl answers probes (HasState for the addresses in hasState) and refuses
-// every promise, counting them.
+// An alive candidate whose Raft port does not answer holds the bootstrap back for
+// unreachableGrace settle periods (it may be an overloaded member of a group this node
+// has not heard of); after that it is left out, and the others bootstrap.
+func TestUnreachableCandidateHoldsBootstrapBack(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(100, 0)}
+	n, err := New(Config{NodeID: "a", Name: "a", Region: "r", Eligible: true, inmemStores: true, RaftBind: "127.0.0.1:1", Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	none := map[string]string{KeyState: StateNone}
+	n.UpdatePeers([]Peer{
+		{ID: "a", Name: "a", Region: "r", Eligible: true, Alive: true, RaftAddr: "127.0.0.1:1", State: none},
+		{ID: "b", Name: "b", Region: "r", Eligible: true, Alive: true, RaftAddr: "127.0.0.1:2", State: none},
+		{ID: "c", Name: "slow", Region: "r", Eligible: true, Alive: true, RaftAddr: "127.0.0.1:3", State: none},
+	})
+	region, others, _ := n.regionView()
+	ctl := &fakeControl{down: map[string]bool{"127.0.0.1:3": true}}
+	ls := &loopState{candKey: "a,b,c", candSince: clk.t.Add(-time.Hour), probes: map[string]probeResult{}}
+	grace := unreachableGrace * n.cfg.SettlePeriod
+	for _, after := range []time.Duration{0, grace / 2, grace - time.Millisecond} {
+		ls.probes = map[string]probeResult{} // probe again
+		n.tryBootstrap(t.Context(), nil, ctl, ls, region, others, clk.t.Add(after))
+		if !strings.Contains(ls.waitReason, "slow is alive but its raft port 127.0.0.1:3 does not answer") || ctl.proposals != 0 {
+			t.Fatalf("%v after the first probe: reason %q, %d promises asked; want a wait naming slow and none asked", after, ls.waitReason, ctl.proposals)
+		}
+	}
+	// It answers once: the grace starts again from its next silence.
+	ctl.setDown("127.0.0.1:3", false)
+	ls.probes = map[string]probeResult{}
+	n.tryBootstrap(t.Context(), nil, ctl, ls, region, others, clk.t.Add(grace))
+	if _, held := ls.unreachSince["c"]; held {
+		t.Fatal("a candidate that answered is still counted unreachable")
+	}
+	ctl.setDown("127.0.0.1:3", true)
+	ctl.proposals = 0
+	start := clk.t.Add(grace + time.Second)
+	ls.probes = map[string]probeResult{}
+	n.tryBootstrap(t.Context(), nil, ctl, ls, region, others, start)
+	if ctl.proposals != 0 {
+		t.Fatalf("the grace did not start again: %d promises asked", ctl.proposals)
+	}
+	ls.probes = map[string]probeResult{}
+	ls.retryAt = time.Time{}
+	n.tryBootstrap(t.Context(), nil, ctl, ls, region, others, start.Add(grace))
+	if ctl.proposals == 0 {
+		t.Fatalf("after the grace the others do not bootstrap without it: reason %q", ls.waitReason)
+	}
+}
+
+// fakeControl answers probes (HasState for the addresses in hasState; nothing from
+// those in down) and refuses every promise, counting them.
 type fakeControl struct {
 	mu        sync.Mutex
 	hasState  map[string]bool
+	down      map[string]bool // these addresses do not answer
 	proposals int
+}
+
+func (f *fakeControl) setDown(addr string, down bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down[addr] = down
 }
 
 func (f *fakeControl) Call(_ context.Context, addr string, req ControlRequest) (ControlResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.down[addr] {
+		return ControlResponse{}, fmt.Errorf("dial %s: connection refused", addr)
+	}
 	switch req.Kind {
 	case CtlProbe:
 		return ControlResponse{OK: true, HasState: f.hasState[addr]}, nil

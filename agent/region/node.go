@@ -769,6 +769,7 @@ type loopState struct {
 	warnedForeign map[string]bool
 	wantedSince   map[string]time.Time // witness id → when first wanted (or last seen answering)
 	witnessFailed map[string]time.Time // witness id → when it was passed over
+	unreachSince  map[string]time.Time // bootstrap candidate id → since when its raft port has not answered
 }
 
 type probeResult struct {
@@ -780,7 +781,7 @@ type probeResult struct {
 
 func (n *Node) loop(ctx context.Context, r *raft.Raft, ctl Control) {
 	ls := &loopState{badSince: map[string]time.Time{}, nvSince: map[string]time.Time{}, probes: map[string]probeResult{}, warnedForeign: map[string]bool{},
-		wantedSince: map[string]time.Time{}, witnessFailed: map[string]time.Time{}}
+		wantedSince: map[string]time.Time{}, witnessFailed: map[string]time.Time{}, unreachSince: map[string]time.Time{}}
 	t := time.NewTicker(n.cfg.Tick)
 	defer t.Stop()
 	for {
@@ -1142,6 +1143,10 @@ func (n *Node) promiseTo(proposer string, list []string) ControlResponse {
 	return ControlResponse{OK: true}
 }
 
+// unreachableGrace, in settle periods (30 s by default), is how long an alive
+// candidate whose Raft port does not answer holds a bootstrap back.
+const unreachableGrace = 10
+
 // tryBootstrap is the safe bootstrap rule (docs/regions.md):
 //
 //  1. only an eligible node with an empty log (no term, no entries, no snapshot);
@@ -1215,9 +1220,32 @@ func (n *Node) tryBootstrap(ctx context.Context, r *raft.Raft, ctl Control, ls *
 		return
 	}
 	reach := n.probe(ctx, ctl, ls, region, cands, now)
+	if ls.unreachSince == nil {
+		ls.unreachSince = map[string]time.Time{}
+	}
+	for id := range ls.unreachSince {
+		if reach[id] || !slices.Contains(cands, id) {
+			delete(ls.unreachSince, id)
+		}
+	}
 	var ok []string
 	for _, id := range cands {
 		if !reach[id] {
+			// An alive candidate that does not answer may be a member of a group
+			// this node has not heard of (overloaded, or its records late): left out,
+			// a second group could form beside it. So it holds the bootstrap back for
+			// unreachableGrace; only a node whose Raft port stays dead that long (a
+			// wrong --advertise, a firewall) is left out.
+			since, seen := ls.unreachSince[id]
+			if !seen {
+				since = now
+				ls.unreachSince[id] = now
+			}
+			if grace := unreachableGrace * n.cfg.SettlePeriod; now.Sub(since) < grace {
+				n.setMyList(nil)
+				wait(fmt.Sprintf("node %s is alive but its raft port %s does not answer: waiting up to %v before leaving it out", cmp.Or(region[id].Name, id), region[id].RaftAddr, grace))
+				return
+			}
 			continue
 		}
 		// Its record may be older than its bootstrap: its own answer is not.
