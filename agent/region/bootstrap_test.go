@@ -204,17 +204,8 @@ func TestNoBootstrapWhileARegionPeerIsInACluster(t *testing.T) {
 // bootstrapping beside it, and settles again once it came (issue 14: second Raft
 // groups in a 1,000-agent simulation whose records lagged minutes behind).
 func TestNoBootstrapBeforeEveryRegionPeerPublished(t *testing.T) {
-	clk := &fakeClock{t: time.Unix(100, 0)}
-	n, err := New(Config{NodeID: "a", Name: "a", Region: "r", Eligible: true, inmemStores: true, RaftBind: "127.0.0.1:1", Clock: clk})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.UpdatePeers([]Peer{
-		{ID: "a", Name: "a", Region: "r", Eligible: true, Alive: true, RaftAddr: "127.0.0.1:1", State: map[string]string{KeyState: StateNone}},
-		{ID: "b", Name: "late", Region: "r", Eligible: true, Alive: true, RaftAddr: "127.0.0.1:2"},
-	})
-	region, others, _ := n.regionView()
-	ls := &loopState{candKey: "a,b", candSince: clk.t.Add(-time.Hour), probes: map[string]probeResult{}}
+	n, clk, region, others, ls := bootstrapView(t, "a,b",
+		Peer{ID: "b", Name: "late", Region: "r", Eligible: true, Alive: true, RaftAddr: "127.0.0.1:2"})
 	n.tryBootstrap(t.Context(), nil, &fakeControl{}, ls, region, others, clk.t)
 	if ls.candKey != "" || !strings.Contains(ls.waitReason, "late has not published its raft state") {
 		t.Errorf("tryBootstrap left candKey %q, reason %q; want the settle period restarted and a wait naming late", ls.candKey, ls.waitReason)
@@ -227,20 +218,11 @@ func TestNoBootstrapBeforeEveryRegionPeerPublished(t *testing.T) {
 // A peer whose gossiped record still says "none" but whose Raft port answers that it
 // is in a cluster stops the bootstrap: its record is older than its bootstrap.
 func TestNoBootstrapWhenAProbeAnswersInACluster(t *testing.T) {
-	clk := &fakeClock{t: time.Unix(100, 0)}
-	n, err := New(Config{NodeID: "a", Name: "a", Region: "r", Eligible: true, inmemStores: true, RaftBind: "127.0.0.1:1", Clock: clk})
-	if err != nil {
-		t.Fatal(err)
-	}
 	none := map[string]string{KeyState: StateNone}
-	n.UpdatePeers([]Peer{
-		{ID: "a", Name: "a", Region: "r", Eligible: true, Alive: true, RaftAddr: "127.0.0.1:1", State: none},
-		{ID: "b", Name: "b", Region: "r", Eligible: true, Alive: true, RaftAddr: "127.0.0.1:2", State: none},
-		{ID: "c", Name: "c", Region: "r", Eligible: true, Alive: true, RaftAddr: "127.0.0.1:3", State: none},
-	})
-	region, others, _ := n.regionView()
+	n, clk, region, others, ls := bootstrapView(t, "a,b,c",
+		Peer{ID: "b", Name: "b", Region: "r", Eligible: true, Alive: true, RaftAddr: "127.0.0.1:2", State: none},
+		Peer{ID: "c", Name: "c", Region: "r", Eligible: true, Alive: true, RaftAddr: "127.0.0.1:3", State: none})
 	ctl := &fakeControl{hasState: map[string]bool{"127.0.0.1:3": true}}
-	ls := &loopState{candKey: "a,b,c", candSince: clk.t.Add(-time.Hour), probes: map[string]probeResult{}}
 	n.tryBootstrap(t.Context(), nil, ctl, ls, region, others, clk.t)
 	if !strings.Contains(ls.waitReason, "c answers that it is in a cluster") {
 		t.Errorf("reason %q, want a wait naming c", ls.waitReason)
@@ -261,20 +243,11 @@ func TestNoBootstrapWhenAProbeAnswersInACluster(t *testing.T) {
 // unreachableGrace settle periods (it may be an overloaded member of a group this node
 // has not heard of); after that it is left out, and the others bootstrap.
 func TestUnreachableCandidateHoldsBootstrapBack(t *testing.T) {
-	clk := &fakeClock{t: time.Unix(100, 0)}
-	n, err := New(Config{NodeID: "a", Name: "a", Region: "r", Eligible: true, inmemStores: true, RaftBind: "127.0.0.1:1", Clock: clk})
-	if err != nil {
-		t.Fatal(err)
-	}
 	none := map[string]string{KeyState: StateNone}
-	n.UpdatePeers([]Peer{
-		{ID: "a", Name: "a", Region: "r", Eligible: true, Alive: true, RaftAddr: "127.0.0.1:1", State: none},
-		{ID: "b", Name: "b", Region: "r", Eligible: true, Alive: true, RaftAddr: "127.0.0.1:2", State: none},
-		{ID: "c", Name: "slow", Region: "r", Eligible: true, Alive: true, RaftAddr: "127.0.0.1:3", State: none},
-	})
-	region, others, _ := n.regionView()
+	n, clk, region, others, ls := bootstrapView(t, "a,b,c",
+		Peer{ID: "b", Name: "b", Region: "r", Eligible: true, Alive: true, RaftAddr: "127.0.0.1:2", State: none},
+		Peer{ID: "c", Name: "slow", Region: "r", Eligible: true, Alive: true, RaftAddr: "127.0.0.1:3", State: none})
 	ctl := &fakeControl{down: map[string]bool{"127.0.0.1:3": true}}
-	ls := &loopState{candKey: "a,b,c", candSince: clk.t.Add(-time.Hour), probes: map[string]probeResult{}}
 	grace := unreachableGrace * n.cfg.SettlePeriod
 	for _, after := range []time.Duration{0, grace / 2, grace - time.Millisecond} {
 		ls.probes = map[string]probeResult{} // probe again
@@ -304,6 +277,22 @@ func TestUnreachableCandidateHoldsBootstrapBack(t *testing.T) {
 	if ctl.proposals == 0 {
 		t.Fatalf("after the grace the others do not bootstrap without it: reason %q", ls.waitReason)
 	}
+}
+
+// bootstrapView is node a of region r, eligible, at 127.0.0.1:1, seeing peers (a with
+// raft.state none is added first), its region and other regions split as the loop
+// splits them, and a settled loop state for candidates key.
+func bootstrapView(t *testing.T, key string, peers ...Peer) (*Node, *fakeClock, map[string]Peer, map[string]Peer, *loopState) {
+	t.Helper()
+	clk := &fakeClock{t: time.Unix(100, 0)}
+	n, err := New(Config{NodeID: "a", Name: "a", Region: "r", Eligible: true, inmemStores: true, RaftBind: "127.0.0.1:1", Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := Peer{ID: "a", Name: "a", Region: "r", Eligible: true, Alive: true, RaftAddr: "127.0.0.1:1", State: map[string]string{KeyState: StateNone}}
+	n.UpdatePeers(append([]Peer{self}, peers...))
+	region, others, _ := n.regionView()
+	return n, clk, region, others, &loopState{candKey: key, candSince: clk.t.Add(-time.Hour), probes: map[string]probeResult{}}
 }
 
 // fakeControl answers probes (HasState for the addresses in hasState; nothing from
