@@ -13,7 +13,12 @@ import (
 // smallAndBig starts a region "small" of n eligible nodes and a region "big" of 3 (the
 // witness pool).
 func smallAndBig(t *testing.T, n int) (f *fleet, small, big []*tnode) {
-	f = newFleet(t, nil)
+	return smallAndBigWith(t, n, nil)
+}
+
+// smallAndBigWith is smallAndBig with opts applied to every node's config.
+func smallAndBigWith(t *testing.T, n int, opts func(*Config)) (f *fleet, small, big []*tnode) {
+	f = newFleet(t, opts)
 	for i := range n {
 		small = append(small, f.add(fmt.Sprintf("s%d", i+1), "small", true, ""))
 	}
@@ -191,7 +196,11 @@ func TestOneNodeRegionGetsNoWitness(t *testing.T) {
 // so a witness completes the voters), then a second: the survivor keeps leading with
 // the witness. When the witness is gone too, the survivor reports headless.
 func TestThreeNodeRegionLosesTwo(t *testing.T) {
-	f, mid, big := smallAndBig(t, 3)
+	// The witness must die before the grace removes the second dead voter: once that
+	// is gone the region has one eligible node, autopilot drops the witness too, and
+	// the survivor rightly leads alone. With the harness's 1 s grace, a CI machine
+	// under load took longer than that between the two kills; 5 s leaves room.
+	f, mid, big := smallAndBigWith(t, 3, func(c *Config) { c.DeadGrace = 5 * time.Second })
 	leader := f.waitStable("small", 3, 15*time.Second)
 	var first *tnode
 	for _, tn := range mid {
