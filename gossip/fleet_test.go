@@ -343,6 +343,22 @@ func (a aliveCounter) NotifyAlive(peer *memberlist.Node) error {
 	return nil
 }
 
+// suspectOnly tunes a fleet for the refutation tests: no push/pull (it would carry
+// n01's state and the suspicions about it), suspicions that outlast the test (suspect,
+// never dead), and n00 counting into alive the alive messages about n01 it receives.
+func suspectOnly(alive *atomic.Int64) func(*gossip.Config) {
+	return func(c *gossip.Config) {
+		name := c.Name
+		c.Tune = func(mc *memberlist.Config) {
+			mc.PushPullInterval = 0
+			mc.SuspicionMult = 1000
+			if name == "n00" {
+				mc.Alive = aliveCounter{name: "n01", n: alive}
+			}
+		}
+	}
+}
+
 // A node thawed after a freeze announces itself alive on its own: it does not wait to
 // hear, by gossip, that its peers suspect it. Here n01 cannot hear n00 at all (a
 // one-way cut), so the only alive message about n01 that n00 can get is the stall
@@ -350,17 +366,7 @@ func (a aliveCounter) NotifyAlive(peer *memberlist.Node) error {
 func TestStalledNodeRefutesWithoutHearingTheSuspicion(t *testing.T) {
 	net := gossiptest.NewNetwork()
 	var alive atomic.Int64 // alive messages about n01 received by n00
-	tune := func(c *gossip.Config) {
-		name := c.Name
-		c.Tune = func(mc *memberlist.Config) {
-			mc.PushPullInterval = 0 // push/pull would carry n01's state too
-			mc.SuspicionMult = 1000 // a suspicion outlasts the test: suspect, never dead
-			if name == "n00" {
-				mc.Alive = aliveCounter{name: "n01", n: &alive}
-			}
-		}
-	}
-	nodes := startFleet(t, net, 2, tune)
+	nodes := startFleet(t, net, 2, suspectOnly(&alive))
 	net.SetDown("n01", true)
 	gossiptest.Eventually(t, wait, "n00 suspects n01", func() bool {
 		return gossiptest.StatusOf(nodes[0].Gossip, "n01") == gossip.StatusSuspect
@@ -389,17 +395,7 @@ func TestStalledNodeRefutesWithoutHearingTheSuspicion(t *testing.T) {
 func TestHealedNodeTellsTheMembersItSuspects(t *testing.T) {
 	net := gossiptest.NewNetwork()
 	var alive atomic.Int64 // alive messages about n01 received by n00
-	tune := func(c *gossip.Config) {
-		name := c.Name
-		c.Tune = func(mc *memberlist.Config) {
-			mc.PushPullInterval = 0 // push/pull would carry the suspicion to n01
-			mc.SuspicionMult = 1000 // a suspicion outlasts the test: suspect, never dead
-			if name == "n00" {
-				mc.Alive = aliveCounter{name: "n01", n: &alive}
-			}
-		}
-	}
-	nodes := startFleet(t, net, 3, tune)
+	nodes := startFleet(t, net, 3, suspectOnly(&alive))
 	net.Partition([]string{"n00"}, []string{"n01", "n02"})
 	gossiptest.Eventually(t, wait, "n00, cut off, suspects n01", func() bool {
 		return gossiptest.StatusOf(nodes[0].Gossip, "n01") == gossip.StatusSuspect

@@ -1197,9 +1197,7 @@ func (g *Gossip) refreshFromMemberlist(now time.Time) {
 	resync := g.resync.Swap(false)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	// The longest memberlist keeps a node suspect before declaring it dead (its
-	// suspicion timeout scales with log10 of the fleet size), plus a second of slack.
-	suspicionMax := time.Duration(float64(g.suspicionUnit)*math.Max(1, math.Log10(float64(len(live))))) + g.scaled(time.Second)
+	suspicionMax := g.suspicionMax(len(live))
 	present := make(map[string]bool, len(live))
 	for _, n := range live {
 		present[n.Name] = true
@@ -1242,6 +1240,13 @@ func (g *Gossip) refreshFromMemberlist(now time.Time) {
 			g.changed()
 		}
 	}
+}
+
+// suspicionMax is the longest memberlist keeps one of n members suspect before
+// declaring it dead (its suspicion timeout scales with log10 of the fleet size), plus
+// a second of slack.
+func (g *Gossip) suspicionMax(n int) time.Duration {
+	return time.Duration(float64(g.suspicionUnit)*math.Max(1, math.Log10(float64(n)))) + g.scaled(time.Second)
 }
 
 // forgetAfter is how long a dead or left member stays in the fleet view.

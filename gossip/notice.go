@@ -1,7 +1,6 @@
 package gossip
 
 import (
-	"math"
 	"net"
 	"time"
 
@@ -49,7 +48,7 @@ func (g *Gossip) dueNotices(now time.Time) []noticeTarget {
 	if len(g.unheard) == 0 {
 		return nil
 	}
-	longest := time.Duration(float64(g.suspicionUnit)*math.Max(1, math.Log10(float64(len(g.nodes))))) + g.probeEvery
+	longest := g.suspicionMax(len(g.nodes))
 	var out []noticeTarget
 	busy := 0
 	for _, u := range g.unheard {

@@ -232,7 +232,8 @@ func TestNoBootstrapWhenAProbeAnswersInACluster(t *testing.T) {
 	}
 	// Without it the same view proceeds to the promise round.
 	ctl = &fakeControl{}
-	ls = &loopState{candKey: "a,b,c", candSince: clk.t.Add(-time.Hour), probes: map[string]probeResult{}}
+	ls = newLoopState()
+	ls.candKey, ls.candSince = "a,b,c", clk.t.Add(-time.Hour)
 	n.tryBootstrap(t.Context(), nil, ctl, ls, region, others, clk.t)
 	if ctl.proposals == 0 {
 		t.Errorf("no promise asked of an all-empty region (reason %q)", ls.waitReason)
@@ -292,7 +293,9 @@ func bootstrapView(t *testing.T, key string, peers ...Peer) (*Node, *fakeClock, 
 	self := Peer{ID: "a", Name: "a", Region: "r", Eligible: true, Alive: true, RaftAddr: "127.0.0.1:1", State: map[string]string{KeyState: StateNone}}
 	n.UpdatePeers(append([]Peer{self}, peers...))
 	region, others, _ := n.regionView()
-	return n, clk, region, others, &loopState{candKey: key, candSince: clk.t.Add(-time.Hour), probes: map[string]probeResult{}}
+	ls := newLoopState()
+	ls.candKey, ls.candSince = key, clk.t.Add(-time.Hour)
+	return n, clk, region, others, ls
 }
 
 // fakeControl answers probes (HasState for the addresses in hasState; nothing from

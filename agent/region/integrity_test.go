@@ -517,7 +517,7 @@ func TestNoNewClusterOverRecordedLog(t *testing.T) {
 		return n, r, clk
 	}
 	steps := func(n *Node, r *raft.Raft, clk *fakeClock) {
-		ls := &loopState{badSince: map[string]time.Time{}, nvSince: map[string]time.Time{}, probes: map[string]probeResult{}, warnedForeign: map[string]bool{}}
+		ls := newLoopState()
 		n.step(context.Background(), r, nil, ls)
 		clk.t = clk.t.Add(n.cfg.SettlePeriod + time.Second)
 		n.step(context.Background(), r, nil, ls)

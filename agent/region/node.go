@@ -779,9 +779,13 @@ type probeResult struct {
 	at       time.Time
 }
 
-func (n *Node) loop(ctx context.Context, r *raft.Raft, ctl Control) {
-	ls := &loopState{badSince: map[string]time.Time{}, nvSince: map[string]time.Time{}, probes: map[string]probeResult{}, warnedForeign: map[string]bool{},
+func newLoopState() *loopState {
+	return &loopState{badSince: map[string]time.Time{}, nvSince: map[string]time.Time{}, probes: map[string]probeResult{}, warnedForeign: map[string]bool{},
 		wantedSince: map[string]time.Time{}, witnessFailed: map[string]time.Time{}, unreachSince: map[string]time.Time{}}
+}
+
+func (n *Node) loop(ctx context.Context, r *raft.Raft, ctl Control) {
+	ls := newLoopState()
 	t := time.NewTicker(n.cfg.Tick)
 	defer t.Stop()
 	for {
@@ -1187,18 +1191,16 @@ func (n *Node) tryBootstrap(ctx context.Context, r *raft.Raft, ctl Control, ls *
 	// only with its record, which lags far behind while a large fleet joins (issue 14:
 	// 1,000 agents on two cores, records minutes late). A peer whose record has not
 	// arrived may be in a cluster already: wait for it, and settle again once it came.
-	for _, p := range sortedPeers(region) {
-		if p.Alive && p.ID != n.cfg.NodeID && p.RaftAddr != "" && p.State[KeyState] == "" {
-			n.setMyList(nil)
-			ls.candKey = ""
-			wait("node " + cmp.Or(p.Name, p.ID) + " has not published its raft state yet: waiting for its record")
-			return
-		}
-	}
 	var cands []string
 	for _, p := range sortedPeers(region) {
 		if !p.Alive {
 			continue
+		}
+		if p.ID != n.cfg.NodeID && p.RaftAddr != "" && p.State[KeyState] == "" {
+			n.setMyList(nil)
+			ls.candKey = ""
+			wait("node " + cmp.Or(p.Name, p.ID) + " has not published its raft state yet: waiting for its record")
+			return
 		}
 		if p.Eligible && p.RaftAddr != "" {
 			cands = append(cands, p.ID)
@@ -1220,9 +1222,6 @@ func (n *Node) tryBootstrap(ctx context.Context, r *raft.Raft, ctl Control, ls *
 		return
 	}
 	reach := n.probe(ctx, ctl, ls, region, cands, now)
-	if ls.unreachSince == nil {
-		ls.unreachSince = map[string]time.Time{}
-	}
 	for id := range ls.unreachSince {
 		if reach[id] || !slices.Contains(cands, id) {
 			delete(ls.unreachSince, id)
